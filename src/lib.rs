@@ -1,2 +1,77 @@
-//! evetcd: a callback-style etcd v3 client for event loops (work in progress).
+//! evetcd: a callback-style etcd v3 client for event loops.
+//!
+//! One thread, one [`mio`] reactor, one HTTP/2 connection (the `h2` crate) carrying gRPC, and
+//! no async runtime. Every operation takes a callback that receives
+//! `Result<Response, EtcdError>`; callbacks run from [`Client::run`], or from a loop of your
+//! own that drives the client.
+//!
+//! ```no_run
+//! use evetcd::{Client, Config, GetOptions, PutOptions};
+//!
+//! let client = Client::new(Config::new().endpoints(["127.0.0.1:2379"])).unwrap();
+//! let c = client.clone();
+//! client.put("greeting", "hello", PutOptions::new(), move |res| {
+//!     let put = res.expect("put");
+//!     println!("written at revision {}", put.header.unwrap().revision);
+//!     // A callback may start more work: it runs in the same loop.
+//!     c.get("greeting", GetOptions::new(), |res| {
+//!         let kv = &res.expect("get").kvs[0];
+//!         println!("{} = {}", String::from_utf8_lossy(&kv.key), String::from_utf8_lossy(&kv.value));
+//!     });
+//! });
+//! client.run(); // returns once nothing is pending
+//! ```
+//!
+//! # Callbacks
+//!
+//! - Each callback runs exactly once (streams: once per message), on the thread that drives
+//!   the client, from [`Client::run`] or [`Client::process`].
+//! - A callback never runs inside the call that registered it. Bad arguments (a request above
+//!   the size limit, say) are reported with `INVALID_ARGUMENT` on the next turn.
+//! - A callback may start new operations (capture a clone of the [`Client`]) and may drop
+//!   its clone. No internal borrow is held while it runs. Calling `run()` or `process()`
+//!   from inside a callback returns at once.
+//! - Every failure arrives as an [`EtcdError`]: the gRPC status and message, the operation
+//!   that failed, and [`EtcdError::is_retryable`]. A connection that fails fails every
+//!   pending call with `UNAVAILABLE`.
+//!
+//! # Embedding in a foreign loop
+//!
+//! Instead of [`Client::run`]:
+//!
+//! 1. watch [`as_raw_fd`](std::os::fd::AsRawFd::as_raw_fd) for readability (it is the
+//!    client's epoll fd);
+//! 2. wait at most [`Client::next_timeout`] (`None`: nothing pending; zero: call now);
+//! 3. call [`Client::process`], which never blocks;
+//! 4. re-read `next_timeout()` after every `process()` and after starting any operation.
+//!
+//! # Keys and values
+//!
+//! Keys and values are bytes ([`bytes::Bytes`]): any `&'static str`, `String`, `Vec<u8>` or
+//! `Bytes` converts. Responses are the etcd protobuf messages in [`pb`], with `Bytes` fields.
 #![forbid(unsafe_code)]
+#![deny(missing_docs, missing_debug_implementations)]
+
+mod client;
+mod config;
+mod error;
+mod grpc;
+mod h2io;
+pub mod ops;
+pub mod pb;
+mod reactor;
+mod session;
+mod timer;
+
+pub use client::Client;
+pub use config::{Config, DEFAULT_MAX_REQUEST_BYTES, MIN_TIMEOUT};
+pub use error::{Code, EtcdError};
+pub use ops::kv::{
+    prefix_range_end, CompactOptions, DeleteOptions, GetOptions, PutOptions, SortOrder, SortTarget,
+};
+pub use ops::txn::{Compare, CompareOp, Txn, TxnOp, TxnOpResponse};
+pub use pb::etcdserverpb::{
+    CompactionResponse, DeleteRangeResponse, PutResponse, RangeResponse, ResponseHeader,
+    TxnResponse,
+};
+pub use pb::mvccpb::KeyValue;

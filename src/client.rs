@@ -1,0 +1,188 @@
+//! [`Client`]: the handle users hold, the loop that runs callbacks, and the embedding calls.
+//!
+//! The operations themselves live beside their options in `ops/` (one file per service),
+//! each as an `impl Client` block built on [`Client::call`].
+
+use crate::config::Config;
+use crate::error::{Code, EtcdError};
+use crate::grpc::{codec, Rpc};
+use crate::reactor::Reactor;
+use crate::session::{Completed, Session};
+use bytes::Bytes;
+use std::cell::{Cell, RefCell};
+use std::os::fd::{AsRawFd, RawFd};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// An etcd v3 client driven by one thread's event loop.
+///
+/// Cheap to clone: clones share one connection, and a callback may capture a clone to start
+/// more work. Every operation takes a callback that receives `Ok(response)` or
+/// `Err(EtcdError)` exactly once, from [`run`](Client::run) or [`process`](Client::process),
+/// never from inside the call that started the operation.
+///
+/// Dropping the last clone closes the connection; callbacks of operations still pending
+/// then never run. A callback that captures a clone keeps the client alive until it has run.
+#[derive(Clone)]
+pub struct Client {
+    inner: Rc<Inner>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    core: RefCell<Core>,
+    /// Set by `stop()`; `run()` returns at the end of its turn and clears it.
+    stopped: Cell<bool>,
+    /// True while callbacks run, so that a nested `run()`/`process()` returns at once.
+    in_callbacks: Cell<bool>,
+}
+
+struct Core {
+    session: Session,
+    reactor: Reactor,
+}
+
+impl Client {
+    /// A client for `config`. No connection is made until the first operation.
+    ///
+    /// Fails with `INVALID_ARGUMENT` for a bad configuration, `INTERNAL` when the OS refuses
+    /// an epoll instance.
+    pub fn new(config: Config) -> Result<Client, EtcdError> {
+        let cfg = config.validate()?;
+        let reactor = Reactor::new()
+            .map_err(|e| EtcdError::new(Code::Internal, format!("epoll: {e}"), "new"))?;
+        let session = Session::new(cfg, Instant::now());
+        Ok(Client {
+            inner: Rc::new(Inner {
+                core: RefCell::new(Core { session, reactor }),
+                stopped: Cell::new(false),
+                in_callbacks: Cell::new(false),
+            }),
+        })
+    }
+
+    /// Runs the loop until no operation is pending, or until [`stop`](Client::stop).
+    ///
+    /// Called from inside a callback it returns at once (the outer loop goes on).
+    pub fn run(&self) {
+        if self.inner.in_callbacks.get() {
+            return;
+        }
+        let _keep = self.inner.clone();
+        loop {
+            if self.inner.stopped.replace(false) {
+                return;
+            }
+            let timeout = {
+                let core = self.inner.core.borrow();
+                if core.session.is_idle() {
+                    return;
+                }
+                core.reactor.next_timeout(&core.session, Instant::now())
+            };
+            self.turn(timeout);
+        }
+    }
+
+    /// Makes [`run`](Client::run) return after the current turn. Pending operations stay
+    /// pending; a later `run()` continues them.
+    pub fn stop(&self) {
+        self.inner.stopped.set(true);
+    }
+
+    /// One non-blocking turn, for a foreign event loop: does whatever IO is ready, fires due
+    /// timers and runs finished callbacks. Afterwards re-read
+    /// [`next_timeout`](Client::next_timeout).
+    pub fn process(&self) {
+        if self.inner.in_callbacks.get() {
+            return;
+        }
+        let _keep = self.inner.clone();
+        self.turn(Some(Duration::ZERO));
+    }
+
+    /// How long a foreign loop may wait for [`as_raw_fd`](Client::as_raw_fd) to become
+    /// readable before calling [`process`](Client::process) anyway: `Some(ZERO)` when work
+    /// is queued, `None` when nothing is pending at all. Re-read it after every `process()`
+    /// and after every operation started.
+    pub fn next_timeout(&self) -> Option<Duration> {
+        let core = self.inner.core.borrow();
+        core.reactor.next_timeout(&core.session, Instant::now())
+    }
+
+    /// Whether no operation is pending.
+    pub fn is_idle(&self) -> bool {
+        self.inner.core.borrow().session.is_idle()
+    }
+
+    /// One turn: IO and timers with the core borrowed, then callbacks with nothing borrowed,
+    /// then a flush so that what the callbacks started is sent now.
+    fn turn(&self, timeout: Option<Duration>) {
+        let batch: Vec<Completed> = {
+            let mut core = self.inner.core.borrow_mut();
+            let Core { session, reactor } = &mut *core;
+            reactor.turn(session, timeout);
+            std::iter::from_fn(|| session.poll_event()).collect()
+        };
+        if batch.is_empty() {
+            return;
+        }
+        self.inner.in_callbacks.set(true);
+        for c in batch {
+            (c.done)(c.result);
+        }
+        self.inner.in_callbacks.set(false);
+        let mut core = self.inner.core.borrow_mut();
+        let Core { session, reactor } = &mut *core;
+        reactor.flush(session);
+    }
+
+    /// Starts unary call `R` with `request`; `callback` gets the decoded response.
+    pub(crate) fn call<R: Rpc>(
+        &self,
+        operation: &'static str,
+        request: &R::Request,
+        callback: impl FnOnce(Result<R::Response, EtcdError>) + 'static,
+    ) where
+        R::Response: 'static,
+    {
+        let body = codec::encode(request);
+        let done = Box::new(move |res: Result<Bytes, EtcdError>| {
+            callback(res.and_then(|bytes| decode::<R::Response>(bytes, operation)));
+        });
+        self.inner.core.borrow_mut().session.start_unary(
+            R::PATH,
+            body,
+            operation,
+            done,
+            Instant::now(),
+        );
+    }
+}
+
+/// Decodes a response message, mapping a malformed one to `INTERNAL`.
+fn decode<M: prost::Message + Default>(
+    bytes: Bytes,
+    operation: &'static str,
+) -> Result<M, EtcdError> {
+    M::decode(bytes).map_err(|e| {
+        EtcdError::new(
+            Code::Internal,
+            format!("cannot decode response: {e}"),
+            operation,
+        )
+    })
+}
+
+impl AsRawFd for Client {
+    /// The client's epoll fd, for a foreign loop: readable when the connection has news. See
+    /// [`next_timeout`](Client::next_timeout) for work that needs no readiness.
+    fn as_raw_fd(&self) -> RawFd {
+        self.inner.core.borrow().reactor.as_raw_fd()
+    }
+}

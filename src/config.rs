@@ -1,0 +1,178 @@
+//! Client configuration: a small builder with etcd's defaults, validated by `Client::new`.
+
+use crate::error::EtcdError;
+use crate::session::SessionConfig;
+use http::uri::Authority;
+use http::HeaderValue;
+use std::time::Duration;
+
+/// etcd's default `--max-request-bytes` (1.5 MiB) plus the 512 KiB gRPC overhead etcd allows
+/// on top: the server's receive limit, so a request above it could never succeed.
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 3 * 512 * 1024 + 512 * 1024;
+
+/// The shortest unary deadline; shorter values are raised to it (as in EV::Etcd).
+pub const MIN_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How to reach etcd and how long to wait.
+///
+/// ```
+/// use std::time::Duration;
+/// let config = evetcd::Config::new()
+///     .endpoints(["127.0.0.1:2379", "http://127.0.0.1:22379"])
+///     .timeout(Duration::from_secs(5));
+/// # let _ = config;
+/// ```
+#[derive(Clone, Debug)]
+pub struct Config {
+    endpoints: Vec<String>,
+    timeout: Duration,
+    max_request_bytes: usize,
+    auth_token: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            endpoints: vec!["127.0.0.1:2379".to_string()],
+            timeout: Duration::from_secs(30),
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            auth_token: None,
+        }
+    }
+}
+
+impl Config {
+    /// The defaults: endpoint `127.0.0.1:2379`, 30 s deadline, 2 MiB request limit.
+    pub fn new() -> Config {
+        Config::default()
+    }
+
+    /// The endpoints, as `host:port` (an `http://` prefix is accepted; the port defaults to
+    /// 2379). One is used at a time, in order.
+    pub fn endpoints<I, S>(mut self, endpoints: I) -> Config
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.endpoints = endpoints.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The deadline of every unary call (lock and campaign excepted); at least one second.
+    pub fn timeout(mut self, timeout: Duration) -> Config {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The largest encoded request sent; a larger one fails locally with `INVALID_ARGUMENT`.
+    /// Match it to the server's `--max-request-bytes` plus 512 KiB.
+    pub fn max_request_bytes(mut self, bytes: usize) -> Config {
+        self.max_request_bytes = bytes;
+        self
+    }
+
+    /// An auth token obtained elsewhere, sent with every call as the `token` metadata.
+    pub fn auth_token(mut self, token: impl Into<String>) -> Config {
+        self.auth_token = Some(token.into());
+        self
+    }
+
+    /// Checks the settings and turns them into what the session needs.
+    pub(crate) fn validate(&self) -> Result<SessionConfig, EtcdError> {
+        if self.endpoints.is_empty() {
+            return Err(EtcdError::invalid("no endpoints configured", "new"));
+        }
+        let endpoints = self
+            .endpoints
+            .iter()
+            .map(|e| parse_endpoint(e))
+            .collect::<Result<Vec<_>, _>>()?;
+        let token = match &self.auth_token {
+            None => None,
+            Some(t) => Some(
+                HeaderValue::from_str(t)
+                    .ok()
+                    .filter(|_| !t.is_empty() && t.bytes().all(|b| b.is_ascii_graphic()))
+                    .ok_or_else(|| {
+                        EtcdError::invalid("auth_token must be printable ASCII", "new")
+                    })?,
+            ),
+        };
+        Ok(SessionConfig {
+            endpoints,
+            timeout: self.timeout.max(MIN_TIMEOUT),
+            max_request_bytes: self.max_request_bytes,
+            token,
+        })
+    }
+}
+
+/// `host:port`, `http://host:port/` or `host` → the authority `host:port`.
+fn parse_endpoint(raw: &str) -> Result<Authority, EtcdError> {
+    let bad = |why: &str| EtcdError::invalid(format!("endpoint {raw:?}: {why}"), "new");
+    if raw.starts_with("https://") {
+        return Err(bad("TLS is not supported yet; use http:// or host:port"));
+    }
+    let rest = raw.strip_prefix("http://").unwrap_or(raw);
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.is_empty() || rest.contains(['/', '@', '?', '#']) || rest.contains(char::is_whitespace)
+    {
+        return Err(bad("expected host:port"));
+    }
+    let authority: Authority = rest.parse().map_err(|_| bad("expected host:port"))?;
+    if authority.port_u16().is_some() {
+        return Ok(authority);
+    }
+    format!("{rest}:2379")
+        .parse()
+        .map_err(|_| bad("expected host:port"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_accept_http_prefix_and_default_port() {
+        assert_eq!(
+            parse_endpoint("127.0.0.1:2379").unwrap().as_str(),
+            "127.0.0.1:2379"
+        );
+        assert_eq!(
+            parse_endpoint("http://localhost:22379/").unwrap().as_str(),
+            "localhost:22379"
+        );
+        assert_eq!(parse_endpoint("etcd-0").unwrap().as_str(), "etcd-0:2379");
+        assert_eq!(parse_endpoint("[::1]:2379").unwrap().port_u16(), Some(2379));
+        for bad in [
+            "",
+            "http://",
+            "https://h:1",
+            "h:1/path",
+            "user@h:1",
+            "h :1",
+            "h:x",
+        ] {
+            assert!(parse_endpoint(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn validation_clamps_timeout_and_checks_token() {
+        let cfg = Config::new().timeout(Duration::ZERO).validate().unwrap();
+        assert_eq!(cfg.timeout, MIN_TIMEOUT);
+        assert_eq!(cfg.max_request_bytes, 2 * 1024 * 1024);
+        assert!(Config::new()
+            .endpoints(Vec::<String>::new())
+            .validate()
+            .is_err());
+        assert!(Config::new().auth_token("bad\ntoken").validate().is_err());
+        assert!(Config::new().auth_token("é").validate().is_err());
+        assert!(Config::new()
+            .auth_token("abc.def")
+            .validate()
+            .unwrap()
+            .token
+            .is_some());
+    }
+}

@@ -1,0 +1,198 @@
+//! The only asynchronous code: h2's handles, polled by hand.
+//!
+//! No executor and no `async` blocks. The session calls plain methods here; each polls an h2
+//! handle with the waker of the caller's key (see [`wake`]) and returns what happened as
+//! plain data. h2 does all of its IO on [`pipe::Pipe`], an in-memory duplex.
+//!
+//! Nothing is written until the connection task is polled, so the session polls it after
+//! every input and after every call it polls ([`Transport::poll_connection`]).
+
+pub(crate) mod pipe;
+pub(crate) mod wake;
+
+use bytes::Bytes;
+use h2::client::{Connection, ResponseFuture, SendRequest};
+use h2::{RecvStream, SendStream};
+use http::{HeaderMap, Request};
+use pipe::{Pipe, PipeBuffers};
+use std::cell::RefCell;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+pub(crate) use wake::Wakers;
+
+/// Per-stream receive window. Large, so that a big range, snapshot chunk or a burst of watch
+/// events does not wait for WINDOW_UPDATE round trips.
+const STREAM_WINDOW: u32 = 4 << 20;
+/// Connection receive window: several streams' worth. It also sizes h2's budget for small
+/// unread DATA frames, which many calls in flight would otherwise exhaust.
+const CONNECTION_WINDOW: u32 = 16 << 20;
+
+/// One HTTP/2 connection over a pipe.
+pub(crate) struct Transport {
+    pipe: Rc<RefCell<PipeBuffers>>,
+    send: SendRequest<Bytes>,
+    conn: Connection<Pipe, Bytes>,
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transport").finish_non_exhaustive()
+    }
+}
+
+impl Transport {
+    /// Starts the HTTP/2 handshake: the preface and SETTINGS go into the pipe at once (h2 does
+    /// not wait for the server's SETTINGS before requests may be sent).
+    pub(crate) fn handshake(wakers: &Wakers) -> Result<Transport, h2::Error> {
+        let pipe = Rc::new(RefCell::new(PipeBuffers::default()));
+        let mut fut = Box::pin(
+            h2::client::Builder::new()
+                .initial_window_size(STREAM_WINDOW)
+                .initial_connection_window_size(CONNECTION_WINDOW)
+                .enable_push(false)
+                .handshake::<_, Bytes>(Pipe(pipe.clone())),
+        );
+        let mut cx = Context::from_waker(wakers.connection());
+        match fut.as_mut().poll(&mut cx) {
+            Poll::Ready(Ok((send, conn))) => Ok(Transport { pipe, send, conn }),
+            Poll::Ready(Err(e)) => Err(e),
+            // The pipe never blocks a write of the 24-byte preface.
+            Poll::Pending => unreachable!("handshake on an empty pipe completes at once"),
+        }
+    }
+
+    /// The buffers the reactor moves bytes through.
+    pub(crate) fn pipe(&self) -> &Rc<RefCell<PipeBuffers>> {
+        &self.pipe
+    }
+
+    /// Drives the connection: reads frames, writes queued frames, answers pings and settings.
+    /// `Some` once the connection has ended; any end, even `Ok`, means it is gone.
+    pub(crate) fn poll_connection(&mut self, wakers: &Wakers) -> Option<Result<(), h2::Error>> {
+        let mut cx = Context::from_waker(wakers.connection());
+        match Pin::new(&mut self.conn).poll(&mut cx) {
+            Poll::Ready(r) => Some(r),
+            Poll::Pending => None,
+        }
+    }
+
+    /// Whether a new stream may be opened now. `None`: not yet (the connection waker fires
+    /// when it may). `Some(Err)`: never on this connection (GOAWAY, or closed).
+    pub(crate) fn poll_ready(&mut self, wakers: &Wakers) -> Option<Result<(), h2::Error>> {
+        let mut cx = Context::from_waker(wakers.connection());
+        match self.send.poll_ready(&mut cx) {
+            Poll::Ready(r) => Some(r),
+            Poll::Pending => None,
+        }
+    }
+
+    /// Opens a stream with `request`'s headers and sends `body`; `end` half-closes our side
+    /// (unary and server-streaming calls), otherwise more messages may follow.
+    pub(crate) fn open(
+        &mut self,
+        request: Request<()>,
+        body: Bytes,
+        end: bool,
+    ) -> Result<H2Stream, h2::Error> {
+        let (response, mut send) = self.send.send_request(request, false)?;
+        send.send_data(body, end)?;
+        Ok(H2Stream {
+            response: Some(response),
+            recv: None,
+            send: Some(send),
+            body_done: false,
+        })
+    }
+}
+
+/// What a stream produced.
+#[derive(Debug)]
+pub(crate) enum StreamEvent {
+    /// The response headers; `end` when the stream ended with them (trailers-only).
+    Headers(http::response::Parts, bool),
+    /// A DATA chunk (its flow-control capacity already released).
+    Data(Bytes),
+    /// The trailers; the stream is over.
+    Trailers(HeaderMap),
+    /// The stream ended without trailers.
+    End,
+    /// The stream failed: reset, GOAWAY, or the connection broke.
+    Failed(h2::Error),
+}
+
+/// One request/response stream.
+///
+/// ```text
+///  response: Some ──headers──► recv: Some ──data*──► body_done ──trailers──► over
+/// ```
+pub(crate) struct H2Stream {
+    response: Option<ResponseFuture>,
+    recv: Option<RecvStream>,
+    send: Option<SendStream<Bytes>>,
+    body_done: bool,
+}
+
+impl std::fmt::Debug for H2Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("H2Stream")
+            .field("body_done", &self.body_done)
+            .finish_non_exhaustive()
+    }
+}
+
+impl H2Stream {
+    /// The next thing that happened on the stream, or `None` until `key` is woken again.
+    pub(crate) fn poll(&mut self, wakers: &mut Wakers, key: usize) -> Option<StreamEvent> {
+        let mut cx = Context::from_waker(wakers.for_key(key));
+        if let Some(fut) = self.response.as_mut() {
+            return match Pin::new(fut).poll(&mut cx) {
+                Poll::Pending => None,
+                Poll::Ready(Err(e)) => Some(StreamEvent::Failed(e)),
+                Poll::Ready(Ok(resp)) => {
+                    self.response = None;
+                    let (parts, body) = resp.into_parts();
+                    let end = body.is_end_stream();
+                    self.recv = Some(body);
+                    Some(StreamEvent::Headers(parts, end))
+                }
+            };
+        }
+        let recv = self.recv.as_mut()?;
+        if !self.body_done {
+            match recv.poll_data(&mut cx) {
+                Poll::Pending => return None,
+                Poll::Ready(Some(Ok(chunk))) => {
+                    // Give the window back at once: the session consumes every chunk.
+                    let _ = recv.flow_control().release_capacity(chunk.len());
+                    return Some(StreamEvent::Data(chunk));
+                }
+                Poll::Ready(Some(Err(e))) => return Some(StreamEvent::Failed(e)),
+                Poll::Ready(None) => self.body_done = true,
+            }
+        }
+        match recv.poll_trailers(&mut cx) {
+            Poll::Pending => None,
+            Poll::Ready(Ok(Some(t))) => Some(StreamEvent::Trailers(t)),
+            Poll::Ready(Ok(None)) => Some(StreamEvent::End),
+            Poll::Ready(Err(e)) => Some(StreamEvent::Failed(e)),
+        }
+    }
+
+    /// Sends one more request message on a bidi stream.
+    #[allow(dead_code)]
+    pub(crate) fn send(&mut self, body: Bytes, end: bool) -> Result<(), h2::Error> {
+        match self.send.as_mut() {
+            Some(s) => s.send_data(body, end),
+            None => Ok(()),
+        }
+    }
+
+    /// Abandons the stream: RST_STREAM(CANCEL) if it is still open.
+    pub(crate) fn cancel(mut self) {
+        if let Some(mut s) = self.send.take() {
+            s.send_reset(h2::Reason::CANCEL);
+        }
+    }
+}

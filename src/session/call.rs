@@ -1,0 +1,240 @@
+//! One gRPC call: its state, and the reading of its response into a result.
+
+use crate::error::{Code, EtcdError};
+use crate::grpc::codec::{Decoder, FrameError};
+use crate::grpc::status::{code_for_http_status, Status};
+use crate::h2io::{H2Stream, StreamEvent};
+use crate::timer::TimerKey;
+use bytes::Bytes;
+
+/// What runs when a unary call completes: it receives the response message's bytes, or the
+/// error. The session never calls it; it hands it out in an event for the client to run once
+/// no borrow is held.
+pub(crate) type Completion = Box<dyn FnOnce(Result<Bytes, EtcdError>)>;
+
+/// A call's slab key plus a generation, so that a stale key (a deadline timer of a call that
+/// already finished, whose slot was reused) is recognised.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct CallKey {
+    pub(crate) index: usize,
+    pub(crate) generation: u64,
+}
+
+/// A unary call.
+///
+/// ```text
+///   Queued ──link up, stream opened──► Open ──trailers / trailers-only──► done (Ok or status)
+///     │                                  │
+///     └──── deadline, link lost, h2 error ┴──► done (error)
+/// ```
+pub(crate) struct Call {
+    pub(crate) generation: u64,
+    pub(crate) path: &'static str,
+    pub(crate) operation: &'static str,
+    pub(crate) done: Completion,
+    pub(crate) deadline: TimerKey,
+    pub(crate) state: CallState,
+    /// The response message, once read (a unary call has exactly one).
+    pub(crate) response: Option<Bytes>,
+}
+
+/// Where a call is in its life.
+pub(crate) enum CallState {
+    /// Waiting for a usable connection; holds the framed request.
+    Queued(Bytes),
+    /// Sent; the response is being read.
+    Open(H2Stream, Reader),
+}
+
+/// Turns a stream's events into the messages and status of a gRPC response.
+#[derive(Debug, Default)]
+pub(crate) struct Reader {
+    decoder: Decoder,
+}
+
+/// What one stream event meant.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// Nothing complete yet.
+    Continue,
+    /// Whole messages arrived (in order).
+    Messages(Vec<Bytes>),
+    /// The call is over: `Ok` for status OK, else the error.
+    Finished(Result<(), (Code, String)>),
+}
+
+impl Reader {
+    /// Applies one event from the h2 stream.
+    pub(crate) fn apply(&mut self, event: StreamEvent) -> Step {
+        match event {
+            StreamEvent::Headers(parts, end) => self.headers(&parts, end),
+            StreamEvent::Data(chunk) => {
+                self.decoder.push(&chunk);
+                let mut msgs = Vec::new();
+                loop {
+                    match self.decoder.next() {
+                        Ok(Some(m)) => msgs.push(m),
+                        Ok(None) => break,
+                        Err(e) => return Step::Finished(Err(frame_error(e))),
+                    }
+                }
+                if msgs.is_empty() {
+                    Step::Continue
+                } else {
+                    Step::Messages(msgs)
+                }
+            }
+            StreamEvent::Trailers(t) => match Status::from_headers(&t) {
+                Some(st) => self.finish(st),
+                None => {
+                    Step::Finished(Err((Code::Internal, "trailers without grpc-status".into())))
+                }
+            },
+            StreamEvent::End => Step::Finished(Err((
+                Code::Internal,
+                "stream ended without grpc-status".into(),
+            ))),
+            StreamEvent::Failed(e) => Step::Finished(Err(h2_error(&e))),
+        }
+    }
+
+    fn headers(&mut self, parts: &http::response::Parts, end: bool) -> Step {
+        if let Some(st) = Status::from_headers(&parts.headers) {
+            // Trailers-only: the whole response is this HEADERS frame.
+            return self.finish(st);
+        }
+        let status = parts.status.as_u16();
+        if status != 200 {
+            let code = code_for_http_status(status);
+            return Step::Finished(Err((
+                code,
+                format!("HTTP status {status} without grpc-status"),
+            )));
+        }
+        if end {
+            return Step::Finished(Err((
+                Code::Internal,
+                "response ended without grpc-status".into(),
+            )));
+        }
+        Step::Continue
+    }
+
+    fn finish(&mut self, st: Status) -> Step {
+        if st.code != Code::Ok {
+            return Step::Finished(Err((st.code, st.message)));
+        }
+        match self.decoder.finish() {
+            Ok(()) => Step::Finished(Ok(())),
+            Err(e) => Step::Finished(Err(frame_error(e))),
+        }
+    }
+}
+
+fn frame_error(e: FrameError) -> (Code, String) {
+    let msg = match e {
+        FrameError::Compressed => "compressed message received; compression was not negotiated",
+        FrameError::Truncated => "response body ended inside a message",
+    };
+    (Code::Internal, msg.into())
+}
+
+/// The gRPC code for an h2 failure, as gRPC maps HTTP/2 errors.
+pub(crate) fn h2_error(e: &h2::Error) -> (Code, String) {
+    use h2::Reason;
+    let code = if e.is_io() || e.is_go_away() {
+        Code::Unavailable
+    } else {
+        match e.reason() {
+            Some(Reason::REFUSED_STREAM) => Code::Unavailable,
+            Some(Reason::CANCEL) => Code::Cancelled,
+            Some(Reason::ENHANCE_YOUR_CALM) => Code::ResourceExhausted,
+            Some(Reason::INADEQUATE_SECURITY) => Code::PermissionDenied,
+            Some(_) => Code::Internal,
+            None => Code::Unavailable,
+        }
+    };
+    (code, format!("http2: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(status: u16, headers: &[(&'static str, &'static str)]) -> http::response::Parts {
+        let mut b = http::Response::builder().status(status);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    fn trailers(code: &'static str, msg: &'static str) -> StreamEvent {
+        let mut t = http::HeaderMap::new();
+        t.insert("grpc-status", code.parse().unwrap());
+        t.insert("grpc-message", msg.parse().unwrap());
+        StreamEvent::Trailers(t)
+    }
+
+    #[test]
+    fn a_normal_response_yields_its_message_then_ok() {
+        let mut r = Reader::default();
+        assert_eq!(
+            r.apply(StreamEvent::Headers(parts(200, &[]), false)),
+            Step::Continue
+        );
+        assert_eq!(
+            r.apply(StreamEvent::Data(Bytes::from_static(&[0, 0, 0, 0, 2, 8]))),
+            Step::Continue
+        );
+        assert_eq!(
+            r.apply(StreamEvent::Data(Bytes::from_static(&[1]))),
+            Step::Messages(vec![Bytes::from_static(&[8, 1])])
+        );
+        assert_eq!(r.apply(trailers("0", "")), Step::Finished(Ok(())));
+    }
+
+    #[test]
+    fn trailers_only_carries_the_status_in_headers() {
+        let mut r = Reader::default();
+        let h = parts(
+            200,
+            &[
+                ("grpc-status", "3"),
+                ("grpc-message", "etcdserver%3A key is not provided"),
+            ],
+        );
+        assert_eq!(
+            r.apply(StreamEvent::Headers(h, true)),
+            Step::Finished(Err((
+                Code::InvalidArgument,
+                "etcdserver: key is not provided".into()
+            )))
+        );
+    }
+
+    #[test]
+    fn errors_in_trailers_http_status_and_truncation() {
+        let mut r = Reader::default();
+        assert_eq!(
+            r.apply(trailers("14", "etcdserver: no leader")),
+            Step::Finished(Err((Code::Unavailable, "etcdserver: no leader".into())))
+        );
+        let mut r = Reader::default();
+        assert!(matches!(
+            r.apply(StreamEvent::Headers(parts(503, &[]), true)),
+            Step::Finished(Err((Code::Unavailable, _)))
+        ));
+        let mut r = Reader::default();
+        r.apply(StreamEvent::Data(Bytes::from_static(&[0, 0, 0, 0, 9, 1])));
+        assert!(matches!(
+            r.apply(trailers("0", "")),
+            Step::Finished(Err((Code::Internal, _)))
+        ));
+        let mut r = Reader::default();
+        assert!(matches!(
+            r.apply(StreamEvent::End),
+            Step::Finished(Err((Code::Internal, _)))
+        ));
+    }
+}

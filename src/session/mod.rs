@@ -1,0 +1,427 @@
+//! The sans-IO core: calls, the connection's state, deadlines. No socket, no thread, no clock.
+//!
+//! Inputs ([`handle_*`](Session::handle_input)): bytes received, end of input, the outcome
+//! of a connection attempt, "now is T". Commands: [`start_unary`](Session::start_unary).
+//! Outputs, to be read after every input or command, in this order:
+//! [`drive`](Session::drive) (lets h2 make progress), [`poll_connect`](Session::poll_connect)
+//! (a connection is wanted), [`pipe`](Session::pipe) output (bytes to send),
+//! [`poll_event`](Session::poll_event) (finished calls) and
+//! [`next_deadline`](Session::next_deadline).
+//!
+//! The link to the server:
+//!
+//! ```text
+//!   Down ──poll_connect (work queued)──► Connecting ──handle_connected──► Up
+//!    ▲                                        │                           │
+//!    └──── handle_link_error ─────────────────┴── EOF, h2 error, GOAWAY ──┘
+//! ```
+//!
+//! Going down fails every call, queued or open, with `UNAVAILABLE` (retryable).
+
+pub(crate) mod call;
+
+use crate::error::{Code, EtcdError};
+use crate::h2io::pipe::PipeBuffers;
+use crate::h2io::wake::CONNECTION;
+use crate::h2io::{Transport, Wakers};
+use crate::timer::TimerWheel;
+use bytes::Bytes;
+use call::{h2_error, Call, CallKey, CallState, Completion, Reader, Step};
+use http::uri::{Authority, PathAndQuery};
+use http::{HeaderValue, Request};
+use slab::Slab;
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// Rounds of "poll the connection, then the woken calls" per [`Session::drive`]; the rest is
+/// left for the next turn so one busy connection cannot starve the caller's loop.
+const MAX_DRIVE_ROUNDS: usize = 64;
+
+/// What the session needs to know of the client's configuration.
+#[derive(Debug, Clone)]
+pub(crate) struct SessionConfig {
+    /// `host:port` of each endpoint, in order of preference.
+    pub(crate) endpoints: Vec<Authority>,
+    /// Deadline of a unary call.
+    pub(crate) timeout: Duration,
+    /// Largest encoded request message that is sent.
+    pub(crate) max_request_bytes: usize,
+    /// Sent as the `token` metadata of every call.
+    pub(crate) token: Option<HeaderValue>,
+}
+
+/// A finished call, for the client to run once no borrow is held.
+pub(crate) struct Completed {
+    /// The caller's completion.
+    pub(crate) done: Completion,
+    /// The response message, or why there is none.
+    pub(crate) result: Result<Bytes, EtcdError>,
+}
+
+/// Timers on the wheel.
+#[derive(Debug, Clone, Copy)]
+enum Timer {
+    /// A unary call's deadline.
+    Deadline(CallKey),
+}
+
+/// The connection's state (see the module diagram).
+enum Link {
+    Down,
+    Connecting,
+    Up(Transport),
+}
+
+/// The core of a client.
+pub(crate) struct Session {
+    cfg: SessionConfig,
+    calls: Slab<Call>,
+    next_generation: u64,
+    /// Calls waiting for a usable connection, oldest first. Keys of calls that have ended
+    /// meanwhile are skipped.
+    queued: VecDeque<CallKey>,
+    timers: TimerWheel<Timer>,
+    link: Link,
+    /// Index into `cfg.endpoints` of the endpoint in use.
+    endpoint: usize,
+    /// Counts connections, so the reactor can tell that the one it holds a socket for is gone.
+    link_generation: u64,
+    wakers: Wakers,
+    events: VecDeque<Completed>,
+}
+
+impl Session {
+    /// A session with no connection yet; `now` anchors its timer wheel.
+    pub(crate) fn new(cfg: SessionConfig, now: Instant) -> Session {
+        Session {
+            cfg,
+            calls: Slab::new(),
+            next_generation: 0,
+            queued: VecDeque::new(),
+            timers: TimerWheel::new(now),
+            link: Link::Down,
+            endpoint: 0,
+            link_generation: 0,
+            wakers: Wakers::default(),
+            events: VecDeque::new(),
+        }
+    }
+
+    // ===== commands =====
+
+    /// Starts a unary call of `path` with the framed request `body`. `done` is handed back in
+    /// an event when the call ends, never from inside this method.
+    pub(crate) fn start_unary(
+        &mut self,
+        path: &'static str,
+        body: Bytes,
+        operation: &'static str,
+        done: Completion,
+        now: Instant,
+    ) {
+        let size = body.len().saturating_sub(crate::grpc::codec::PREFIX_LEN);
+        if size > self.cfg.max_request_bytes {
+            let msg = format!(
+                "request of {size} bytes exceeds the limit of {} bytes; not sent",
+                self.cfg.max_request_bytes
+            );
+            return self.fail_soon(done, EtcdError::invalid(msg, operation));
+        }
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        let entry = self.calls.vacant_entry();
+        let key = CallKey {
+            index: entry.key(),
+            generation,
+        };
+        let deadline = self
+            .timers
+            .insert(now + self.cfg.timeout, Timer::Deadline(key));
+        entry.insert(Call {
+            generation,
+            path,
+            operation,
+            done,
+            deadline,
+            state: CallState::Queued(body),
+            response: None,
+        });
+        self.queued.push_back(key);
+        // So that the next drive opens its stream (or the next flush connects).
+        self.wakers.wake(CONNECTION);
+    }
+
+    /// Reports `err` to `done` on the next turn (never synchronously).
+    pub(crate) fn fail_soon(&mut self, done: Completion, err: EtcdError) {
+        self.events.push_back(Completed {
+            done,
+            result: Err(err),
+        });
+    }
+
+    // ===== inputs =====
+
+    /// Bytes received from the server.
+    pub(crate) fn handle_input(&mut self, bytes: &[u8]) {
+        if let Link::Up(t) = &self.link {
+            t.pipe().borrow_mut().push_input(bytes);
+        }
+    }
+
+    /// The server closed the connection (read returned 0).
+    pub(crate) fn handle_eof(&mut self) {
+        if let Link::Up(t) = &self.link {
+            t.pipe().borrow_mut().push_eof();
+        }
+    }
+
+    /// The connection attempt that [`poll_connect`](Self::poll_connect) asked for succeeded.
+    pub(crate) fn handle_connected(&mut self) {
+        match Transport::handshake(&self.wakers) {
+            Ok(t) => {
+                self.link = Link::Up(t);
+                self.wakers.wake(CONNECTION);
+            }
+            Err(e) => self.link_lost(&h2_error(&e).1),
+        }
+    }
+
+    /// The connection failed or broke (connect refused, reset, write error).
+    pub(crate) fn handle_link_error(&mut self, reason: &str) {
+        self.link_lost(reason);
+    }
+
+    /// Fires the timers due at `now`.
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        while let Some(timer) = self.timers.poll(now) {
+            match timer {
+                Timer::Deadline(key) => self.expire(key),
+            }
+        }
+    }
+
+    // ===== outputs =====
+
+    /// Lets h2 make progress: opens streams for queued calls, polls the connection and every
+    /// woken call until nothing is woken (or a round limit is reached; see
+    /// [`needs_drive`](Self::needs_drive)).
+    pub(crate) fn drive(&mut self) {
+        let mut ready = Vec::new();
+        for _ in 0..MAX_DRIVE_ROUNDS {
+            self.open_queued();
+            if let Link::Up(t) = &mut self.link {
+                if let Some(end) = t.poll_connection(&self.wakers) {
+                    let reason = match end {
+                        Ok(()) => "connection closed by the server".to_string(),
+                        Err(e) => h2_error(&e).1,
+                    };
+                    self.link_lost(&reason);
+                }
+            }
+            self.wakers.take_ready(&mut ready);
+            if ready.is_empty() {
+                return;
+            }
+            for key in ready.drain(..) {
+                if key != CONNECTION {
+                    self.poll_call(key);
+                }
+            }
+        }
+    }
+
+    /// The endpoint to connect to, when a connection is wanted and none exists or is being
+    /// made. The link is `Connecting` afterwards: report the outcome with
+    /// [`handle_connected`](Self::handle_connected) or [`handle_link_error`](Self::handle_link_error).
+    pub(crate) fn poll_connect(&mut self) -> Option<Authority> {
+        if !matches!(self.link, Link::Down) || self.queued.is_empty() {
+            return None;
+        }
+        self.link = Link::Connecting;
+        Some(self.cfg.endpoints[self.endpoint].clone())
+    }
+
+    /// The buffers to move bytes through while the link is up: received bytes go in with
+    /// [`handle_input`](Self::handle_input), bytes to send come out of `output()`.
+    pub(crate) fn pipe(&self) -> Option<&Rc<RefCell<PipeBuffers>>> {
+        match &self.link {
+            Link::Up(t) => Some(t.pipe()),
+            _ => None,
+        }
+    }
+
+    /// Increases every time a connection starts, so a socket can be matched to its link.
+    pub(crate) fn link_generation(&self) -> u64 {
+        self.link_generation
+    }
+
+    /// Whether a connection is being made or is up (the reactor keeps its socket only then).
+    pub(crate) fn wants_socket(&self) -> bool {
+        !matches!(self.link, Link::Down)
+    }
+
+    /// The next finished call.
+    pub(crate) fn poll_event(&mut self) -> Option<Completed> {
+        self.events.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) next has something to do.
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        self.timers.next_deadline()
+    }
+
+    /// Whether work is waiting that needs no new input: woken h2 tasks or finished calls.
+    pub(crate) fn needs_drive(&self) -> bool {
+        !self.events.is_empty() || self.wakers.any_ready()
+    }
+
+    /// Whether h2 tasks were woken and [`drive`](Self::drive) has work.
+    pub(crate) fn has_ready_tasks(&self) -> bool {
+        self.wakers.any_ready()
+    }
+
+    /// Whether nothing is pending: no call, no undelivered event.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.calls.is_empty() && self.events.is_empty()
+    }
+
+    // ===== internals =====
+
+    fn call_mut(&mut self, key: CallKey) -> Option<&mut Call> {
+        self.calls
+            .get_mut(key.index)
+            .filter(|c| c.generation == key.generation)
+    }
+
+    /// Opens h2 streams for queued calls while the connection accepts them.
+    fn open_queued(&mut self) {
+        while let Some(&key) = self.queued.front() {
+            let Link::Up(t) = &mut self.link else { return };
+            let Some(call) = self
+                .calls
+                .get_mut(key.index)
+                .filter(|c| c.generation == key.generation)
+            else {
+                self.queued.pop_front();
+                continue;
+            };
+            match t.poll_ready(&self.wakers) {
+                None => return,
+                Some(Err(e)) => return self.link_lost(&h2_error(&e).1),
+                Some(Ok(())) => {}
+            }
+            self.queued.pop_front();
+            let CallState::Queued(body) = &call.state else {
+                continue;
+            };
+            let request = build_request(
+                &self.cfg.endpoints[self.endpoint],
+                call.path,
+                self.cfg.token.as_ref(),
+            );
+            match t.open(request, body.clone(), true) {
+                Ok(stream) => {
+                    call.state = CallState::Open(stream, Reader::default());
+                    self.wakers.wake(key.index);
+                }
+                Err(e) => {
+                    let (code, msg) = h2_error(&e);
+                    self.finish(key.index, Err((code, msg)));
+                }
+            }
+        }
+    }
+
+    /// Polls call slot `index` until its stream has nothing more to say.
+    fn poll_call(&mut self, index: usize) {
+        loop {
+            let Some(call) = self.calls.get_mut(index) else {
+                return;
+            };
+            let CallState::Open(stream, reader) = &mut call.state else {
+                return;
+            };
+            let Some(event) = stream.poll(&mut self.wakers, index) else {
+                return;
+            };
+            match reader.apply(event) {
+                Step::Continue => {}
+                Step::Messages(mut msgs) => {
+                    if msgs.len() > 1 || call.response.is_some() {
+                        let msg = "more than one response message for a unary call".to_string();
+                        return self.finish(index, Err((Code::Internal, msg)));
+                    }
+                    call.response = msgs.pop();
+                }
+                Step::Finished(r) => return self.finish(index, r),
+            }
+        }
+    }
+
+    /// Ends call slot `index` with `result` and queues its completion.
+    fn finish(&mut self, index: usize, result: Result<(), (Code, String)>) {
+        let call = self.calls.remove(index);
+        self.timers.cancel(call.deadline);
+        if let CallState::Open(stream, _) = call.state {
+            stream.cancel();
+        }
+        let result = match result {
+            Ok(()) => call.response.ok_or_else(|| {
+                EtcdError::new(Code::Internal, "response had no message", call.operation)
+            }),
+            Err((code, msg)) => Err(EtcdError::new(code, msg, call.operation)),
+        };
+        self.events.push_back(Completed {
+            done: call.done,
+            result,
+        });
+    }
+
+    fn expire(&mut self, key: CallKey) {
+        if self.call_mut(key).is_some() {
+            // The timer fired, so its key is spent; the cancel in finish() is a no-op.
+            let msg = format!("deadline of {:?} exceeded", self.cfg.timeout);
+            self.finish(key.index, Err((Code::DeadlineExceeded, msg)));
+        }
+    }
+
+    /// Drops the connection and fails every call with `UNAVAILABLE`.
+    fn link_lost(&mut self, reason: &str) {
+        self.link = Link::Down;
+        self.link_generation += 1;
+        self.endpoint = (self.endpoint + 1) % self.cfg.endpoints.len();
+        self.queued.clear();
+        let indexes: Vec<usize> = self.calls.iter().map(|(i, _)| i).collect();
+        for i in indexes {
+            self.finish(i, Err((Code::Unavailable, reason.to_string())));
+        }
+    }
+}
+
+/// The HTTP/2 request for a gRPC call: absolute URI (so `:scheme` and `:authority` are sent),
+/// gRPC content type, `te: trailers`, and the auth token when there is one.
+fn build_request(
+    authority: &Authority,
+    path: &'static str,
+    token: Option<&HeaderValue>,
+) -> Request<()> {
+    let uri = http::Uri::builder()
+        .scheme("http")
+        .authority(authority.clone())
+        .path_and_query(PathAndQuery::from_static(path))
+        .build()
+        .expect("authority validated by Config, path generated from the protos");
+    let mut req = Request::builder()
+        .method(http::Method::POST)
+        .uri(uri)
+        .header(http::header::CONTENT_TYPE, "application/grpc")
+        .header(http::header::TE, "trailers")
+        .body(())
+        .expect("static header values are valid");
+    if let Some(t) = token {
+        req.headers_mut().insert("token", t.clone());
+    }
+    req
+}
