@@ -120,8 +120,8 @@ impl Client {
         self.inner.core.borrow().session.is_idle()
     }
 
-    /// One turn: IO and timers with the core borrowed, then callbacks with nothing borrowed,
-    /// then a flush so that what the callbacks started is sent now.
+    /// One turn: input and timers with the core borrowed, then callbacks with nothing
+    /// borrowed, then one flush that sends what h2 and the callbacks produced.
     fn turn(&self, timeout: Option<Duration>) {
         let batch: Vec<Completed> = {
             let mut core = self.inner.core.borrow_mut();
@@ -129,14 +129,13 @@ impl Client {
             reactor.turn(session, timeout);
             std::iter::from_fn(|| session.poll_event()).collect()
         };
-        if batch.is_empty() {
-            return;
+        if !batch.is_empty() {
+            self.inner.in_callbacks.set(true);
+            for c in batch {
+                (c.done)(c.result);
+            }
+            self.inner.in_callbacks.set(false);
         }
-        self.inner.in_callbacks.set(true);
-        for c in batch {
-            (c.done)(c.result);
-        }
-        self.inner.in_callbacks.set(false);
         let mut core = self.inner.core.borrow_mut();
         let Core { session, reactor } = &mut *core;
         reactor.flush(session);

@@ -114,7 +114,8 @@ mod tests {
         let mut w = Wakers::default();
         w.for_key(3).wake_by_ref();
         w.connection().wake_by_ref();
-        w.for_key(0).clone().wake();
+        let owned = w.for_key(0).clone();
+        owned.wake(); // by value, as h2 does with a stored waker
         assert!(w.any_ready());
         let mut out = Vec::new();
         w.take_ready(&mut out);

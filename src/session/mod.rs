@@ -71,7 +71,8 @@ enum Timer {
 enum Link {
     Down,
     Connecting,
-    Up(Transport),
+    /// Boxed: a link changes state rarely, and the session stays small.
+    Up(Box<Transport>),
 }
 
 /// The core of a client.
@@ -181,7 +182,7 @@ impl Session {
     pub(crate) fn handle_connected(&mut self) {
         match Transport::handshake(&self.wakers) {
             Ok(t) => {
-                self.link = Link::Up(t);
+                self.link = Link::Up(Box::new(t));
                 self.wakers.wake(CONNECTION);
             }
             Err(e) => self.link_lost(&h2_error(&e).1),

