@@ -8,6 +8,8 @@
 //! every input and after every call it polls ([`Transport::poll_connection`]).
 
 pub(crate) mod pipe;
+#[cfg(test)]
+pub(crate) mod test_server;
 pub(crate) mod wake;
 
 use bytes::Bytes;

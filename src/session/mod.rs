@@ -19,6 +19,8 @@
 //! Going down fails every call, queued or open, with `UNAVAILABLE` (retryable).
 
 pub(crate) mod call;
+#[cfg(test)]
+mod tests;
 
 use crate::error::{Code, EtcdError};
 use crate::h2io::pipe::PipeBuffers;

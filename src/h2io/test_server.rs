@@ -1,0 +1,196 @@
+//! An in-process gRPC server on h2, over in-memory buffers, for virtual-time tests of the
+//! session: the test moves bytes between the session's pipe and this server's by hand, so
+//! nothing touches a socket or the clock. It answers exactly what the test tells it to, so
+//! it is only for what a real etcd will not do on demand (silence, trailers-only errors,
+//! GOAWAY, a connection that ends).
+
+use super::pipe::{Pipe, PipeBuffers};
+use bytes::{Bytes, BytesMut};
+use h2::server::{self, SendResponse};
+use h2::{RecvStream, SendStream};
+use http::{HeaderMap, Request, Response};
+use std::cell::RefCell;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+
+type Handshake = Pin<Box<dyn Future<Output = Result<server::Connection<Pipe, Bytes>, h2::Error>>>>;
+
+enum State {
+    Handshaking(Handshake),
+    Serving(Box<server::Connection<Pipe, Bytes>>),
+    Closed,
+}
+
+/// The server side of one connection.
+pub(crate) struct TestServer {
+    pipe: Rc<RefCell<PipeBuffers>>,
+    state: State,
+    /// Calls accepted and not yet taken by the test.
+    accepted: Vec<ServerCall>,
+}
+
+/// One request the server received.
+pub(crate) struct ServerCall {
+    /// `/package.Service/Method`.
+    pub(crate) path: String,
+    /// The request headers.
+    pub(crate) headers: HeaderMap,
+    body: RecvStream,
+    received: BytesMut,
+    respond: SendResponse<Bytes>,
+    stream: Option<SendStream<Bytes>>,
+}
+
+impl TestServer {
+    /// A server waiting for the client preface.
+    pub(crate) fn new() -> TestServer {
+        let pipe = Rc::new(RefCell::new(PipeBuffers::default()));
+        let hs = Box::pin(server::handshake(Pipe(pipe.clone())));
+        TestServer {
+            pipe,
+            state: State::Handshaking(hs),
+            accepted: Vec::new(),
+        }
+    }
+
+    /// Moves bytes both ways between `client` and this server, and lets both h2 sides run,
+    /// until neither has anything more to send. `drive` runs the client side.
+    pub(crate) fn exchange(&mut self, client: &Rc<RefCell<PipeBuffers>>, mut drive: impl FnMut()) {
+        for _ in 0..1000 {
+            drive();
+            let to_server = take_output(client);
+            self.pipe.borrow_mut().push_input(&to_server);
+            self.poll();
+            let to_client = take_output(&self.pipe);
+            if to_server.is_empty() && to_client.is_empty() {
+                return;
+            }
+            client.borrow_mut().push_input(&to_client);
+        }
+        panic!("client and server never went quiet");
+    }
+
+    /// Calls accepted since the last take.
+    pub(crate) fn take_calls(&mut self) -> Vec<ServerCall> {
+        std::mem::take(&mut self.accepted)
+    }
+
+    fn poll(&mut self) {
+        let mut cx = Context::from_waker(Waker::noop());
+        if let State::Handshaking(hs) = &mut self.state {
+            match hs.as_mut().poll(&mut cx) {
+                Poll::Pending => return,
+                Poll::Ready(Ok(conn)) => self.state = State::Serving(Box::new(conn)),
+                Poll::Ready(Err(_)) => self.state = State::Closed,
+            }
+        }
+        let State::Serving(conn) = &mut self.state else {
+            return;
+        };
+        loop {
+            match conn.poll_accept(&mut cx) {
+                Poll::Ready(Some(Ok((req, respond)))) => {
+                    self.accepted.push(ServerCall::new(req, respond))
+                }
+                Poll::Ready(Some(Err(_)) | None) => {
+                    self.state = State::Closed;
+                    return;
+                }
+                Poll::Pending => return,
+            }
+        }
+    }
+}
+
+fn take_output(pipe: &Rc<RefCell<PipeBuffers>>) -> Vec<u8> {
+    let mut p = pipe.borrow_mut();
+    let out = p.output().to_vec();
+    p.consume_output(out.len());
+    out
+}
+
+impl ServerCall {
+    fn new(req: Request<RecvStream>, respond: SendResponse<Bytes>) -> ServerCall {
+        let (parts, body) = req.into_parts();
+        ServerCall {
+            path: parts.uri.path().to_string(),
+            headers: parts.headers,
+            body,
+            received: BytesMut::new(),
+            respond,
+            stream: None,
+        }
+    }
+
+    /// Request bytes received so far (framed gRPC messages), and whether the client reset
+    /// the stream.
+    pub(crate) fn read(&mut self) -> (&[u8], bool) {
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut reset = false;
+        loop {
+            match self.body.poll_data(&mut cx) {
+                Poll::Ready(Some(Ok(chunk))) => {
+                    let _ = self.body.flow_control().release_capacity(chunk.len());
+                    self.received.extend_from_slice(&chunk);
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    reset = e.is_reset();
+                    break;
+                }
+                _ => break,
+            }
+        }
+        reset |= match self.stream.as_mut() {
+            Some(s) => matches!(s.poll_reset(&mut cx), Poll::Ready(Ok(_))),
+            None => matches!(self.respond.poll_reset(&mut cx), Poll::Ready(Ok(_))),
+        };
+        (&self.received, reset)
+    }
+
+    /// Sends the response headers (status 200, gRPC content type).
+    pub(crate) fn headers(&mut self) {
+        let resp = Response::builder()
+            .status(200)
+            .header("content-type", "application/grpc");
+        // On a stream the client reset this fails, as a late answer does on a real server.
+        self.stream = self
+            .respond
+            .send_response(resp.body(()).unwrap(), false)
+            .ok();
+    }
+
+    /// Sends one framed message (headers first if not sent yet).
+    pub(crate) fn message(&mut self, framed: Bytes) {
+        if self.stream.is_none() {
+            self.headers();
+        }
+        if let Some(s) = self.stream.as_mut() {
+            let _ = s.send_data(framed, false);
+        }
+    }
+
+    /// Ends the call with trailers carrying `code` and `message`.
+    pub(crate) fn trailers(&mut self, code: i32, message: &str) {
+        if self.stream.is_none() {
+            self.headers();
+        }
+        let mut t = HeaderMap::new();
+        t.insert("grpc-status", code.to_string().parse().unwrap());
+        t.insert("grpc-message", message.parse().unwrap());
+        if let Some(s) = self.stream.as_mut() {
+            let _ = s.send_trailers(t);
+        }
+    }
+
+    /// Ends the call with a trailers-only response: one HEADERS frame with the status.
+    pub(crate) fn trailers_only(&mut self, code: i32, message: &str) {
+        let resp = Response::builder()
+            .status(200)
+            .header("content-type", "application/grpc")
+            .header("grpc-status", code.to_string())
+            .header("grpc-message", message);
+        let _ = self.respond.send_response(resp.body(()).unwrap(), true);
+    }
+}

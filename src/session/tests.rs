@@ -1,0 +1,324 @@
+//! Virtual-time tests of the session against the in-process h2 server: no socket, no clock.
+
+use super::*;
+use crate::grpc::codec;
+use crate::h2io::test_server::{ServerCall, TestServer};
+use crate::pb::etcdserverpb::{RangeRequest, RangeResponse, ResponseHeader};
+use prost::Message;
+
+const RANGE: &str = "/etcdserverpb.KV/Range";
+
+type Results = Rc<RefCell<Vec<(u32, Result<Bytes, EtcdError>)>>>;
+
+/// A session, a server and a virtual clock.
+struct World {
+    s: Session,
+    server: TestServer,
+    t0: Instant,
+    results: Results,
+}
+
+impl World {
+    fn new(endpoints: &[&str]) -> World {
+        let cfg = SessionConfig {
+            endpoints: endpoints.iter().map(|e| e.parse().unwrap()).collect(),
+            timeout: Duration::from_secs(2),
+            max_request_bytes: 1000,
+            token: Some(HeaderValue::from_static("tok")),
+        };
+        let t0 = Instant::now();
+        World {
+            s: Session::new(cfg, t0),
+            server: TestServer::new(),
+            t0,
+            results: Default::default(),
+        }
+    }
+
+    fn start(&mut self, id: u32, key: &'static str) {
+        let body = codec::encode(&RangeRequest {
+            key: key.into(),
+            ..Default::default()
+        });
+        self.start_raw(id, body);
+    }
+
+    fn start_raw(&mut self, id: u32, body: Bytes) {
+        let r = self.results.clone();
+        let done: Completion = Box::new(move |res| r.borrow_mut().push((id, res)));
+        self.s.start_unary(RANGE, body, "get", done, self.t0);
+    }
+
+    /// Drives the session until it asks to connect, and connects it.
+    fn connect(&mut self) -> Authority {
+        self.s.drive();
+        let ep = self.s.poll_connect().expect("a connection is wanted");
+        self.s.handle_connected();
+        ep
+    }
+
+    fn pump(&mut self) {
+        let pipe = self.s.pipe().expect("link up").clone();
+        let s = &mut self.s;
+        self.server.exchange(&pipe, || s.drive());
+    }
+
+    /// Runs the completions of finished calls, as the client would.
+    fn collect(&mut self) -> Vec<(u32, Result<Bytes, EtcdError>)> {
+        while let Some(c) = self.s.poll_event() {
+            (c.done)(c.result);
+        }
+        std::mem::take(&mut *self.results.borrow_mut())
+    }
+
+    fn at(&self, ms: u64) -> Instant {
+        self.t0 + Duration::from_millis(ms)
+    }
+}
+
+fn response(revision: i64) -> Bytes {
+    let header = ResponseHeader {
+        revision,
+        ..Default::default()
+    };
+    codec::encode(&RangeResponse {
+        header: Some(header),
+        count: 1,
+        ..Default::default()
+    })
+}
+
+fn decoded(r: &Result<Bytes, EtcdError>) -> RangeResponse {
+    RangeResponse::decode(r.clone().unwrap()).unwrap()
+}
+
+fn request_key(call: &mut ServerCall) -> Bytes {
+    let (bytes, _) = call.read();
+    RangeRequest::decode(&bytes[5..]).unwrap().key
+}
+
+#[test]
+fn a_unary_call_round_trips_with_grpc_headers() {
+    let mut w = World::new(&["127.0.0.1:2379"]);
+    w.start(1, "k");
+    assert!(
+        w.collect().is_empty(),
+        "nothing completes before the server answers"
+    );
+    assert_eq!(w.connect().as_str(), "127.0.0.1:2379");
+    w.pump();
+    let mut calls = w.server.take_calls();
+    assert_eq!(calls.len(), 1);
+    let call = &mut calls[0];
+    assert_eq!(call.path, RANGE);
+    assert_eq!(call.headers["content-type"], "application/grpc");
+    assert_eq!(call.headers["te"], "trailers");
+    assert_eq!(call.headers["token"], "tok");
+    assert_eq!(request_key(call), "k");
+    call.message(response(7));
+    call.trailers(0, "");
+    w.pump();
+    let done = w.collect();
+    assert_eq!(done.len(), 1);
+    assert_eq!(decoded(&done[0].1).header.unwrap().revision, 7);
+    assert!(w.s.is_idle());
+}
+
+#[test]
+fn calls_queued_before_the_connection_go_out_in_order_on_one_connection() {
+    let mut w = World::new(&["127.0.0.1:2379"]);
+    let keys: Vec<&'static str> = (0..100).map(|i| &*format!("k{i:03}").leak()).collect();
+    for (i, k) in keys.iter().enumerate() {
+        w.start(i as u32, k);
+    }
+    w.connect();
+    assert!(
+        w.s.poll_connect().is_none(),
+        "one connection for every call"
+    );
+    w.pump();
+    let mut calls = w.server.take_calls();
+    let seen: Vec<Bytes> = calls.iter_mut().map(request_key).collect();
+    assert_eq!(seen, keys);
+    for (i, call) in calls.iter_mut().enumerate().rev() {
+        call.message(response(i as i64));
+        call.trailers(0, "");
+    }
+    w.pump();
+    let mut done = w.collect();
+    done.sort_by_key(|d| d.0);
+    assert_eq!(done.len(), 100);
+    for (i, (id, r)) in done.iter().enumerate() {
+        assert_eq!(
+            (*id as usize, decoded(r).header.unwrap().revision),
+            (i, i as i64)
+        );
+    }
+}
+
+#[test]
+fn the_deadline_fires_exactly_at_the_timeout_and_resets_the_stream() {
+    let mut w = World::new(&["127.0.0.1:2379"]);
+    w.start(1, "k");
+    w.connect();
+    w.pump();
+    let mut calls = w.server.take_calls();
+    w.s.handle_timeout(w.at(1999));
+    assert!(w.collect().is_empty());
+    assert!(!calls[0].read().1, "not reset before the deadline");
+    // The answer reaches the client's pipe, but the deadline fires before h2 reads it.
+    calls[0].message(response(1));
+    calls[0].trailers(0, "");
+    let pipe = w.s.pipe().unwrap().clone();
+    w.server.exchange(&pipe, || {});
+    w.s.handle_timeout(w.at(2000));
+    let done = w.collect();
+    assert_eq!(done.len(), 1);
+    let err = done[0].1.clone().unwrap_err();
+    assert_eq!(
+        (err.code(), err.operation()),
+        (Code::DeadlineExceeded, "get")
+    );
+    assert!(err.is_retryable());
+    // The late answer is dropped: nothing is delivered twice.
+    w.pump();
+    assert!(w.collect().is_empty());
+    assert!(w.s.is_idle());
+}
+
+#[test]
+fn an_expired_call_resets_its_stream() {
+    let mut w = World::new(&["127.0.0.1:2379"]);
+    w.start(1, "k");
+    w.connect();
+    w.pump();
+    let mut calls = w.server.take_calls();
+    w.s.handle_timeout(w.at(2000));
+    assert_eq!(w.collect().len(), 1);
+    w.pump();
+    assert!(calls[0].read().1, "the server saw RST_STREAM");
+}
+
+#[test]
+fn a_call_waiting_for_a_connection_that_never_comes_still_times_out() {
+    let mut w = World::new(&["127.0.0.1:2379"]);
+    w.start(1, "k");
+    w.s.drive();
+    assert!(w.s.poll_connect().is_some()); // connecting, never completes
+                                           // The wheel may wake early (a coarse slot's start), never late.
+    assert!(w.s.next_deadline().unwrap() <= w.at(2000));
+    w.s.handle_timeout(w.at(1999));
+    assert!(w.collect().is_empty());
+    w.s.handle_timeout(w.at(2000));
+    assert_eq!(
+        w.collect()[0].1.clone().unwrap_err().code(),
+        Code::DeadlineExceeded
+    );
+    assert!(w.s.is_idle());
+}
+
+#[test]
+fn statuses_from_trailers_and_trailers_only_headers() {
+    let mut w = World::new(&["127.0.0.1:2379"]);
+    w.start(1, "a");
+    w.start(2, "b");
+    w.connect();
+    w.pump();
+    let mut calls = w.server.take_calls();
+    calls[0].trailers_only(5, "etcdserver: requested lease not found");
+    calls[1].message(response(1));
+    calls[1].trailers(14, "etcdserver:%20no%20leader");
+    w.pump();
+    let mut done = w.collect();
+    done.sort_by_key(|d| d.0);
+    let e1 = done[0].1.clone().unwrap_err();
+    assert_eq!(
+        (e1.code(), e1.message()),
+        (Code::NotFound, "etcdserver: requested lease not found")
+    );
+    let e2 = done[1].1.clone().unwrap_err();
+    assert_eq!(
+        (e2.code(), e2.message()),
+        (Code::Unavailable, "etcdserver: no leader")
+    );
+}
+
+#[test]
+fn two_messages_for_a_unary_call_is_an_internal_error() {
+    let mut w = World::new(&["127.0.0.1:2379"]);
+    w.start(1, "k");
+    w.connect();
+    w.pump();
+    let mut calls = w.server.take_calls();
+    calls[0].message(response(1));
+    calls[0].message(response(2));
+    calls[0].trailers(0, "");
+    w.pump();
+    let done = w.collect();
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0].1.clone().unwrap_err().code(), Code::Internal);
+}
+
+#[test]
+fn losing_the_link_fails_every_call_once_and_rotates_the_endpoint() {
+    let mut w = World::new(&["127.0.0.1:2379", "127.0.0.1:22379"]);
+    w.start(1, "a");
+    w.start(2, "b");
+    w.connect();
+    w.pump();
+    w.start(3, "c"); // queued, not yet sent
+    w.s.handle_link_error("read: connection reset by peer");
+    let done = w.collect();
+    assert_eq!(done.len(), 3);
+    for (_, r) in &done {
+        let e = r.clone().unwrap_err();
+        assert_eq!(e.code(), Code::Unavailable);
+        assert!(e.is_retryable() && e.message().contains("reset"), "{e}");
+    }
+    assert!(!w.s.wants_socket());
+    w.start(4, "d");
+    w.s.drive();
+    assert_eq!(w.s.poll_connect().unwrap().as_str(), "127.0.0.1:22379");
+    // The expired deadlines of the failed calls are gone with them.
+    w.s.handle_timeout(w.at(2000));
+    assert_eq!(w.collect().len(), 1, "only call 4 times out");
+}
+
+#[test]
+fn end_of_input_from_the_server_ends_the_link() {
+    let mut w = World::new(&["127.0.0.1:2379"]);
+    w.start(1, "a");
+    w.connect();
+    w.pump();
+    let generation = w.s.link_generation();
+    w.s.handle_eof();
+    w.s.drive();
+    let e = w.collect()[0].1.clone().unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable);
+    assert!(e.message().contains("closed"), "{e}");
+    assert_ne!(
+        w.s.link_generation(),
+        generation,
+        "the reactor drops the old socket"
+    );
+}
+
+#[test]
+fn an_oversized_request_fails_on_the_next_turn_and_is_never_queued() {
+    let mut w = World::new(&["127.0.0.1:2379"]);
+    w.start_raw(
+        1,
+        codec::encode(&RangeRequest {
+            key: vec![b'x'; 1001].into(),
+            ..Default::default()
+        }),
+    );
+    w.s.drive();
+    assert!(
+        w.s.poll_connect().is_none(),
+        "nothing to send, so no connection"
+    );
+    let e = w.collect()[0].1.clone().unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(w.s.is_idle());
+}
