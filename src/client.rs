@@ -5,7 +5,7 @@
 
 use crate::config::Config;
 use crate::error::{Code, EtcdError};
-use crate::grpc::{codec, Rpc};
+use crate::grpc::{codec, Rpc, RpcKind};
 use crate::reactor::Reactor;
 use crate::session::{Completed, Session};
 use bytes::Bytes;
@@ -74,6 +74,7 @@ impl Client {
             return;
         }
         let _keep = self.inner.clone();
+        self.inner.stopped.set(false);
         loop {
             if self.inner.stopped.replace(false) {
                 return;
@@ -89,8 +90,8 @@ impl Client {
         }
     }
 
-    /// Makes [`run`](Client::run) return after the current turn. Pending operations stay
-    /// pending; a later `run()` continues them.
+    /// Makes a running [`run`](Client::run) return after the current turn (called from a
+    /// callback, say). Pending operations stay pending; a later `run()` continues them.
     pub fn stop(&self) {
         self.inner.stopped.set(true);
     }
@@ -130,11 +131,10 @@ impl Client {
             std::iter::from_fn(|| session.poll_event()).collect()
         };
         if !batch.is_empty() {
-            self.inner.in_callbacks.set(true);
-            for c in batch {
+            let mut delivery = Delivery::new(&self.inner, batch);
+            for c in delivery.rest.by_ref() {
                 (c.done)(c.result);
             }
-            self.inner.in_callbacks.set(false);
         }
         let mut core = self.inner.core.borrow_mut();
         let Core { session, reactor } = &mut *core;
@@ -150,6 +150,12 @@ impl Client {
     ) where
         R::Response: 'static,
     {
+        const {
+            assert!(
+                matches!(R::KIND, RpcKind::Unary),
+                "Client::call is for unary RPCs"
+            )
+        };
         let body = codec::encode(request);
         let done = Box::new(move |res: Result<Bytes, EtcdError>| {
             callback(res.and_then(|bytes| decode::<R::Response>(bytes, operation)));
@@ -161,6 +167,36 @@ impl Client {
             done,
             Instant::now(),
         );
+    }
+}
+
+/// Runs a batch of callbacks. If one panics, the guard's drop clears the in-callback flag
+/// and puts the callbacks that did not run back at the front of the queue, so a loop that
+/// catches the panic loses nothing.
+struct Delivery<'a> {
+    inner: &'a Inner,
+    rest: std::vec::IntoIter<Completed>,
+}
+
+impl<'a> Delivery<'a> {
+    fn new(inner: &'a Inner, batch: Vec<Completed>) -> Self {
+        inner.in_callbacks.set(true);
+        Delivery {
+            inner,
+            rest: batch.into_iter(),
+        }
+    }
+}
+
+impl Drop for Delivery<'_> {
+    fn drop(&mut self) {
+        self.inner.in_callbacks.set(false);
+        let rest: Vec<Completed> = self.rest.by_ref().collect();
+        if !rest.is_empty() {
+            if let Ok(mut core) = self.inner.core.try_borrow_mut() {
+                core.session.requeue(rest);
+            }
+        }
     }
 }
 

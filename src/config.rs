@@ -13,6 +13,10 @@ pub const DEFAULT_MAX_REQUEST_BYTES: usize = 3 * 512 * 1024 + 512 * 1024;
 /// The shortest unary deadline; shorter values are raised to it (as in EV::Etcd).
 pub const MIN_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// The longest deadline or connect timeout; longer values are lowered to it, so that "no
+/// timeout" can be asked for with `Duration::MAX`.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// How to reach etcd and how long to wait.
 ///
 /// ```
@@ -28,6 +32,7 @@ pub struct Config {
     timeout: Duration,
     max_request_bytes: usize,
     auth_token: Option<String>,
+    connect_timeout: Duration,
 }
 
 impl Default for Config {
@@ -37,6 +42,7 @@ impl Default for Config {
             timeout: Duration::from_secs(30),
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             auth_token: None,
+            connect_timeout: Duration::from_secs(3),
         }
     }
 }
@@ -71,6 +77,13 @@ impl Config {
         self
     }
 
+    /// How long a TCP connect may take before the endpoint counts as failed: its queued
+    /// calls fail with `UNAVAILABLE` and the next endpoint is used. Default 3 s.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Config {
+        self.connect_timeout = timeout;
+        self
+    }
+
     /// An auth token obtained elsewhere, sent with every call as the `token` metadata.
     pub fn auth_token(mut self, token: impl Into<String>) -> Config {
         self.auth_token = Some(token.into());
@@ -100,7 +113,10 @@ impl Config {
         };
         Ok(SessionConfig {
             endpoints,
-            timeout: self.timeout.max(MIN_TIMEOUT),
+            timeout: self.timeout.clamp(MIN_TIMEOUT, MAX_TIMEOUT),
+            connect_timeout: self
+                .connect_timeout
+                .clamp(Duration::from_millis(1), MAX_TIMEOUT),
             max_request_bytes: self.max_request_bytes,
             token,
         })
@@ -161,6 +177,14 @@ mod tests {
     fn validation_clamps_timeout_and_checks_token() {
         let cfg = Config::new().timeout(Duration::ZERO).validate().unwrap();
         assert_eq!(cfg.timeout, MIN_TIMEOUT);
+        let cfg = Config::new()
+            .timeout(Duration::MAX)
+            .connect_timeout(Duration::MAX);
+        let cfg = cfg.validate().unwrap();
+        assert_eq!(
+            (cfg.timeout, cfg.connect_timeout),
+            (MAX_TIMEOUT, MAX_TIMEOUT)
+        );
         assert_eq!(cfg.max_request_bytes, 2 * 1024 * 1024);
         assert!(Config::new()
             .endpoints(Vec::<String>::new())

@@ -64,7 +64,7 @@ mod session;
 mod timer;
 
 pub use client::Client;
-pub use config::{Config, DEFAULT_MAX_REQUEST_BYTES, MIN_TIMEOUT};
+pub use config::{Config, DEFAULT_MAX_REQUEST_BYTES, MAX_TIMEOUT, MIN_TIMEOUT};
 pub use error::{Code, EtcdError};
 pub use ops::kv::{
     prefix_range_end, CompactOptions, DeleteOptions, GetOptions, PutOptions, SortOrder, SortTarget,

@@ -21,7 +21,7 @@ use crate::session::Session;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use std::io::{self, ErrorKind, Read, Write};
-use std::net::ToSocketAddrs;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
@@ -36,6 +36,8 @@ struct Socket {
     stream: TcpStream,
     /// The endpoint, for error messages.
     peer: String,
+    /// Further addresses of the endpoint, tried in turn when a connect fails.
+    fallback: Vec<SocketAddr>,
     /// The session's link generation this socket belongs to.
     generation: u64,
     connected: bool,
@@ -95,8 +97,12 @@ impl Reactor {
         }
         self.finish_connect(session);
         self.read(session);
-        session.handle_timeout(Instant::now());
+        // What was read goes to h2 before the timers fire: a response that arrived in time
+        // beats its deadline expiring in the same turn.
         session.drive();
+        if session.handle_timeout(Instant::now()) {
+            session.drive();
+        }
     }
 
     /// Lets the session make progress and sends what it produced.
@@ -122,35 +128,46 @@ impl Reactor {
                 let _ = self.poll.registry().deregister(&mut s.stream);
             }
         }
-        if let Some(authority) = session.poll_connect() {
-            match self.connect(authority.as_str()) {
-                Ok(mut stream) => {
-                    let interest = Interest::READABLE | Interest::WRITABLE;
-                    if let Err(e) = self.poll.registry().register(&mut stream, SOCKET, interest) {
-                        return session.handle_link_error(&format!("register socket: {e}"));
-                    }
-                    let generation = session.link_generation();
-                    self.socket = Some(Socket {
-                        stream,
-                        peer: authority.to_string(),
-                        generation,
-                        connected: false,
-                        readable: false,
-                        writable: false,
-                    });
-                }
-                Err(e) => session.handle_link_error(&format!("connect to {authority}: {e}")),
-            }
+        if let Some(authority) = session.poll_connect(Instant::now()) {
+            let peer = authority.to_string();
+            let mut addrs = match resolve(&peer) {
+                Ok(addrs) => addrs,
+                Err(e) => return session.handle_connect_failed(&format!("resolve {peer}: {e}")),
+            };
+            addrs.reverse(); // popped from the back: first address first
+            self.connect(session, peer, addrs);
         }
     }
 
-    /// Starts a non-blocking connect to the first address `authority` resolves to.
-    fn connect(&self, authority: &str) -> io::Result<TcpStream> {
-        let addr = authority
-            .to_socket_addrs()?
-            .next()
-            .ok_or_else(|| io::Error::new(ErrorKind::NotFound, "no address"))?;
-        TcpStream::connect(addr)
+    /// Starts a non-blocking connect to the next of `addrs` that the OS accepts; reports the
+    /// last error when none is left.
+    fn connect(&mut self, session: &mut Session, peer: String, mut addrs: Vec<SocketAddr>) {
+        let mut last = io::Error::new(ErrorKind::NotFound, "no address");
+        while let Some(addr) = addrs.pop() {
+            let mut stream = match TcpStream::connect(addr) {
+                Ok(stream) => stream,
+                Err(e) => {
+                    last = e;
+                    continue;
+                }
+            };
+            let interest = Interest::READABLE | Interest::WRITABLE;
+            if let Err(e) = self.poll.registry().register(&mut stream, SOCKET, interest) {
+                last = e;
+                continue;
+            }
+            self.socket = Some(Socket {
+                stream,
+                peer,
+                fallback: addrs,
+                generation: session.link_generation(),
+                connected: false,
+                readable: false,
+                writable: false,
+            });
+            return;
+        }
+        session.handle_connect_failed(&format!("connect to {peer}: {last}"));
     }
 
     /// Completes a pending connect once the socket reports readiness.
@@ -175,7 +192,16 @@ impl Reactor {
             },
         };
         match failure {
-            Some(e) => session.handle_link_error(&format!("connect to {}: {e}", s.peer)),
+            Some(e) => {
+                // Try the endpoint's next address (say 127.0.0.1 after ::1) before giving up.
+                let mut s = self.socket.take().expect("checked above");
+                let _ = self.poll.registry().deregister(&mut s.stream);
+                if s.fallback.is_empty() {
+                    session.handle_connect_failed(&format!("connect to {}: {e}", s.peer));
+                } else {
+                    self.connect(session, s.peer, s.fallback);
+                }
+            }
             None => {
                 // Without TCP_NODELAY, Nagle and delayed ACKs turn 100 µs calls into 40 ms.
                 let _ = s.stream.set_nodelay(true);
@@ -231,4 +257,14 @@ impl Reactor {
             }
         }
     }
+}
+
+/// The addresses of `host:port`. Names go through the system resolver, which blocks: use IP
+/// addresses where the loop must never stall.
+fn resolve(authority: &str) -> io::Result<Vec<SocketAddr>> {
+    let addrs: Vec<SocketAddr> = authority.to_socket_addrs()?.collect();
+    if addrs.is_empty() {
+        return Err(io::Error::new(ErrorKind::NotFound, "no address"));
+    }
+    Ok(addrs)
 }

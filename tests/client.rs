@@ -263,3 +263,48 @@ fn bad_configurations_are_rejected() {
     assert!(Client::new(Config::new().endpoints(["host:notaport"])).is_err());
     assert!(Client::new(Config::new().auth_token("line\nbreak")).is_err());
 }
+
+#[test]
+fn the_first_call_after_an_idle_connection_died_is_sent_on_a_new_one() {
+    let mut etcd = Etcd::start();
+    let c = client(&etcd.endpoint());
+    ok(&c, |cb| c.put("k", "v", PutOptions::new(), cb));
+    etcd.restart(); // the idle connection's end of input waits unread
+    let got = ok(&c, |cb| c.get("k", GetOptions::new(), cb));
+    assert_eq!(
+        &got.kvs[0].value[..],
+        b"v",
+        "never sent on the dead connection"
+    );
+}
+
+#[test]
+fn a_host_name_tries_each_address() {
+    // "localhost" may resolve to ::1 first while etcd listens on 127.0.0.1 only.
+    let etcd = Etcd::start();
+    let c = client(&format!("localhost:{}", etcd.client_port()));
+    ok(&c, |cb| c.put("k", "v", PutOptions::new(), cb));
+}
+
+#[test]
+fn a_panicking_callback_loses_no_other_callback() {
+    let etcd = Etcd::start();
+    let c = client(&etcd.endpoint());
+    let ran = Rc::new(Cell::new(0));
+    // One turn completes all three (pipelined); the second callback panics.
+    for i in 0..3 {
+        let r = ran.clone();
+        c.put(format!("p{i}"), "v", PutOptions::new(), move |res| {
+            res.unwrap();
+            r.set(r.get() + 1);
+            if i == 1 {
+                panic!("callback panics");
+            }
+        });
+    }
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| c.run()));
+    assert!(caught.is_err());
+    c.run(); // the loop still works, and the callback that did not run yet runs now
+    assert_eq!(ran.get(), 3);
+    assert!(c.is_idle());
+}

@@ -52,7 +52,7 @@ impl Decoder {
         }
         let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]) as usize;
         if self.buf.len() < PREFIX_LEN + len {
-            self.buf.reserve(PREFIX_LEN + len - self.buf.len());
+            // No reserve for the announced length: memory follows the bytes that arrive.
             return Ok(None);
         }
         self.buf.advance(PREFIX_LEN);

@@ -151,7 +151,8 @@ pub(crate) fn h2_error(e: &h2::Error) -> (Code, String) {
             Some(Reason::ENHANCE_YOUR_CALM) => Code::ResourceExhausted,
             Some(Reason::INADEQUATE_SECURITY) => Code::PermissionDenied,
             Some(_) => Code::Internal,
-            None => Code::Unavailable,
+            // A library or user error (a header h2 refused, a closed send stream).
+            None => Code::Internal,
         }
     };
     (code, format!("http2: {e}"))

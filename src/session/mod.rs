@@ -13,10 +13,14 @@
 //! ```text
 //!   Down ──poll_connect (work queued)──► Connecting ──handle_connected──► Up
 //!    ▲                                        │                           │
-//!    └──── handle_link_error ─────────────────┴── EOF, h2 error, GOAWAY ──┘
+//!    └── handle_connect_failed, connect timer ┘   EOF, read/write error,  │
+//!    └───────────────────────────────────────────── h2 error, GOAWAY ─────┘
 //! ```
 //!
-//! Going down fails every call, queued or open, with `UNAVAILABLE` (retryable).
+//! When an established link ends, the frames that already arrived are delivered first; then
+//! every call that was sent fails with `UNAVAILABLE` (retryable), and calls still queued
+//! (never sent) wait for a new connection. When a connection attempt fails, the queued calls
+//! fail with `UNAVAILABLE`: they had their chance. The endpoint rotates either way.
 
 pub(crate) mod call;
 #[cfg(test)]
@@ -25,8 +29,8 @@ mod tests;
 use crate::error::{Code, EtcdError};
 use crate::h2io::pipe::PipeBuffers;
 use crate::h2io::wake::CONNECTION;
-use crate::h2io::{Transport, Wakers};
-use crate::timer::TimerWheel;
+use crate::h2io::{StreamEvent, Transport, Wakers};
+use crate::timer::{TimerKey, TimerWheel};
 use bytes::Bytes;
 use call::{h2_error, Call, CallKey, CallState, Completion, Reader, Step};
 use http::uri::{Authority, PathAndQuery};
@@ -52,6 +56,8 @@ pub(crate) struct SessionConfig {
     pub(crate) max_request_bytes: usize,
     /// Sent as the `token` metadata of every call.
     pub(crate) token: Option<HeaderValue>,
+    /// How long a TCP connect may take before the endpoint counts as failed.
+    pub(crate) connect_timeout: Duration,
 }
 
 /// A finished call, for the client to run once no borrow is held.
@@ -67,12 +73,14 @@ pub(crate) struct Completed {
 enum Timer {
     /// A unary call's deadline.
     Deadline(CallKey),
+    /// The connect timeout of the link with this generation.
+    Connect(u64),
 }
 
 /// The connection's state (see the module diagram).
 enum Link {
     Down,
-    Connecting,
+    Connecting(TimerKey),
     /// Boxed: a link changes state rarely, and the session stays small.
     Up(Box<Transport>),
 }
@@ -87,6 +95,10 @@ pub(crate) struct Session {
     queued: VecDeque<CallKey>,
     timers: TimerWheel<Timer>,
     link: Link,
+    /// Why the established link is ending, once known (end of input, a read or write
+    /// error, or h2's own verdict). While set, stream failures are left for `link_lost` to
+    /// report with this reason.
+    link_error: Option<String>,
     /// Index into `cfg.endpoints` of the endpoint in use.
     endpoint: usize,
     /// Counts connections, so the reactor can tell that the one it holds a socket for is gone.
@@ -105,6 +117,7 @@ impl Session {
             queued: VecDeque::new(),
             timers: TimerWheel::new(now),
             link: Link::Down,
+            link_error: None,
             endpoint: 0,
             link_generation: 0,
             wakers: Wakers::default(),
@@ -175,34 +188,61 @@ impl Session {
 
     /// The server closed the connection (read returned 0).
     pub(crate) fn handle_eof(&mut self) {
-        if let Link::Up(t) = &self.link {
-            t.pipe().borrow_mut().push_eof();
-        }
+        self.handle_link_error("connection closed by the server");
     }
 
     /// The connection attempt that [`poll_connect`](Self::poll_connect) asked for succeeded.
     pub(crate) fn handle_connected(&mut self) {
+        let Link::Connecting(timer) = self.link else {
+            return;
+        };
+        self.timers.cancel(timer);
         match Transport::handshake(&self.wakers) {
             Ok(t) => {
                 self.link = Link::Up(Box::new(t));
                 self.wakers.wake(CONNECTION);
             }
-            Err(e) => self.link_lost(&h2_error(&e).1),
+            Err(e) => self.link_lost(&h2_error(&e).1, false),
         }
     }
 
-    /// The connection failed or broke (connect refused, reset, write error).
-    pub(crate) fn handle_link_error(&mut self, reason: &str) {
-        self.link_lost(reason);
+    /// The connection attempt failed (refused, unreachable, no address).
+    pub(crate) fn handle_connect_failed(&mut self, reason: &str) {
+        if matches!(self.link, Link::Connecting(_)) {
+            self.link_lost(reason, false);
+        }
     }
 
-    /// Fires the timers due at `now`.
-    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+    /// The established connection broke (read or write error). Like end of input, except
+    /// that `reason` is what the calls that were sent will report.
+    pub(crate) fn handle_link_error(&mut self, reason: &str) {
+        if let Link::Up(t) = &self.link {
+            t.pipe().borrow_mut().push_eof();
+            self.link_error.get_or_insert_with(|| reason.to_string());
+        }
+    }
+
+    /// Fires the timers due at `now`; whether any fired.
+    pub(crate) fn handle_timeout(&mut self, now: Instant) -> bool {
+        let mut fired = false;
         while let Some(timer) = self.timers.poll(now) {
+            fired = true;
             match timer {
                 Timer::Deadline(key) => self.expire(key),
+                Timer::Connect(generation) => {
+                    if generation == self.link_generation
+                        && matches!(self.link, Link::Connecting(_))
+                    {
+                        let msg = format!(
+                            "connect to {} timed out after {:?}",
+                            self.cfg.endpoints[self.endpoint], self.cfg.connect_timeout
+                        );
+                        self.link_lost(&msg, false);
+                    }
+                }
             }
         }
+        fired
     }
 
     // ===== outputs =====
@@ -213,16 +253,9 @@ impl Session {
     pub(crate) fn drive(&mut self) {
         let mut ready = Vec::new();
         for _ in 0..MAX_DRIVE_ROUNDS {
+            // The connection first: a link that ended must not be given new calls.
+            self.poll_link();
             self.open_queued();
-            if let Link::Up(t) = &mut self.link {
-                if let Some(end) = t.poll_connection(&self.wakers) {
-                    let reason = match end {
-                        Ok(()) => "connection closed by the server".to_string(),
-                        Err(e) => h2_error(&e).1,
-                    };
-                    self.link_lost(&reason);
-                }
-            }
             self.wakers.take_ready(&mut ready);
             if ready.is_empty() {
                 return;
@@ -238,11 +271,25 @@ impl Session {
     /// The endpoint to connect to, when a connection is wanted and none exists or is being
     /// made. The link is `Connecting` afterwards: report the outcome with
     /// [`handle_connected`](Self::handle_connected) or [`handle_link_error`](Self::handle_link_error).
-    pub(crate) fn poll_connect(&mut self) -> Option<Authority> {
-        if !matches!(self.link, Link::Down) || self.queued.is_empty() {
+    pub(crate) fn poll_connect(&mut self, now: Instant) -> Option<Authority> {
+        if !matches!(self.link, Link::Down) {
             return None;
         }
-        self.link = Link::Connecting;
+        // Keys of calls that ended while queued (deadline, failed connect) are dropped here.
+        let calls = &self.calls;
+        self.queued.retain(|k| {
+            calls
+                .get(k.index)
+                .is_some_and(|c| c.generation == k.generation)
+        });
+        if self.queued.is_empty() {
+            return None;
+        }
+        let timer = self.timers.insert(
+            now + self.cfg.connect_timeout,
+            Timer::Connect(self.link_generation),
+        );
+        self.link = Link::Connecting(timer);
         Some(self.cfg.endpoints[self.endpoint].clone())
     }
 
@@ -263,6 +310,14 @@ impl Session {
     /// Whether a connection is being made or is up (the reactor keeps its socket only then).
     pub(crate) fn wants_socket(&self) -> bool {
         !matches!(self.link, Link::Down)
+    }
+
+    /// Puts finished calls whose callbacks did not run (a callback panicked) back at the
+    /// front of the queue, in order.
+    pub(crate) fn requeue(&mut self, events: Vec<Completed>) {
+        for e in events.into_iter().rev() {
+            self.events.push_front(e);
+        }
     }
 
     /// The next finished call.
@@ -298,6 +353,33 @@ impl Session {
             .filter(|c| c.generation == key.generation)
     }
 
+    /// Polls the connection; if it ended, delivers what its streams had already received,
+    /// then takes the link down.
+    fn poll_link(&mut self) {
+        let Link::Up(t) = &mut self.link else { return };
+        let Some(end) = t.poll_connection(&self.wakers) else {
+            return;
+        };
+        let reason = self.link_error.get_or_insert_with(|| match end {
+            Ok(()) => "connection closed by the server".to_string(),
+            Err(e) => h2_error(&e).1,
+        });
+        let reason = reason.clone();
+        // A response may have been read in full in the same read as the end of input: h2
+        // keeps it in its stream, so every open call gets polled before anything fails. Calls
+        // left unfinished fail below, with the link's reason rather than h2's.
+        let open: Vec<usize> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| matches!(c.state, CallState::Open(..)))
+            .map(|(i, _)| i)
+            .collect();
+        for index in open {
+            self.poll_call(index);
+        }
+        self.link_lost(&reason, true);
+    }
+
     /// Opens h2 streams for queued calls while the connection accepts them.
     fn open_queued(&mut self) {
         while let Some(&key) = self.queued.front() {
@@ -312,7 +394,7 @@ impl Session {
             };
             match t.poll_ready(&self.wakers) {
                 None => return,
-                Some(Err(e)) => return self.link_lost(&h2_error(&e).1),
+                Some(Err(e)) => return self.link_lost(&h2_error(&e).1, true),
                 Some(Ok(())) => {}
             }
             self.queued.pop_front();
@@ -349,6 +431,9 @@ impl Session {
             let Some(event) = stream.poll(&mut self.wakers, index) else {
                 return;
             };
+            if self.link_error.is_some() && matches!(event, StreamEvent::Failed(_)) {
+                return; // `link_lost` reports it, with the link's reason
+            }
             match reader.apply(event) {
                 Step::Continue => {}
                 Step::Messages(mut msgs) => {
@@ -390,14 +475,23 @@ impl Session {
         }
     }
 
-    /// Drops the connection and fails every call with `UNAVAILABLE`.
-    fn link_lost(&mut self, reason: &str) {
-        self.link = Link::Down;
+    /// Takes the link down and rotates the endpoint. Calls that were sent fail with
+    /// `UNAVAILABLE`; queued ones wait for the next connection if this one had been
+    /// established (`was_up`), and fail too if it never was.
+    fn link_lost(&mut self, reason: &str, was_up: bool) {
+        if let Link::Connecting(timer) = std::mem::replace(&mut self.link, Link::Down) {
+            self.timers.cancel(timer);
+        }
+        self.link_error = None;
         self.link_generation += 1;
         self.endpoint = (self.endpoint + 1) % self.cfg.endpoints.len();
-        self.queued.clear();
-        let indexes: Vec<usize> = self.calls.iter().map(|(i, _)| i).collect();
-        for i in indexes {
+        let doomed: Vec<usize> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| !was_up || matches!(c.state, CallState::Open(..)))
+            .map(|(i, _)| i)
+            .collect();
+        for i in doomed {
             self.finish(i, Err((Code::Unavailable, reason.to_string())));
         }
     }

@@ -25,6 +25,7 @@ impl World {
             timeout: Duration::from_secs(2),
             max_request_bytes: 1000,
             token: Some(HeaderValue::from_static("tok")),
+            connect_timeout: Duration::from_secs(3),
         };
         let t0 = Instant::now();
         World {
@@ -52,7 +53,10 @@ impl World {
     /// Drives the session until it asks to connect, and connects it.
     fn connect(&mut self) -> Authority {
         self.s.drive();
-        let ep = self.s.poll_connect().expect("a connection is wanted");
+        let ep = self
+            .s
+            .poll_connect(self.t0)
+            .expect("a connection is wanted");
         self.s.handle_connected();
         ep
     }
@@ -133,7 +137,7 @@ fn calls_queued_before_the_connection_go_out_in_order_on_one_connection() {
     }
     w.connect();
     assert!(
-        w.s.poll_connect().is_none(),
+        w.s.poll_connect(w.t0).is_none(),
         "one connection for every call"
     );
     w.pump();
@@ -204,8 +208,8 @@ fn a_call_waiting_for_a_connection_that_never_comes_still_times_out() {
     let mut w = World::new(&["127.0.0.1:2379"]);
     w.start(1, "k");
     w.s.drive();
-    assert!(w.s.poll_connect().is_some()); // connecting, never completes
-                                           // The wheel may wake early (a coarse slot's start), never late.
+    assert!(w.s.poll_connect(w.t0).is_some()); // connecting, never completes
+                                               // The wheel may wake early (a coarse slot's start), never late.
     assert!(w.s.next_deadline().unwrap() <= w.at(2000));
     w.s.handle_timeout(w.at(1999));
     assert!(w.collect().is_empty());
@@ -260,7 +264,7 @@ fn two_messages_for_a_unary_call_is_an_internal_error() {
 }
 
 #[test]
-fn losing_the_link_fails_every_call_once_and_rotates_the_endpoint() {
+fn a_broken_link_fails_sent_calls_once_keeps_unsent_ones_and_rotates() {
     let mut w = World::new(&["127.0.0.1:2379", "127.0.0.1:22379"]);
     w.start(1, "a");
     w.start(2, "b");
@@ -268,20 +272,92 @@ fn losing_the_link_fails_every_call_once_and_rotates_the_endpoint() {
     w.pump();
     w.start(3, "c"); // queued, not yet sent
     w.s.handle_link_error("read: connection reset by peer");
+    w.s.drive();
     let done = w.collect();
-    assert_eq!(done.len(), 3);
+    assert_eq!(done.iter().map(|d| d.0).collect::<Vec<_>>(), [1, 2]);
     for (_, r) in &done {
         let e = r.clone().unwrap_err();
         assert_eq!(e.code(), Code::Unavailable);
         assert!(e.is_retryable() && e.message().contains("reset"), "{e}");
     }
-    assert!(!w.s.wants_socket());
-    w.start(4, "d");
-    w.s.drive();
-    assert_eq!(w.s.poll_connect().unwrap().as_str(), "127.0.0.1:22379");
+    // Call 3 was never sent: it waits for the next connection, on the next endpoint.
+    assert_eq!(w.s.poll_connect(w.t0).unwrap().as_str(), "127.0.0.1:22379");
+    w.s.handle_connected();
+    let mut server = TestServer::new();
+    let pipe = w.s.pipe().unwrap().clone();
+    let s = &mut w.s;
+    server.exchange(&pipe, || s.drive());
+    let mut calls = server.take_calls();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(request_key(&mut calls[0]), "c");
     // The expired deadlines of the failed calls are gone with them.
     w.s.handle_timeout(w.at(2000));
-    assert_eq!(w.collect().len(), 1, "only call 4 times out");
+    assert_eq!(w.collect().iter().map(|d| d.0).collect::<Vec<_>>(), [3]);
+}
+
+#[test]
+fn a_failed_connect_fails_the_queued_calls_and_rotates() {
+    let mut w = World::new(&["127.0.0.1:2379", "127.0.0.1:22379"]);
+    w.start(1, "a");
+    w.s.drive();
+    assert_eq!(w.s.poll_connect(w.t0).unwrap().as_str(), "127.0.0.1:2379");
+    w.s.handle_connect_failed("connect to 127.0.0.1:2379: Connection refused");
+    let e = w.collect()[0].1.clone().unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable);
+    assert!(e.is_retryable() && e.message().contains("refused"), "{e}");
+    assert!(
+        w.s.poll_connect(w.t0).is_none(),
+        "nothing left to connect for"
+    );
+    w.start(2, "b");
+    w.s.drive();
+    assert_eq!(w.s.poll_connect(w.t0).unwrap().as_str(), "127.0.0.1:22379");
+}
+
+#[test]
+fn a_connect_that_hangs_times_out_and_rotates() {
+    let mut w = World::new(&["127.0.0.1:2379", "127.0.0.1:22379"]);
+    w.s.cfg.timeout = Duration::from_secs(30);
+    w.start(1, "a");
+    w.s.drive();
+    w.s.poll_connect(w.t0).unwrap();
+    w.s.handle_timeout(w.at(2999));
+    assert!(w.collect().is_empty());
+    w.s.handle_timeout(w.at(3000));
+    let e = w.collect()[0].1.clone().unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable);
+    assert!(e.message().contains("timed out"), "{e}");
+    // A late "connected" for the abandoned attempt is ignored.
+    w.s.handle_connected();
+    assert!(!w.s.wants_socket());
+    w.start(2, "b");
+    w.s.drive();
+    assert_eq!(
+        w.s.poll_connect(w.at(3000)).unwrap().as_str(),
+        "127.0.0.1:22379"
+    );
+}
+
+#[test]
+fn a_response_read_together_with_the_end_of_input_is_delivered() {
+    let mut w = World::new(&["127.0.0.1:2379"]);
+    w.start(1, "a");
+    w.connect();
+    w.pump();
+    let mut calls = w.server.take_calls();
+    calls[0].message(response(9));
+    calls[0].trailers(0, "");
+    // The answer and the end of input arrive before h2 looks at either.
+    let pipe = w.s.pipe().unwrap().clone();
+    w.server.exchange(&pipe, || {});
+    w.s.handle_eof();
+    w.s.drive();
+    let done = w.collect();
+    assert_eq!(
+        decoded(&done[0].1).header.unwrap().revision,
+        9,
+        "not failed as UNAVAILABLE"
+    );
 }
 
 #[test]
@@ -315,7 +391,7 @@ fn an_oversized_request_fails_on_the_next_turn_and_is_never_queued() {
     );
     w.s.drive();
     assert!(
-        w.s.poll_connect().is_none(),
+        w.s.poll_connect(w.t0).is_none(),
         "nothing to send, so no connection"
     );
     let e = w.collect()[0].1.clone().unwrap_err();
