@@ -7,11 +7,12 @@ use crate::config::Config;
 use crate::error::{Code, EtcdError};
 use crate::grpc::{codec, Rpc, RpcKind};
 use crate::reactor::Reactor;
-use crate::session::{Completed, Session};
+use crate::session::watch::WatchKey;
+use crate::session::{Event, Session};
 use bytes::Bytes;
 use std::cell::{Cell, RefCell};
 use std::os::fd::{AsRawFd, RawFd};
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
 
 /// An etcd v3 client driven by one thread's event loop.
@@ -34,7 +35,7 @@ impl std::fmt::Debug for Client {
     }
 }
 
-struct Inner {
+pub(crate) struct Inner {
     core: RefCell<Core>,
     /// Set by `stop()`; `run()` returns at the end of its turn and clears it.
     stopped: Cell<bool>,
@@ -124,7 +125,7 @@ impl Client {
     /// One turn: input and timers with the core borrowed, then callbacks with nothing
     /// borrowed, then one flush that sends what h2 and the callbacks produced.
     fn turn(&self, timeout: Option<Duration>) {
-        let batch: Vec<Completed> = {
+        let batch: Vec<Event> = {
             let mut core = self.inner.core.borrow_mut();
             let Core { session, reactor } = &mut *core;
             reactor.turn(session, timeout);
@@ -132,13 +133,64 @@ impl Client {
         };
         if !batch.is_empty() {
             let mut delivery = Delivery::new(&self.inner, batch);
-            for c in delivery.rest.by_ref() {
-                (c.done)(c.result);
+            for event in delivery.rest.by_ref() {
+                self.deliver(event);
             }
         }
         let mut core = self.inner.core.borrow_mut();
         let Core { session, reactor } = &mut *core;
         reactor.flush(session);
+    }
+
+    /// Runs one event's callback with no borrow held. A watch's callback is taken out of the
+    /// session and put back afterwards, so that it may cancel its own watch.
+    fn deliver(&self, event: Event) {
+        match event {
+            Event::Call(c) => (c.done)(c.result),
+            Event::Watch((key, item)) => {
+                let taken = self
+                    .inner
+                    .core
+                    .borrow_mut()
+                    .session
+                    .take_watch_callback(key);
+                if let Some(mut callback) = taken {
+                    callback(item);
+                    self.inner
+                        .core
+                        .borrow_mut()
+                        .session
+                        .restore_watch_callback(key, callback);
+                }
+            }
+        }
+    }
+
+    /// A handle that does not keep the client alive (for stream handles).
+    pub(crate) fn downgrade(&self) -> Weak<Inner> {
+        Rc::downgrade(&self.inner)
+    }
+
+    /// The client behind a handle's weak reference, if it still exists.
+    pub(crate) fn upgrade(inner: &Weak<Inner>) -> Option<Client> {
+        inner.upgrade().map(|inner| Client { inner })
+    }
+
+    /// Cancels watch `key`; `callback` gets `Ok(())` on the next turn.
+    pub(crate) fn cancel_watch(
+        &self,
+        key: WatchKey,
+        callback: impl FnOnce(Result<(), EtcdError>) + 'static,
+    ) {
+        let mut core = self.inner.core.borrow_mut();
+        core.session.cancel_watch(key);
+        core.session
+            .complete_soon(Box::new(move |_| callback(Ok(()))), Ok(Bytes::new()));
+    }
+
+    /// The session, for the operations in `ops/` that are not plain unary calls.
+    pub(crate) fn with_session<T>(&self, f: impl FnOnce(&mut Session) -> T) -> T {
+        f(&mut self.inner.core.borrow_mut().session)
     }
 
     /// Starts unary call `R` with `request`; `callback` gets the decoded response.
@@ -175,11 +227,11 @@ impl Client {
 /// catches the panic loses nothing.
 struct Delivery<'a> {
     inner: &'a Inner,
-    rest: std::vec::IntoIter<Completed>,
+    rest: std::vec::IntoIter<Event>,
 }
 
 impl<'a> Delivery<'a> {
-    fn new(inner: &'a Inner, batch: Vec<Completed>) -> Self {
+    fn new(inner: &'a Inner, batch: Vec<Event>) -> Self {
         inner.in_callbacks.set(true);
         Delivery {
             inner,
@@ -191,7 +243,7 @@ impl<'a> Delivery<'a> {
 impl Drop for Delivery<'_> {
     fn drop(&mut self) {
         self.inner.in_callbacks.set(false);
-        let rest: Vec<Completed> = self.rest.by_ref().collect();
+        let rest: Vec<Event> = self.rest.by_ref().collect();
         if !rest.is_empty() {
             if let Ok(mut core) = self.inner.core.try_borrow_mut() {
                 core.session.requeue(rest);

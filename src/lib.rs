@@ -57,6 +57,7 @@ mod config;
 mod error;
 mod grpc;
 mod h2io;
+mod handle;
 pub mod ops;
 pub mod pb;
 mod reactor;
@@ -66,12 +67,14 @@ mod timer;
 pub use client::Client;
 pub use config::{Config, DEFAULT_MAX_REQUEST_BYTES, MAX_TIMEOUT, MIN_TIMEOUT};
 pub use error::{Code, EtcdError};
+pub use handle::Watch;
 pub use ops::kv::{
     prefix_range_end, CompactOptions, DeleteOptions, GetOptions, PutOptions, SortOrder, SortTarget,
 };
 pub use ops::txn::{Compare, CompareOp, Txn, TxnOp, TxnOpResponse};
+pub use ops::watch::WatchOptions;
 pub use pb::etcdserverpb::{
     CompactionResponse, DeleteRangeResponse, PutResponse, RangeResponse, ResponseHeader,
-    TxnResponse,
+    TxnResponse, WatchResponse,
 };
-pub use pb::mvccpb::KeyValue;
+pub use pb::mvccpb::{event::EventType, Event, KeyValue};

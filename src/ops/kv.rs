@@ -23,9 +23,9 @@ pub fn prefix_range_end(prefix: &[u8]) -> Bytes {
 /// Where a request's range starts and ends.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct KeyRange {
-    prefix: bool,
-    from_key: bool,
-    range_end: Option<Bytes>,
+    pub(crate) prefix: bool,
+    pub(crate) from_key: bool,
+    pub(crate) range_end: Option<Bytes>,
 }
 
 impl KeyRange {
@@ -53,7 +53,7 @@ impl KeyRange {
     }
 }
 
-/// Generates the range setters shared by get and delete options.
+/// Generates the range setters shared by get, delete and watch options.
 macro_rules! range_setters {
     () => {
         /// Every key starting with the given key (an empty key means every key).

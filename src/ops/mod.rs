@@ -1,5 +1,7 @@
 //! The operations, one file per etcd service: options builders and the `impl Client` block
 //! that sends them.
 
+#[macro_use]
 pub mod kv;
 pub mod txn;
+pub mod watch;

@@ -20,7 +20,7 @@ pub(crate) struct CallKey {
     pub(crate) generation: u64,
 }
 
-/// A unary call.
+/// A call: unary, or one of the long-lived streams.
 ///
 /// ```text
 ///   Queued ──link up, stream opened──► Open ──trailers / trailers-only──► done (Ok or status)
@@ -31,11 +31,22 @@ pub(crate) struct Call {
     pub(crate) generation: u64,
     pub(crate) path: &'static str,
     pub(crate) operation: &'static str,
-    pub(crate) done: Completion,
-    pub(crate) deadline: TimerKey,
+    pub(crate) kind: CallKind,
+    /// Unary calls have a deadline; streams have none.
+    pub(crate) deadline: Option<TimerKey>,
     pub(crate) state: CallState,
-    /// The response message, once read (a unary call has exactly one).
-    pub(crate) response: Option<Bytes>,
+}
+
+/// What a call's messages are for.
+pub(crate) enum CallKind {
+    /// One response, handed to `done`.
+    Unary {
+        done: Completion,
+        /// The response message, once read (exactly one).
+        response: Option<Bytes>,
+    },
+    /// The shared watch stream: every message goes to the watch hub.
+    WatchStream,
 }
 
 /// Where a call is in its life.

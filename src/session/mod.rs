@@ -25,6 +25,8 @@
 pub(crate) mod call;
 #[cfg(test)]
 mod tests;
+pub(crate) mod watch;
+mod watch_stream;
 
 use crate::error::{Code, EtcdError};
 use crate::h2io::pipe::PipeBuffers;
@@ -32,7 +34,7 @@ use crate::h2io::wake::CONNECTION;
 use crate::h2io::{StreamEvent, Transport, Wakers};
 use crate::timer::{TimerKey, TimerWheel};
 use bytes::Bytes;
-use call::{h2_error, Call, CallKey, CallState, Completion, Reader, Step};
+use call::{h2_error, Call, CallKey, CallKind, CallState, Completion, Reader, Step};
 use http::uri::{Authority, PathAndQuery};
 use http::{HeaderValue, Request};
 use slab::Slab;
@@ -40,6 +42,8 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
+use watch::{Delivery, WatchHub};
+use watch_stream::WatchStream;
 
 /// Rounds of "poll the connection, then the woken calls" per [`Session::drive`]; the rest is
 /// left for the next turn so one busy connection cannot starve the caller's loop.
@@ -68,6 +72,14 @@ pub(crate) struct Completed {
     pub(crate) result: Result<Bytes, EtcdError>,
 }
 
+/// What the client must run: finished calls and watch deliveries, in order.
+pub(crate) enum Event {
+    /// A unary call finished (or a local completion, such as a cancel's).
+    Call(Completed),
+    /// A response or final error for a watch's callback.
+    Watch(Delivery),
+}
+
 /// Timers on the wheel.
 #[derive(Debug, Clone, Copy)]
 enum Timer {
@@ -75,6 +87,8 @@ enum Timer {
     Deadline(CallKey),
     /// The connect timeout of the link with this generation.
     Connect(u64),
+    /// The end of the watch stream's reconnect backoff.
+    WatchReopen,
 }
 
 /// The connection's state (see the module diagram).
@@ -104,7 +118,14 @@ pub(crate) struct Session {
     /// Counts connections, so the reactor can tell that the one it holds a socket for is gone.
     link_generation: u64,
     wakers: Wakers,
-    events: VecDeque<Completed>,
+    events: VecDeque<Event>,
+    /// Unary calls pending (the calls slab also holds streams).
+    unary_calls: usize,
+    /// The last time the session was told (by `handle_timeout` or a command).
+    now: Instant,
+    /// Every watch, and the state of the stream they share.
+    watches: WatchHub,
+    watch_stream: WatchStream,
 }
 
 impl Session {
@@ -122,6 +143,10 @@ impl Session {
             link_generation: 0,
             wakers: Wakers::default(),
             events: VecDeque::new(),
+            unary_calls: 0,
+            now,
+            watches: WatchHub::default(),
+            watch_stream: WatchStream::default(),
         }
     }
 
@@ -145,36 +170,53 @@ impl Session {
             );
             return self.fail_soon(done, EtcdError::invalid(msg, operation));
         }
-        let generation = self.next_generation;
-        self.next_generation += 1;
-        let entry = self.calls.vacant_entry();
-        let key = CallKey {
-            index: entry.key(),
-            generation,
+        self.now = now;
+        let kind = CallKind::Unary {
+            done,
+            response: None,
         };
+        let key = self.queue_call(path, operation, kind, body);
         let deadline = self
             .timers
             .insert(now + self.cfg.timeout, Timer::Deadline(key));
-        entry.insert(Call {
+        self.calls[key.index].deadline = Some(deadline);
+        self.unary_calls += 1;
+    }
+
+    /// Adds a call to the slab and the queue (streams and unary calls alike).
+    fn queue_call(
+        &mut self,
+        path: &'static str,
+        operation: &'static str,
+        kind: CallKind,
+        body: Bytes,
+    ) -> CallKey {
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        let index = self.calls.insert(Call {
             generation,
             path,
             operation,
-            done,
-            deadline,
+            kind,
+            deadline: None,
             state: CallState::Queued(body),
-            response: None,
         });
+        let key = CallKey { index, generation };
         self.queued.push_back(key);
         // So that the next drive opens its stream (or the next flush connects).
         self.wakers.wake(CONNECTION);
+        key
     }
 
     /// Reports `err` to `done` on the next turn (never synchronously).
     pub(crate) fn fail_soon(&mut self, done: Completion, err: EtcdError) {
-        self.events.push_back(Completed {
-            done,
-            result: Err(err),
-        });
+        self.complete_soon(done, Err(err));
+    }
+
+    /// Hands `result` to `done` on the next turn (never synchronously).
+    pub(crate) fn complete_soon(&mut self, done: Completion, result: Result<Bytes, EtcdError>) {
+        self.events
+            .push_back(Event::Call(Completed { done, result }));
     }
 
     // ===== inputs =====
@@ -224,11 +266,13 @@ impl Session {
 
     /// Fires the timers due at `now`; whether any fired.
     pub(crate) fn handle_timeout(&mut self, now: Instant) -> bool {
+        self.now = now;
         let mut fired = false;
         while let Some(timer) = self.timers.poll(now) {
             fired = true;
             match timer {
                 Timer::Deadline(key) => self.expire(key),
+                Timer::WatchReopen => self.watch_backoff_over(),
                 Timer::Connect(generation) => {
                     if generation == self.link_generation
                         && matches!(self.link, Link::Connecting(_))
@@ -256,6 +300,7 @@ impl Session {
             // The connection first: a link that ended must not be given new calls.
             self.poll_link();
             self.open_queued();
+            self.flush_watch_requests();
             self.wakers.take_ready(&mut ready);
             if ready.is_empty() {
                 return;
@@ -314,14 +359,14 @@ impl Session {
 
     /// Puts finished calls whose callbacks did not run (a callback panicked) back at the
     /// front of the queue, in order.
-    pub(crate) fn requeue(&mut self, events: Vec<Completed>) {
+    pub(crate) fn requeue(&mut self, events: Vec<Event>) {
         for e in events.into_iter().rev() {
             self.events.push_front(e);
         }
     }
 
-    /// The next finished call.
-    pub(crate) fn poll_event(&mut self) -> Option<Completed> {
+    /// The next finished call or watch delivery.
+    pub(crate) fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
     }
 
@@ -340,9 +385,9 @@ impl Session {
         self.wakers.any_ready()
     }
 
-    /// Whether nothing is pending: no call, no undelivered event.
+    /// Whether nothing is pending: no unary call, no live watch, no undelivered event.
     pub(crate) fn is_idle(&self) -> bool {
-        self.calls.is_empty() && self.events.is_empty()
+        self.unary_calls == 0 && self.watches.is_empty() && self.events.is_empty()
     }
 
     // ===== internals =====
@@ -406,7 +451,15 @@ impl Session {
                 call.path,
                 self.cfg.token.as_ref(),
             );
-            match t.open(request, body.clone(), true) {
+            let (body, end) = match call.kind {
+                CallKind::Unary { .. } => (body.clone(), true),
+                // The watch stream opens with a create for every live watch.
+                CallKind::WatchStream => {
+                    self.watches.on_stream_opened();
+                    (watch_stream::encode(self.watches.take_outbox()), false)
+                }
+            };
+            match t.open(request, body, end) {
                 Ok(stream) => {
                     call.state = CallState::Open(stream, Reader::default());
                     self.wakers.wake(key.index);
@@ -436,35 +489,48 @@ impl Session {
             }
             match reader.apply(event) {
                 Step::Continue => {}
-                Step::Messages(mut msgs) => {
-                    if msgs.len() > 1 || call.response.is_some() {
-                        let msg = "more than one response message for a unary call".to_string();
-                        return self.finish(index, Err((Code::Internal, msg)));
+                Step::Messages(msgs) => match &mut call.kind {
+                    CallKind::Unary { response, .. } => {
+                        if msgs.len() > 1 || response.is_some() {
+                            let msg = "more than one response message for a unary call";
+                            return self.finish(index, Err((Code::Internal, msg.to_string())));
+                        }
+                        *response = msgs.into_iter().next();
                     }
-                    call.response = msgs.pop();
-                }
+                    CallKind::WatchStream => {
+                        if let Err(e) = self.on_watch_messages(msgs) {
+                            return self.finish(index, Err(e));
+                        }
+                    }
+                },
                 Step::Finished(r) => return self.finish(index, r),
             }
         }
     }
 
-    /// Ends call slot `index` with `result` and queues its completion.
+    /// Ends call slot `index` with `result`: a unary call's completion is queued; a stream's
+    /// owner learns that it ended.
     fn finish(&mut self, index: usize, result: Result<(), (Code, String)>) {
         let call = self.calls.remove(index);
-        self.timers.cancel(call.deadline);
+        if let Some(deadline) = call.deadline {
+            self.timers.cancel(deadline);
+        }
         if let CallState::Open(stream, _) = call.state {
             stream.cancel();
         }
+        let (done, response) = match call.kind {
+            CallKind::Unary { done, response } => (done, response),
+            CallKind::WatchStream => return self.watch_stream_ended(result),
+        };
+        self.unary_calls -= 1;
         let result = match result {
-            Ok(()) => call.response.ok_or_else(|| {
+            Ok(()) => response.ok_or_else(|| {
                 EtcdError::new(Code::Internal, "response had no message", call.operation)
             }),
             Err((code, msg)) => Err(EtcdError::new(code, msg, call.operation)),
         };
-        self.events.push_back(Completed {
-            done: call.done,
-            result,
-        });
+        self.events
+            .push_back(Event::Call(Completed { done, result }));
     }
 
     fn expire(&mut self, key: CallKey) {

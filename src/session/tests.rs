@@ -69,8 +69,11 @@ impl World {
 
     /// Runs the completions of finished calls, as the client would.
     fn collect(&mut self) -> Vec<(u32, Result<Bytes, EtcdError>)> {
-        while let Some(c) = self.s.poll_event() {
-            (c.done)(c.result);
+        while let Some(event) = self.s.poll_event() {
+            match event {
+                Event::Call(c) => (c.done)(c.result),
+                Event::Watch(_) => panic!("no watch in these tests"),
+            }
         }
         std::mem::take(&mut *self.results.borrow_mut())
     }

@@ -14,6 +14,7 @@
 
 pub mod client;
 mod etcd;
+pub mod metrics;
 mod net;
 
 pub use etcd::{Cluster, Etcd};

@@ -1,0 +1,364 @@
+//! Every watch of a client, multiplexed on one gRPC Watch stream: pure bookkeeping, no IO.
+//!
+//! The session feeds the hub what happens to the stream (opened, a response, lost) and sends
+//! the requests the hub queues. The hub decides what each watch receives, and where it
+//! resumes after the stream is re-opened.
+//!
+//! A watch's life:
+//!
+//! ```text
+//!  add ──► Unsent ──stream open──► Creating ──created──► Active(id) ──compacted / cancelled
+//!            ▲                        │                     │            by the server──► ended
+//!            └──────── stream lost ───┴─────────────────────┘
+//!  cancel (any state) ──► removed at once; the server is told when it knows the watch's id
+//! ```
+//!
+//! Exactly once: each watch keeps `next_rev`, the first revision it has not seen. It starts at
+//! the requested start revision (or, for a watch from "now", the created reply's revision + 1),
+//! moves to the last delivered event's revision + 1, and to a server progress notification's
+//! revision + 1 for that watch. Replies to the client's own progress requests never move it
+//! (etcd 3.5 answers them even while a watcher is still catching up). A re-created watch starts
+//! at `next_rev`, and any event below it is dropped.
+
+use crate::error::{Code, EtcdError};
+use crate::pb::etcdserverpb::{
+    watch_request, WatchCancelRequest, WatchCreateRequest, WatchProgressRequest, WatchRequest,
+    WatchResponse,
+};
+use slab::Slab;
+use std::collections::{HashMap, HashSet, VecDeque};
+
+/// What a watch's callback receives.
+pub(crate) type WatchCallback = Box<dyn FnMut(Result<WatchResponse, EtcdError>)>;
+
+/// A watch's slab index plus a generation (an ABA guard for handles that outlive it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct WatchKey {
+    pub(crate) index: usize,
+    pub(crate) generation: u64,
+}
+
+/// One delivery: a response or the watch's final error.
+pub(crate) type Delivery = (WatchKey, Result<WatchResponse, EtcdError>);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Unsent,
+    Creating,
+    Active(i64),
+}
+
+struct Entry {
+    generation: u64,
+    /// The create request as the caller asked for it.
+    create: WatchCreateRequest,
+    /// The first revision not yet delivered; 0 until known for a watch from "now".
+    next_rev: i64,
+    state: State,
+    /// A fragmented response being reassembled.
+    partial: Option<WatchResponse>,
+    /// Taken out while it runs; `None` also while a delivery is in flight.
+    callback: Option<WatchCallback>,
+    /// Its final error is queued: the entry goes once the callback has run.
+    ended: bool,
+}
+
+/// Every watch of a client.
+#[derive(Default)]
+pub(crate) struct WatchHub {
+    entries: Slab<Entry>,
+    next_generation: u64,
+    /// Server watch id → entry, for watches active on the current stream.
+    by_id: HashMap<i64, usize>,
+    /// Creates sent on the current stream and not yet answered, in order (etcd answers
+    /// creates in the order it receives them). A key whose entry is gone is a tombstone:
+    /// the watch was cancelled while its create was in flight.
+    creating: VecDeque<WatchKey>,
+    /// Requests for the stream, in order.
+    outbox: Vec<WatchRequest>,
+    /// Unknown ids a cancel was already sent for on this stream (to send it once).
+    cancelled_ids: HashSet<i64>,
+    stream_open: bool,
+}
+
+impl WatchHub {
+    /// Adds a watch; its create goes out now if the stream is open, else when it opens.
+    pub(crate) fn add(&mut self, create: WatchCreateRequest, callback: WatchCallback) -> WatchKey {
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        let next_rev = create.start_revision.max(0);
+        let index = self.entries.insert(Entry {
+            generation,
+            create,
+            next_rev,
+            state: State::Unsent,
+            partial: None,
+            callback: Some(callback),
+            ended: false,
+        });
+        let key = WatchKey { index, generation };
+        if self.stream_open {
+            self.send_create(key);
+        }
+        key
+    }
+
+    /// Removes a watch at once. Returns whether it existed. The server is told if it knows
+    /// the watch's id; a create still in flight is cancelled when its reply comes.
+    pub(crate) fn cancel(&mut self, key: WatchKey) -> bool {
+        let Some(entry) = self.get(key) else {
+            return false;
+        };
+        if let State::Active(id) = entry.state {
+            self.by_id.remove(&id);
+            self.push(watch_request::RequestUnion::CancelRequest(
+                WatchCancelRequest { watch_id: id },
+            ));
+        }
+        self.entries.remove(key.index);
+        true
+    }
+
+    /// Asks the server for a progress notification (only while the stream is open; the
+    /// reply reaches every active watch).
+    pub(crate) fn request_progress(&mut self) {
+        if self.stream_open {
+            self.push(watch_request::RequestUnion::ProgressRequest(
+                WatchProgressRequest {},
+            ));
+        }
+    }
+
+    /// Whether no watch is live (ended ones still waiting for their last delivery count).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Whether a stream is wanted: some watch is not ended.
+    pub(crate) fn wants_stream(&self) -> bool {
+        self.entries.iter().any(|(_, e)| !e.ended)
+    }
+
+    /// A new stream is open: every live watch is (re-)created from where it stands.
+    pub(crate) fn on_stream_opened(&mut self) {
+        self.stream_open = true;
+        let keys: Vec<WatchKey> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| !e.ended)
+            .map(|(index, e)| WatchKey {
+                index,
+                generation: e.generation,
+            })
+            .collect();
+        for key in keys {
+            self.send_create(key);
+        }
+    }
+
+    /// The stream ended: every watch waits to be re-created on the next one.
+    pub(crate) fn on_stream_lost(&mut self) {
+        self.stream_open = false;
+        self.by_id.clear();
+        self.creating.clear();
+        self.outbox.clear();
+        self.cancelled_ids.clear();
+        for (_, e) in self.entries.iter_mut() {
+            e.state = State::Unsent;
+            e.partial = None;
+        }
+    }
+
+    /// Requests queued for the stream.
+    pub(crate) fn take_outbox(&mut self) -> Vec<WatchRequest> {
+        std::mem::take(&mut self.outbox)
+    }
+
+    /// Whether requests are waiting to be sent.
+    pub(crate) fn has_outbox(&self) -> bool {
+        !self.outbox.is_empty()
+    }
+
+    /// Applies one response from the stream; what the watches receive goes to `out`.
+    pub(crate) fn on_response(&mut self, resp: WatchResponse, out: &mut Vec<Delivery>) {
+        if resp.created {
+            return self.on_created(resp, out);
+        }
+        if resp.watch_id == -1 {
+            // A reply to request_progress(): for every active watch, moving nothing.
+            for (index, e) in self.entries.iter() {
+                if matches!(e.state, State::Active(_)) && !e.ended {
+                    out.push((
+                        WatchKey {
+                            index,
+                            generation: e.generation,
+                        },
+                        Ok(resp.clone()),
+                    ));
+                }
+            }
+            return;
+        }
+        let Some(&index) = self.by_id.get(&resp.watch_id) else {
+            return self.cancel_unknown(resp.watch_id);
+        };
+        let key = WatchKey {
+            index,
+            generation: self.entries[index].generation,
+        };
+        if resp.canceled {
+            self.by_id.remove(&resp.watch_id);
+            return self.end(key, cancel_error(&resp), out);
+        }
+        self.on_events(key, resp, out);
+    }
+
+    /// Takes a watch's callback out to run it; `None` if the watch is gone or ended and
+    /// delivered.
+    pub(crate) fn take_callback(&mut self, key: WatchKey) -> Option<WatchCallback> {
+        self.get_mut(key)?.callback.take()
+    }
+
+    /// Puts a callback back after it ran: dropped if the watch was cancelled meanwhile; the
+    /// entry goes too if that was its final delivery.
+    pub(crate) fn restore_callback(&mut self, key: WatchKey, callback: WatchCallback) {
+        let Some(entry) = self.get_mut(key) else {
+            return;
+        };
+        if entry.ended {
+            self.entries.remove(key.index);
+        } else {
+            entry.callback = Some(callback);
+        }
+    }
+
+    // ===== internals =====
+
+    fn get(&self, key: WatchKey) -> Option<&Entry> {
+        self.entries
+            .get(key.index)
+            .filter(|e| e.generation == key.generation)
+    }
+
+    fn get_mut(&mut self, key: WatchKey) -> Option<&mut Entry> {
+        self.entries
+            .get_mut(key.index)
+            .filter(|e| e.generation == key.generation)
+    }
+
+    fn push(&mut self, request: watch_request::RequestUnion) {
+        self.outbox.push(WatchRequest {
+            request_union: Some(request),
+        });
+    }
+
+    fn send_create(&mut self, key: WatchKey) {
+        let entry = &mut self.entries[key.index];
+        entry.state = State::Creating;
+        let mut create = entry.create.clone();
+        if entry.next_rev > 0 {
+            create.start_revision = entry.next_rev;
+        }
+        self.creating.push_back(key);
+        self.push(watch_request::RequestUnion::CreateRequest(create));
+    }
+
+    fn on_created(&mut self, resp: WatchResponse, out: &mut Vec<Delivery>) {
+        let Some(key) = self.creating.pop_front() else {
+            // A create reply nobody waits for: make sure the server drops that watch.
+            return self.cancel_unknown(resp.watch_id);
+        };
+        let Some(entry) = self.get_mut(key) else {
+            // Cancelled while its create was in flight.
+            return self.cancel_unknown(resp.watch_id);
+        };
+        if resp.canceled {
+            return self.end(key, cancel_error(&resp), out);
+        }
+        entry.state = State::Active(resp.watch_id);
+        if entry.next_rev == 0 {
+            // A watch from "now" sees the revisions after the one it was created at.
+            entry.next_rev = resp.header.as_ref().map_or(0, |h| h.revision) + 1;
+        }
+        self.by_id.insert(resp.watch_id, key.index);
+        out.push((key, Ok(resp)));
+    }
+
+    fn on_events(&mut self, key: WatchKey, resp: WatchResponse, out: &mut Vec<Delivery>) {
+        let entry = &mut self.entries[key.index];
+        if resp.fragment {
+            match &mut entry.partial {
+                Some(p) => p.events.extend(resp.events),
+                None => entry.partial = Some(resp),
+            }
+            return;
+        }
+        let mut resp = match entry.partial.take() {
+            Some(mut p) => {
+                p.events.extend(resp.events);
+                p.fragment = false;
+                p
+            }
+            None => resp,
+        };
+        if resp.events.is_empty() {
+            // The server's progress notification for this watch: it has seen everything up
+            // to the header revision.
+            let rev = resp.header.as_ref().map_or(0, |h| h.revision);
+            entry.next_rev = entry.next_rev.max(rev + 1);
+            out.push((key, Ok(resp)));
+            return;
+        }
+        let next_rev = entry.next_rev;
+        resp.events
+            .retain(|ev| ev.kv.as_ref().is_some_and(|kv| kv.mod_revision >= next_rev));
+        let Some(last) = resp.events.last().and_then(|ev| ev.kv.as_ref()) else {
+            return; // every event was a repeat of one already delivered
+        };
+        entry.next_rev = last.mod_revision + 1;
+        out.push((key, Ok(resp)));
+    }
+
+    /// Queues a watch's final error; the entry stays until the callback has run it.
+    fn end(&mut self, key: WatchKey, err: EtcdError, out: &mut Vec<Delivery>) {
+        let entry = &mut self.entries[key.index];
+        entry.ended = true;
+        entry.partial = None;
+        out.push((key, Err(err)));
+    }
+
+    fn cancel_unknown(&mut self, watch_id: i64) {
+        if watch_id >= 0 && self.cancelled_ids.insert(watch_id) {
+            self.push(watch_request::RequestUnion::CancelRequest(
+                WatchCancelRequest { watch_id },
+            ));
+        }
+    }
+}
+
+/// The error for a watch the server cancelled: a compaction (with its revision), a failed
+/// create, or another server-side cancel.
+fn cancel_error(resp: &WatchResponse) -> EtcdError {
+    if resp.compact_revision > 0 {
+        let msg = format!(
+            "required revision has been compacted; compaction revision {}",
+            resp.compact_revision
+        );
+        return EtcdError::compacted(resp.compact_revision, msg);
+    }
+    let reason = if resp.cancel_reason.is_empty() {
+        "watch canceled by the server"
+    } else {
+        &resp.cancel_reason
+    };
+    let code = if reason.contains("permission denied") {
+        Code::PermissionDenied
+    } else {
+        Code::Cancelled
+    };
+    EtcdError::new(code, reason, "watch")
+}
+
+#[cfg(test)]
+#[path = "watch_tests.rs"]
+mod tests;
