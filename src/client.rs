@@ -117,6 +117,26 @@ impl Client {
         core.reactor.next_timeout(&core.session, Instant::now())
     }
 
+    /// Ends every pending operation and closes the connection. Each pending call's and live
+    /// watch's callback receives `CANCELLED` before `close` returns (after any result that
+    /// had already arrived). The client stays usable: a new operation connects again.
+    ///
+    /// A callback that captures its own client keeps the client alive while it is pending;
+    /// `close` is how a program ends such cycles before dropping its last handle.
+    pub fn close(&self) {
+        let events = {
+            let mut core = self.inner.core.borrow_mut();
+            let Core { session, reactor } = &mut *core;
+            let events = session.close("client closed");
+            reactor.flush(session); // drops the socket
+            events
+        };
+        let mut delivery = Delivery::new(&self.inner, events);
+        for event in delivery.rest.by_ref() {
+            self.deliver(event);
+        }
+    }
+
     /// Whether no operation is pending.
     pub fn is_idle(&self) -> bool {
         self.inner.core.borrow().session.is_idle()

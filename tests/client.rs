@@ -308,3 +308,34 @@ fn a_panicking_callback_loses_no_other_callback() {
     assert_eq!(ran.get(), 3);
     assert!(c.is_idle());
 }
+
+#[test]
+fn close_cancels_every_pending_operation_at_once_and_the_client_stays_usable() {
+    let etcd = Etcd::start();
+    let c = client(&etcd.endpoint());
+    let got = Rc::new(RefCell::new(Vec::new()));
+    let (g1, g2) = (got.clone(), got.clone());
+    let c2 = c.clone(); // captured by the watch: a cycle that close() must break
+    c.watch("w", evetcd::WatchOptions::new(), move |r| {
+        let _keep = &c2;
+        if let Err(e) = r {
+            g1.borrow_mut().push((e.operation(), e.code()));
+        }
+    });
+    c.get("k", GetOptions::new(), move |r| {
+        g2.borrow_mut()
+            .push((r.unwrap_err().operation(), Code::Cancelled))
+    });
+    c.process(); // connect and send; nothing has answered yet
+    c.close();
+    let mut seen = got.borrow().clone();
+    seen.sort_by_key(|s| s.0);
+    assert_eq!(
+        seen,
+        [("get", Code::Cancelled), ("watch", Code::Cancelled)],
+        "before close returned"
+    );
+    assert!(c.is_idle());
+    c.run(); // returns at once: nothing pending
+    ok(&c, |cb| c.put("after", "close", PutOptions::new(), cb));
+}

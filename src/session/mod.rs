@@ -390,6 +390,37 @@ impl Session {
         self.unary_calls == 0 && self.watches.is_empty() && self.events.is_empty()
     }
 
+    /// Ends everything at once: the events already queued, then `CANCELLED` for every pending
+    /// call and live watch, are returned for the client to run; the connection is dropped.
+    /// The session stays usable: a new operation connects again.
+    pub(crate) fn close(&mut self, reason: &str) -> Vec<Event> {
+        let mut out: Vec<Event> = self.events.drain(..).collect();
+        let indexes: Vec<usize> = self.calls.iter().map(|(i, _)| i).collect();
+        for index in indexes {
+            let call = self.calls.remove(index);
+            if let Some(deadline) = call.deadline {
+                self.timers.cancel(deadline);
+            }
+            if let CallState::Open(stream, _) = call.state {
+                stream.cancel();
+            }
+            if let CallKind::Unary { done, .. } = call.kind {
+                let result = Err(EtcdError::new(Code::Cancelled, reason, call.operation));
+                out.push(Event::Call(Completed { done, result }));
+            }
+        }
+        self.unary_calls = 0;
+        self.queued.clear();
+        out.extend(self.watches.close(reason).into_iter().map(Event::Watch));
+        self.close_watch_stream_if_unused();
+        if let Link::Connecting(timer) = std::mem::replace(&mut self.link, Link::Down) {
+            self.timers.cancel(timer);
+        }
+        self.link_error = None;
+        self.link_generation += 1;
+        out
+    }
+
     // ===== internals =====
 
     fn call_mut(&mut self, key: CallKey) -> Option<&mut Call> {

@@ -232,6 +232,29 @@ impl WatchHub {
         }
     }
 
+    /// Ends every live watch with `CANCELLED` (the client is closing).
+    pub(crate) fn close(&mut self, reason: &str) -> Vec<Delivery> {
+        let mut out = Vec::new();
+        let live: Vec<WatchKey> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| !e.ended)
+            .map(|(index, e)| WatchKey {
+                index,
+                generation: e.generation,
+            })
+            .collect();
+        for key in live {
+            self.end(
+                key,
+                EtcdError::new(Code::Cancelled, reason, "watch"),
+                &mut out,
+            );
+        }
+        self.on_stream_lost();
+        out
+    }
+
     // ===== internals =====
 
     fn get(&self, key: WatchKey) -> Option<&Entry> {

@@ -103,7 +103,7 @@ impl Session {
     }
 
     /// Resets the stream once no watch needs it (etcd keeps a stream's resources otherwise).
-    fn close_watch_stream_if_unused(&mut self) {
+    pub(super) fn close_watch_stream_if_unused(&mut self) {
         if self.watches.wants_stream() {
             return;
         }
