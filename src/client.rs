@@ -162,27 +162,35 @@ impl Client {
         reactor.flush(session);
     }
 
-    /// Runs one event's callback with no borrow held. A watch's callback is taken out of the
-    /// session and put back afterwards, so that it may cancel its own watch.
+    /// Runs one event's callback with no borrow held. A stream's callback is taken out of
+    /// the session and put back afterwards, so that it may cancel its own stream.
     fn deliver(&self, event: Event) {
         match event {
             Event::Call(c) => (c.done)(c.result),
-            Event::Watch((key, item)) => {
-                let taken = self
-                    .inner
-                    .core
-                    .borrow_mut()
-                    .session
-                    .take_watch_callback(key);
-                if let Some(mut callback) = taken {
-                    callback(item);
-                    self.inner
-                        .core
-                        .borrow_mut()
-                        .session
-                        .restore_watch_callback(key, callback);
-                }
-            }
+            Event::Watch((key, item)) => self.run_stream_callback(
+                item,
+                |s| s.take_watch_callback(key),
+                |s, cb| s.restore_watch_callback(key, cb),
+            ),
+            Event::Keepalive((key, item)) => self.run_stream_callback(
+                item,
+                |s| s.take_keepalive_callback(key),
+                |s, cb| s.restore_keepalive_callback(key, cb),
+            ),
+        }
+    }
+
+    /// Take, call, put back: the session is borrowed only to take and to restore.
+    fn run_stream_callback<T, C: FnMut(T)>(
+        &self,
+        item: T,
+        take: impl FnOnce(&mut Session) -> Option<C>,
+        restore: impl FnOnce(&mut Session, C),
+    ) {
+        let taken = take(&mut self.inner.core.borrow_mut().session);
+        if let Some(mut callback) = taken {
+            callback(item);
+            restore(&mut self.inner.core.borrow_mut().session, callback);
         }
     }
 

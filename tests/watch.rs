@@ -1178,12 +1178,14 @@ fn trace_events(trace: &mut Vec<String>, first: i64, last: i64) {
 }
 
 /// Writes `{p}k0000`..`{p}k0599` in order with its own client, retrying failed puts (a put
-/// whose outcome was ambiguous may so be applied twice), then `{p}done`. Asks for the restart
-/// of etcd when it reaches k0200, and sends on `resume` once it has written 50 keys to the
-/// restarted etcd (or when it is done, whichever comes first).
+/// whose outcome was ambiguous may so be applied twice), then `{p}done`. Before k0200 it
+/// waits for the live watch to report on `stalled` that it has stopped its loop at k0199,
+/// then asks for the restart of etcd; it sends on `resume` once it has written 50 keys to
+/// the restarted etcd.
 fn writer(
     endpoint: String,
     p: String,
+    stalled: mpsc::Receiver<()>,
     restart: mpsc::Sender<()>,
     restarted: Arc<AtomicBool>,
     resume: mpsc::Sender<()>,
@@ -1196,6 +1198,10 @@ fn writer(
     let mut resume = Some(resume);
     for (i, k) in keys.iter().enumerate() {
         if i == 200 {
+            let wait = deadline.saturating_duration_since(Instant::now());
+            stalled
+                .recv_timeout(wait)
+                .expect("the live watch stalls at k0199");
             restart.send(()).expect("restarter is waiting");
         }
         loop {
@@ -1250,8 +1256,10 @@ fn a_restart_of_etcd_while_another_client_writes_loses_and_repeats_nothing() {
     let writer_thread: Rc<RefCell<Option<std::thread::JoinHandle<()>>>> = Rc::default();
     // To be sure the resume path is exercised (events written while the watch is not on the
     // server, which a watch re-created "from now" would lose), the live watch's callback
-    // stalls this thread's loop at k0199 until the writer has written 50 keys to the
-    // restarted etcd. Channel-synchronised, not timed.
+    // stalls this thread's loop at k0199, before etcd is restarted, until the writer has
+    // written 50 keys to the restarted etcd. Channel-synchronised, not timed.
+    let (stalled_tx, stalled_rx) = mpsc::channel::<()>();
+    let mut stalled_rx = Some(stalled_rx);
     let (resume_tx, resume_rx) = mpsc::channel::<()>();
     let mut resume_rx = Some(resume_rx);
     // What the live watch saw, for failure messages.
@@ -1294,9 +1302,10 @@ fn a_restart_of_etcd_while_another_client_writes_loses_and_repeats_nothing() {
                     if let Some(tx) = restart_tx.take() {
                         let (ep, p1, wf, rs) = (ep.clone(), p1.clone(), wf.clone(), rs.clone());
                         let resume = resume_tx.take().expect("once");
+                        let stalled = stalled_rx.take().expect("once");
                         *wt.borrow_mut() = Some(std::thread::spawn(move || {
                             let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                                writer(ep, p1, tx, rs, resume, deadline)
+                                writer(ep, p1, stalled, tx, rs, resume, deadline)
                             }));
                             if r.is_err() {
                                 wf.store(true, Ordering::SeqCst);
@@ -1327,9 +1336,10 @@ fn a_restart_of_etcd_while_another_client_writes_loses_and_repeats_nothing() {
                 // Progress replies the client asked for must never move where the watch
                 // resumes (etcd 3.5 answers them even while a watcher is catching up).
                 c1.request_progress();
-                if let (true, Some(rx)) = (stall, resume_rx.take()) {
+                if let Some(rx) = resume_rx.take_if(|_| stall) {
                     let wait = deadline.saturating_duration_since(Instant::now());
                     tr.borrow_mut().push("stalled".into());
+                    stalled_tx.send(()).expect("the writer waits for the stall");
                     match rx.recv_timeout(wait) {
                         Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => {}
                         Err(e) => panic!("the writer never resumed the watch: {e}"),

@@ -45,8 +45,8 @@ pub(crate) enum CallKind {
         /// The response message, once read (exactly one).
         response: Option<Bytes>,
     },
-    /// The shared watch stream: every message goes to the watch hub.
-    WatchStream,
+    /// A shared stream (watch, lease keepalive): its messages go to their owner.
+    Shared(super::shared::Shared),
 }
 
 /// Where a call is in its life.

@@ -23,10 +23,11 @@
 //! fail with `UNAVAILABLE`: they had their chance. The endpoint rotates either way.
 
 pub(crate) mod call;
+pub(crate) mod keepalive;
+mod shared;
 #[cfg(test)]
 mod tests;
 pub(crate) mod watch;
-mod watch_stream;
 
 use crate::error::{Code, EtcdError};
 use crate::h2io::pipe::PipeBuffers;
@@ -37,13 +38,14 @@ use bytes::Bytes;
 use call::{h2_error, Call, CallKey, CallKind, CallState, Completion, Reader, Step};
 use http::uri::{Authority, PathAndQuery};
 use http::{HeaderValue, Request};
+use keepalive::{KeepaliveDelivery, KeepaliveKey, Keepalives};
+use shared::{Shared, SharedStream};
 use slab::Slab;
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 use watch::{Delivery, WatchHub};
-use watch_stream::WatchStream;
 
 /// Rounds of "poll the connection, then the woken calls" per [`Session::drive`]; the rest is
 /// left for the next turn so one busy connection cannot starve the caller's loop.
@@ -78,6 +80,8 @@ pub(crate) enum Event {
     Call(Completed),
     /// A response or final error for a watch's callback.
     Watch(Delivery),
+    /// A renewal or final error for a keepalive's callback.
+    Keepalive(KeepaliveDelivery),
 }
 
 /// Timers on the wheel.
@@ -87,8 +91,10 @@ enum Timer {
     Deadline(CallKey),
     /// The connect timeout of the link with this generation.
     Connect(u64),
-    /// The end of the watch stream's reconnect backoff.
-    WatchReopen,
+    /// The end of a shared stream's reconnect backoff.
+    Reopen(Shared),
+    /// A keepalive's next renewal.
+    Renew(KeepaliveKey),
 }
 
 /// The connection's state (see the module diagram).
@@ -125,7 +131,10 @@ pub(crate) struct Session {
     now: Instant,
     /// Every watch, and the state of the stream they share.
     watches: WatchHub,
-    watch_stream: WatchStream,
+    watch_stream: SharedStream,
+    /// Every keepalive, and the state of the stream they share.
+    keepalives: Keepalives,
+    keepalive_stream: SharedStream,
 }
 
 impl Session {
@@ -146,7 +155,9 @@ impl Session {
             unary_calls: 0,
             now,
             watches: WatchHub::default(),
-            watch_stream: WatchStream::default(),
+            watch_stream: SharedStream::default(),
+            keepalives: Keepalives::default(),
+            keepalive_stream: SharedStream::default(),
         }
     }
 
@@ -272,7 +283,8 @@ impl Session {
             fired = true;
             match timer {
                 Timer::Deadline(key) => self.expire(key),
-                Timer::WatchReopen => self.watch_backoff_over(),
+                Timer::Reopen(kind) => self.shared_backoff_over(kind),
+                Timer::Renew(key) => self.renewal_due(key),
                 Timer::Connect(generation) => {
                     if generation == self.link_generation
                         && matches!(self.link, Link::Connecting(_))
@@ -300,7 +312,7 @@ impl Session {
             // The connection first: a link that ended must not be given new calls.
             self.poll_link();
             self.open_queued();
-            self.flush_watch_requests();
+            self.flush_shared();
             self.wakers.take_ready(&mut ready);
             if ready.is_empty() {
                 return;
@@ -387,7 +399,10 @@ impl Session {
 
     /// Whether nothing is pending: no unary call, no live watch, no undelivered event.
     pub(crate) fn is_idle(&self) -> bool {
-        self.unary_calls == 0 && self.watches.is_empty() && self.events.is_empty()
+        self.unary_calls == 0
+            && self.watches.is_empty()
+            && self.keepalives.is_empty()
+            && self.events.is_empty()
     }
 
     /// Ends everything at once: the events already queued, then `CANCELLED` for every pending
@@ -412,7 +427,13 @@ impl Session {
         self.unary_calls = 0;
         self.queued.clear();
         out.extend(self.watches.close(reason).into_iter().map(Event::Watch));
-        self.close_watch_stream_if_unused();
+        self.close_shared_if_unused(Shared::Watch);
+        out.extend(
+            self.close_keepalives(reason)
+                .into_iter()
+                .map(Event::Keepalive),
+        );
+        self.close_shared_if_unused(Shared::Keepalive);
         if let Link::Connecting(timer) = std::mem::replace(&mut self.link, Link::Down) {
             self.timers.cancel(timer);
         }
@@ -459,46 +480,51 @@ impl Session {
     /// Opens h2 streams for queued calls while the connection accepts them.
     fn open_queued(&mut self) {
         while let Some(&key) = self.queued.front() {
-            let Link::Up(t) = &mut self.link else { return };
+            if !matches!(self.link, Link::Up(_)) {
+                return;
+            }
             let Some(call) = self
                 .calls
-                .get_mut(key.index)
+                .get(key.index)
                 .filter(|c| c.generation == key.generation)
             else {
                 self.queued.pop_front();
                 continue;
             };
+            let CallState::Queued(body) = &call.state else {
+                self.queued.pop_front();
+                continue;
+            };
+            let (path, body) = (call.path, body.clone());
+            let shared = match call.kind {
+                CallKind::Shared(kind) => Some(kind),
+                CallKind::Unary { .. } => None,
+            };
+            let Link::Up(t) = &mut self.link else { return };
             match t.poll_ready(&self.wakers) {
                 None => return,
                 Some(Err(e)) => return self.link_lost(&h2_error(&e).1, true),
                 Some(Ok(())) => {}
             }
             self.queued.pop_front();
-            let CallState::Queued(body) = &call.state else {
-                continue;
+            // A shared stream opens with its first messages (a create per watch, a renewal
+            // per lease); a unary call sends its one request and half-closes.
+            let (body, end) = match shared {
+                Some(kind) => (self.shared_opened(kind), false),
+                None => (body, true),
             };
             let request = build_request(
                 &self.cfg.endpoints[self.endpoint],
-                call.path,
+                path,
                 self.cfg.token.as_ref(),
             );
-            let (body, end) = match call.kind {
-                CallKind::Unary { .. } => (body.clone(), true),
-                // The watch stream opens with a create for every live watch.
-                CallKind::WatchStream => {
-                    self.watches.on_stream_opened();
-                    (watch_stream::encode(self.watches.take_outbox()), false)
-                }
-            };
+            let Link::Up(t) = &mut self.link else { return };
             match t.open(request, body, end) {
                 Ok(stream) => {
-                    call.state = CallState::Open(stream, Reader::default());
+                    self.calls[key.index].state = CallState::Open(stream, Reader::default());
                     self.wakers.wake(key.index);
                 }
-                Err(e) => {
-                    let (code, msg) = h2_error(&e);
-                    self.finish(key.index, Err((code, msg)));
-                }
+                Err(e) => self.finish(key.index, Err(h2_error(&e))),
             }
         }
     }
@@ -528,8 +554,9 @@ impl Session {
                         }
                         *response = msgs.into_iter().next();
                     }
-                    CallKind::WatchStream => {
-                        if let Err(e) = self.on_watch_messages(msgs) {
+                    CallKind::Shared(kind) => {
+                        let kind = *kind;
+                        if let Err(e) = self.on_shared_messages(kind, msgs) {
                             return self.finish(index, Err(e));
                         }
                     }
@@ -551,7 +578,7 @@ impl Session {
         }
         let (done, response) = match call.kind {
             CallKind::Unary { done, response } => (done, response),
-            CallKind::WatchStream => return self.watch_stream_ended(result),
+            CallKind::Shared(kind) => return self.shared_ended(kind, result),
         };
         self.unary_calls -= 1;
         let result = match result {

@@ -72,7 +72,7 @@ impl World {
         while let Some(event) = self.s.poll_event() {
             match event {
                 Event::Call(c) => (c.done)(c.result),
-                Event::Watch(_) => panic!("no watch in these tests"),
+                Event::Watch(_) | Event::Keepalive(_) => panic!("no stream in these tests"),
             }
         }
         std::mem::take(&mut *self.results.borrow_mut())

@@ -1,0 +1,269 @@
+//! The two shared bidi streams, Watch and LeaseKeepAlive: each is opened while something
+//! needs it, re-opened after it ends (at once the first time, then with a growing backoff
+//! while attempts keep failing), and closed when nothing needs it any more. What travels on
+//! them belongs to the watch hub and to the keepalives.
+//!
+//! ```text
+//!   Idle ──needed──► Call(key) ──stream ended──► Backoff(timer) ──timer──► Idle ──needed──► …
+//!    ▲                  │          (first attempt: straight back to Idle, and re-opened)
+//!    └── not needed ────┘  (stream reset)
+//! ```
+
+use super::watch::{WatchCallback, WatchKey};
+use super::{h2_error, CallKey, CallKind, CallState, Event, Session, Timer};
+use crate::error::Code;
+use crate::grpc::{codec, Rpc};
+use crate::h2io::wake::CONNECTION;
+use crate::pb::etcdserverpb::{
+    lease_rpc, watch_rpc, LeaseKeepAliveResponse, WatchCreateRequest, WatchRequest, WatchResponse,
+};
+use crate::timer::TimerKey;
+use bytes::{Bytes, BytesMut};
+use prost::Message;
+use std::time::Duration;
+
+/// Backoff step: attempt n (n ≥ 1) waits n × this, up to [`MAX_BACKOFF`].
+const BACKOFF_STEP: Duration = Duration::from_millis(500);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Which shared stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Shared {
+    /// `etcdserverpb.Watch/Watch`, for every watch.
+    Watch,
+    /// `etcdserverpb.Lease/LeaseKeepAlive`, for every keepalive.
+    Keepalive,
+}
+
+/// A shared stream's state (see the module diagram) and its failed attempts in a row.
+#[derive(Debug, Default)]
+pub(crate) struct SharedStream {
+    state: State,
+    /// Re-opens since the stream last delivered a message.
+    attempts: u32,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+enum State {
+    #[default]
+    Idle,
+    Call(CallKey),
+    Backoff(TimerKey),
+}
+
+/// Frames messages back to back, for one DATA frame.
+pub(super) fn encode<M: Message>(messages: &[M]) -> Bytes {
+    let mut out = BytesMut::new();
+    for m in messages {
+        out.extend_from_slice(&codec::encode(m));
+    }
+    out.freeze()
+}
+
+/// The wait before re-open attempt `n` (0: at once).
+fn backoff(n: u32) -> Duration {
+    (BACKOFF_STEP * n).min(MAX_BACKOFF)
+}
+
+// ===== watch commands =====
+
+impl Session {
+    /// Adds a watch; the stream opens (or the watch is created on it) during the next drive.
+    pub(crate) fn watch(
+        &mut self,
+        create: WatchCreateRequest,
+        callback: WatchCallback,
+    ) -> WatchKey {
+        let key = self.watches.add(create, callback);
+        self.ensure_shared(Shared::Watch);
+        self.wakers.wake(CONNECTION);
+        key
+    }
+
+    /// Removes a watch at once (see [`WatchHub::cancel`](super::watch::WatchHub::cancel)).
+    pub(crate) fn cancel_watch(&mut self, key: WatchKey) -> bool {
+        let existed = self.watches.cancel(key);
+        self.close_shared_if_unused(Shared::Watch);
+        self.wakers.wake(CONNECTION);
+        existed
+    }
+
+    /// Asks for a progress notification on the watch stream.
+    pub(crate) fn request_progress(&mut self) {
+        self.watches.request_progress();
+        self.wakers.wake(CONNECTION);
+    }
+
+    /// Takes a watch's callback out to run it.
+    pub(crate) fn take_watch_callback(&mut self, key: WatchKey) -> Option<WatchCallback> {
+        self.watches.take_callback(key)
+    }
+
+    /// Puts a watch's callback back after it ran (see
+    /// [`WatchHub::restore_callback`](super::watch::WatchHub::restore_callback)).
+    pub(crate) fn restore_watch_callback(&mut self, key: WatchKey, callback: WatchCallback) {
+        self.watches.restore_callback(key, callback);
+        self.close_shared_if_unused(Shared::Watch);
+    }
+}
+
+// ===== the streams' life =====
+
+impl Session {
+    fn shared_mut(&mut self, kind: Shared) -> &mut SharedStream {
+        match kind {
+            Shared::Watch => &mut self.watch_stream,
+            Shared::Keepalive => &mut self.keepalive_stream,
+        }
+    }
+
+    fn shared_wanted(&self, kind: Shared) -> bool {
+        match kind {
+            Shared::Watch => self.watches.wants_stream(),
+            Shared::Keepalive => self.keepalives.wants_stream(),
+        }
+    }
+
+    /// Queues the stream call when something needs it and none exists or waits.
+    pub(super) fn ensure_shared(&mut self, kind: Shared) {
+        if !matches!(self.shared_mut(kind).state, State::Idle) || !self.shared_wanted(kind) {
+            return;
+        }
+        let (path, operation) = match kind {
+            Shared::Watch => (<watch_rpc::Watch as Rpc>::PATH, "watch"),
+            Shared::Keepalive => (<lease_rpc::LeaseKeepAlive as Rpc>::PATH, "keepalive"),
+        };
+        let key = self.queue_call(path, operation, CallKind::Shared(kind), Bytes::new());
+        self.shared_mut(kind).state = State::Call(key);
+    }
+
+    /// Resets the stream once nothing needs it (etcd keeps a stream's resources otherwise).
+    pub(super) fn close_shared_if_unused(&mut self, kind: Shared) {
+        if self.shared_wanted(kind) {
+            return;
+        }
+        let stream = self.shared_mut(kind);
+        stream.attempts = 0;
+        match std::mem::take(&mut stream.state) {
+            State::Call(key) => {
+                if self
+                    .calls
+                    .get(key.index)
+                    .is_some_and(|c| c.generation == key.generation)
+                {
+                    if let CallState::Open(stream, _) = self.calls.remove(key.index).state {
+                        stream.cancel();
+                    }
+                }
+            }
+            State::Backoff(timer) => {
+                self.timers.cancel(timer);
+            }
+            State::Idle => {}
+        }
+        self.shared_lost(kind);
+    }
+
+    /// The stream is being opened: its first messages (a create per watch, a renewal per
+    /// lease).
+    pub(super) fn shared_opened(&mut self, kind: Shared) -> Bytes {
+        match kind {
+            Shared::Watch => {
+                self.watches.on_stream_opened();
+                encode(&self.watches.take_outbox())
+            }
+            Shared::Keepalive => self.keepalive_opened(),
+        }
+    }
+
+    fn shared_lost(&mut self, kind: Shared) {
+        match kind {
+            Shared::Watch => self.watches.on_stream_lost(),
+            Shared::Keepalive => self.keepalive_lost(),
+        }
+    }
+
+    /// Sends what each open shared stream has queued.
+    pub(super) fn flush_shared(&mut self) {
+        for kind in [Shared::Watch, Shared::Keepalive] {
+            let State::Call(key) = self.shared_mut(kind).state else {
+                continue;
+            };
+            let body = match kind {
+                Shared::Watch if self.watches.has_outbox() => {
+                    encode::<WatchRequest>(&self.watches.take_outbox())
+                }
+                Shared::Keepalive if self.keepalives.has_outbox() => self.keepalives.take_outbox(),
+                _ => continue,
+            };
+            let Some(call) = self.calls.get_mut(key.index) else {
+                continue;
+            };
+            let CallState::Open(stream, _) = &mut call.state else {
+                continue;
+            };
+            if let Err(e) = stream.send(body, false) {
+                self.finish(key.index, Err(h2_error(&e)));
+            }
+        }
+    }
+
+    /// Hands a stream's messages to their owner; a message that does not decode ends the
+    /// stream.
+    pub(super) fn on_shared_messages(
+        &mut self,
+        kind: Shared,
+        msgs: Vec<Bytes>,
+    ) -> Result<(), (Code, String)> {
+        let undecodable = |e: prost::DecodeError| {
+            (
+                Code::Internal,
+                format!("cannot decode a {kind:?} response: {e}"),
+            )
+        };
+        for m in msgs {
+            match kind {
+                Shared::Watch => {
+                    let resp = WatchResponse::decode(m).map_err(undecodable)?;
+                    let mut out = Vec::new();
+                    self.watches.on_response(resp, &mut out);
+                    self.events.extend(out.into_iter().map(Event::Watch));
+                }
+                Shared::Keepalive => {
+                    let resp = LeaseKeepAliveResponse::decode(m).map_err(undecodable)?;
+                    self.on_keepalive_response(resp);
+                }
+            }
+        }
+        self.shared_mut(kind).attempts = 0; // the stream works
+        Ok(())
+    }
+
+    /// The stream call ended (already removed from the slab): its users wait, and it
+    /// re-opens at once the first time, after a growing backoff after that.
+    pub(super) fn shared_ended(&mut self, kind: Shared, _result: Result<(), (Code, String)>) {
+        self.shared_mut(kind).state = State::Idle;
+        self.shared_lost(kind);
+        if !self.shared_wanted(kind) {
+            self.shared_mut(kind).attempts = 0;
+            return;
+        }
+        let stream = self.shared_mut(kind);
+        let delay = backoff(stream.attempts);
+        stream.attempts += 1;
+        if delay.is_zero() {
+            self.ensure_shared(kind);
+        } else {
+            let timer = self.timers.insert(self.now + delay, Timer::Reopen(kind));
+            self.shared_mut(kind).state = State::Backoff(timer);
+        }
+    }
+
+    /// The backoff is over: open the stream again if it is still needed.
+    pub(super) fn shared_backoff_over(&mut self, kind: Shared) {
+        if let State::Backoff(_) = self.shared_mut(kind).state {
+            self.shared_mut(kind).state = State::Idle;
+            self.ensure_shared(kind);
+        }
+    }
+}
