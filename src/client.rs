@@ -6,7 +6,9 @@
 use crate::config::Config;
 use crate::error::{Code, EtcdError};
 use crate::grpc::{codec, Rpc, RpcKind};
+use crate::handle::Pending;
 use crate::reactor::Reactor;
+use crate::session::call::CallKey;
 use crate::session::watch::WatchKey;
 use crate::session::{Event, Session};
 use bytes::Bytes;
@@ -177,6 +179,11 @@ impl Client {
                 |s| s.take_keepalive_callback(key),
                 |s, cb| s.restore_keepalive_callback(key, cb),
             ),
+            Event::Observe((key, item)) => self.run_stream_callback(
+                item,
+                |s| s.take_observe_callback(key),
+                |s, cb| s.restore_observe_callback(key, cb),
+            ),
         }
     }
 
@@ -230,6 +237,37 @@ impl Client {
     ) where
         R::Response: 'static,
     {
+        self.start::<R>(operation, request, true, callback);
+    }
+
+    /// Starts unary call `R` without a deadline, for operations that wait as long as it
+    /// takes (lock, campaign). Their errors are never retryable. The returned handle
+    /// abandons the call.
+    pub(crate) fn call_pending<R: Rpc>(
+        &self,
+        operation: &'static str,
+        request: &R::Request,
+        callback: impl FnOnce(Result<R::Response, EtcdError>) + 'static,
+    ) -> Pending
+    where
+        R::Response: 'static,
+    {
+        let callback =
+            move |r: Result<R::Response, EtcdError>| callback(r.map_err(EtcdError::not_retryable));
+        let key = self.start::<R>(operation, request, false, callback);
+        Pending::new(self, key)
+    }
+
+    fn start<R: Rpc>(
+        &self,
+        operation: &'static str,
+        request: &R::Request,
+        timed: bool,
+        callback: impl FnOnce(Result<R::Response, EtcdError>) + 'static,
+    ) -> Option<CallKey>
+    where
+        R::Response: 'static,
+    {
         const {
             assert!(
                 matches!(R::KIND, RpcKind::Unary),
@@ -240,13 +278,30 @@ impl Client {
         let done = Box::new(move |res: Result<Bytes, EtcdError>| {
             callback(res.and_then(|bytes| decode::<R::Response>(bytes, operation)));
         });
-        self.inner.core.borrow_mut().session.start_unary(
-            R::PATH,
-            body,
-            operation,
-            done,
-            Instant::now(),
-        );
+        let now = Instant::now();
+        self.with_session(|s| s.start_unary(R::PATH, body, operation, done, now, timed))
+    }
+
+    /// Reports `err` to `callback` on the next turn: a bad argument never calls back from
+    /// inside the operation that received it.
+    pub(crate) fn fail<T: 'static>(
+        &self,
+        err: EtcdError,
+        callback: impl FnOnce(Result<T, EtcdError>) + 'static,
+    ) {
+        let done = Box::new(move |res: Result<Bytes, EtcdError>| {
+            let err = match res {
+                Err(e) => e,
+                Ok(_) => EtcdError::new(Code::Internal, "a failure completed with success", "fail"),
+            };
+            callback(Err(err));
+        });
+        self.with_session(|s| s.fail_soon(done, err));
+    }
+
+    /// Abandons pending call `key` (see [`Pending::cancel`]).
+    pub(crate) fn cancel_call(&self, key: CallKey) {
+        self.with_session(|s| s.cancel_call(key));
     }
 }
 

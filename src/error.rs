@@ -119,6 +119,8 @@ pub struct EtcdError {
     message: String,
     operation: &'static str,
     compact_revision: i64,
+    /// Set for operations whose failure must never be retried as is (lock, campaign).
+    no_retry: bool,
 }
 
 impl EtcdError {
@@ -129,6 +131,7 @@ impl EtcdError {
             message: message.into(),
             operation,
             compact_revision: 0,
+            no_retry: false,
         }
     }
 
@@ -139,7 +142,15 @@ impl EtcdError {
             message: message.into(),
             operation: "watch",
             compact_revision,
+            no_retry: false,
         }
+    }
+
+    /// The same error, never retryable: a lock or campaign may still be acquired on the
+    /// server after its call failed, so it must be retried with a fresh lease, not as is.
+    pub(crate) fn not_retryable(mut self) -> EtcdError {
+        self.no_retry = true;
+        self
     }
 
     pub(crate) fn invalid(message: impl Into<String>, operation: &'static str) -> EtcdError {
@@ -178,6 +189,9 @@ impl EtcdError {
     ///
     /// Transient is not "had no effect": a write whose deadline passed may still be applied.
     pub fn is_retryable(&self) -> bool {
+        if self.no_retry {
+            return false;
+        }
         match self.code {
             Code::Unavailable | Code::Aborted | Code::DeadlineExceeded => true,
             Code::ResourceExhausted => self.message.contains("too many requests"),

@@ -4,6 +4,9 @@
 
 use crate::client::{Client, Inner};
 use crate::error::EtcdError;
+use crate::session::call::CallKey;
+use crate::session::keepalive::KeepaliveKey;
+use crate::session::observe::ObserveKey;
 use crate::session::watch::WatchKey;
 use std::rc::Weak;
 
@@ -43,6 +46,114 @@ impl Watch {
     pub fn cancel(&self, callback: impl FnOnce(Result<(), EtcdError>) + 'static) {
         match Client::upgrade(&self.client) {
             Some(client) => client.cancel_watch(self.key, callback),
+            None => callback(Ok(())),
+        }
+    }
+}
+
+/// A running lease keepalive, returned by [`Client::lease_keepalive`].
+///
+/// Dropping the handle does **not** stop the keepalive; [`cancel`](Keepalive::cancel) does.
+#[derive(Clone)]
+pub struct Keepalive {
+    client: Weak<Inner>,
+    key: KeepaliveKey,
+}
+
+impl std::fmt::Debug for Keepalive {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keepalive")
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Keepalive {
+    pub(crate) fn new(client: &Client, key: KeepaliveKey) -> Keepalive {
+        Keepalive {
+            client: client.downgrade(),
+            key,
+        }
+    }
+
+    /// Stops renewing the lease (which then expires on its own): from the moment this
+    /// returns the keepalive's callback never runs again. `callback` receives `Ok(())` as
+    /// for [`Watch::cancel`].
+    pub fn cancel(&self, callback: impl FnOnce(Result<(), EtcdError>) + 'static) {
+        match Client::upgrade(&self.client) {
+            Some(client) => client.cancel_keepalive(self.key, callback),
+            None => callback(Ok(())),
+        }
+    }
+}
+
+/// A lock or campaign that waits for as long as it takes, returned by [`Client::lock`] and
+/// [`Client::election_campaign`].
+///
+/// Dropping the handle does not abandon the call.
+#[derive(Clone)]
+pub struct Pending {
+    client: Weak<Inner>,
+    key: Option<CallKey>,
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending")
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pending {
+    pub(crate) fn new(client: &Client, key: Option<CallKey>) -> Pending {
+        Pending {
+            client: client.downgrade(),
+            key,
+        }
+    }
+
+    /// Abandons the call: its h2 stream is reset (etcd stops waiting on its behalf) and its
+    /// callback receives `CANCELLED` on the next turn. Nothing happens if it already
+    /// completed. A lock or leadership the server granted just before may still exist:
+    /// revoke the lease to be sure.
+    pub fn cancel(&self) {
+        if let (Some(client), Some(key)) = (Client::upgrade(&self.client), self.key) {
+            client.cancel_call(key);
+        }
+    }
+}
+
+/// A running election observer, returned by [`Client::election_observe`].
+///
+/// Dropping the handle does **not** stop the observer; [`cancel`](Observe::cancel) does.
+#[derive(Clone)]
+pub struct Observe {
+    client: Weak<Inner>,
+    key: ObserveKey,
+}
+
+impl std::fmt::Debug for Observe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Observe")
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Observe {
+    pub(crate) fn new(client: &Client, key: ObserveKey) -> Observe {
+        Observe {
+            client: client.downgrade(),
+            key,
+        }
+    }
+
+    /// Stops observing: from the moment this returns the observer's callback never runs
+    /// again. `callback` receives `Ok(())` as for [`Watch::cancel`].
+    pub fn cancel(&self, callback: impl FnOnce(Result<(), EtcdError>) + 'static) {
+        match Client::upgrade(&self.client) {
+            Some(client) => client.cancel_observe(self.key, callback),
             None => callback(Ok(())),
         }
     }

@@ -67,14 +67,20 @@ mod timer;
 pub use client::Client;
 pub use config::{Config, DEFAULT_MAX_REQUEST_BYTES, MAX_TIMEOUT, MIN_TIMEOUT};
 pub use error::{Code, EtcdError};
-pub use handle::Watch;
+pub use handle::{Keepalive, Observe, Pending, Watch};
 pub use ops::kv::{
     prefix_range_end, CompactOptions, DeleteOptions, GetOptions, PutOptions, SortOrder, SortTarget,
 };
+pub use ops::lease::LeaseGrantOptions;
 pub use ops::txn::{Compare, CompareOp, Txn, TxnOp, TxnOpResponse};
 pub use ops::watch::WatchOptions;
 pub use pb::etcdserverpb::{
-    CompactionResponse, DeleteRangeResponse, PutResponse, RangeResponse, ResponseHeader,
-    TxnResponse, WatchResponse,
+    CompactionResponse, DeleteRangeResponse, LeaseGrantResponse, LeaseKeepAliveResponse,
+    LeaseLeasesResponse, LeaseRevokeResponse, LeaseTimeToLiveResponse, PutResponse, RangeResponse,
+    ResponseHeader, TxnResponse, WatchResponse,
 };
 pub use pb::mvccpb::{event::EventType, Event, KeyValue};
+pub use pb::v3electionpb::{
+    CampaignResponse, LeaderKey, LeaderResponse, ProclaimResponse, ResignResponse,
+};
+pub use pb::v3lockpb::{LockResponse, UnlockResponse};

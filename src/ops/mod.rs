@@ -3,5 +3,8 @@
 
 #[macro_use]
 pub mod kv;
+pub mod election;
+pub mod lease;
+pub mod lock;
 pub mod txn;
 pub mod watch;

@@ -47,6 +47,8 @@ pub(crate) enum CallKind {
     },
     /// A shared stream (watch, lease keepalive): its messages go to their owner.
     Shared(super::shared::Shared),
+    /// An election observer's own server stream.
+    Observe(super::observe::ObserveKey),
 }
 
 /// Where a call is in its life.

@@ -24,6 +24,7 @@
 
 pub(crate) mod call;
 pub(crate) mod keepalive;
+pub(crate) mod observe;
 mod shared;
 #[cfg(test)]
 mod tests;
@@ -39,6 +40,7 @@ use call::{h2_error, Call, CallKey, CallKind, CallState, Completion, Reader, Ste
 use http::uri::{Authority, PathAndQuery};
 use http::{HeaderValue, Request};
 use keepalive::{KeepaliveDelivery, KeepaliveKey, Keepalives};
+use observe::{ObserveDelivery, ObserveKey, Observes};
 use shared::{Shared, SharedStream};
 use slab::Slab;
 use std::cell::RefCell;
@@ -82,6 +84,8 @@ pub(crate) enum Event {
     Watch(Delivery),
     /// A renewal or final error for a keepalive's callback.
     Keepalive(KeepaliveDelivery),
+    /// A leader or final error for an observer's callback.
+    Observe(ObserveDelivery),
 }
 
 /// Timers on the wheel.
@@ -95,6 +99,8 @@ enum Timer {
     Reopen(Shared),
     /// A keepalive's next renewal.
     Renew(KeepaliveKey),
+    /// The end of an observer's reconnect backoff.
+    ObserveReopen(ObserveKey),
 }
 
 /// The connection's state (see the module diagram).
@@ -135,6 +141,8 @@ pub(crate) struct Session {
     /// Every keepalive, and the state of the stream they share.
     keepalives: Keepalives,
     keepalive_stream: SharedStream,
+    /// Every election observer (each on its own stream).
+    observes: Observes,
 }
 
 impl Session {
@@ -158,13 +166,17 @@ impl Session {
             watch_stream: SharedStream::default(),
             keepalives: Keepalives::default(),
             keepalive_stream: SharedStream::default(),
+            observes: Observes::default(),
         }
     }
 
     // ===== commands =====
 
     /// Starts a unary call of `path` with the framed request `body`. `done` is handed back in
-    /// an event when the call ends, never from inside this method.
+    /// an event when the call ends, never from inside this method. `timed`: whether the
+    /// call gets the configured deadline (lock and campaign wait as long as it takes).
+    /// Returns the call's key, or `None` if it failed at once (it is then already queued
+    /// as an event).
     pub(crate) fn start_unary(
         &mut self,
         path: &'static str,
@@ -172,14 +184,16 @@ impl Session {
         operation: &'static str,
         done: Completion,
         now: Instant,
-    ) {
+        timed: bool,
+    ) -> Option<CallKey> {
         let size = body.len().saturating_sub(crate::grpc::codec::PREFIX_LEN);
         if size > self.cfg.max_request_bytes {
             let msg = format!(
                 "request of {size} bytes exceeds the limit of {} bytes; not sent",
                 self.cfg.max_request_bytes
             );
-            return self.fail_soon(done, EtcdError::invalid(msg, operation));
+            self.fail_soon(done, EtcdError::invalid(msg, operation));
+            return None;
         }
         self.now = now;
         let kind = CallKind::Unary {
@@ -187,11 +201,26 @@ impl Session {
             response: None,
         };
         let key = self.queue_call(path, operation, kind, body);
-        let deadline = self
-            .timers
-            .insert(now + self.cfg.timeout, Timer::Deadline(key));
-        self.calls[key.index].deadline = Some(deadline);
+        if timed {
+            let deadline = self
+                .timers
+                .insert(now + self.cfg.timeout, Timer::Deadline(key));
+            self.calls[key.index].deadline = Some(deadline);
+        }
         self.unary_calls += 1;
+        Some(key)
+    }
+
+    /// Abandons a pending unary call: its completion gets `CANCELLED` on the next turn and
+    /// its stream is reset. A call that already ended is left alone.
+    pub(crate) fn cancel_call(&mut self, key: CallKey) {
+        if self
+            .call_mut(key)
+            .is_some_and(|c| matches!(c.kind, CallKind::Unary { .. }))
+        {
+            let msg = "cancelled by the caller".to_string();
+            self.finish(key.index, Err((Code::Cancelled, msg)));
+        }
     }
 
     /// Adds a call to the slab and the queue (streams and unary calls alike).
@@ -285,6 +314,7 @@ impl Session {
                 Timer::Deadline(key) => self.expire(key),
                 Timer::Reopen(kind) => self.shared_backoff_over(kind),
                 Timer::Renew(key) => self.renewal_due(key),
+                Timer::ObserveReopen(key) => self.observe_backoff_over(key),
                 Timer::Connect(generation) => {
                     if generation == self.link_generation
                         && matches!(self.link, Link::Connecting(_))
@@ -402,6 +432,7 @@ impl Session {
         self.unary_calls == 0
             && self.watches.is_empty()
             && self.keepalives.is_empty()
+            && self.observes.is_empty()
             && self.events.is_empty()
     }
 
@@ -434,6 +465,7 @@ impl Session {
                 .map(Event::Keepalive),
         );
         self.close_shared_if_unused(Shared::Keepalive);
+        out.extend(self.close_observes(reason).into_iter().map(Event::Observe));
         if let Link::Connecting(timer) = std::mem::replace(&mut self.link, Link::Down) {
             self.timers.cancel(timer);
         }
@@ -498,7 +530,7 @@ impl Session {
             let (path, body) = (call.path, body.clone());
             let shared = match call.kind {
                 CallKind::Shared(kind) => Some(kind),
-                CallKind::Unary { .. } => None,
+                CallKind::Unary { .. } | CallKind::Observe(_) => None,
             };
             let Link::Up(t) = &mut self.link else { return };
             match t.poll_ready(&self.wakers) {
@@ -554,6 +586,12 @@ impl Session {
                         }
                         *response = msgs.into_iter().next();
                     }
+                    CallKind::Observe(key) => {
+                        let key = *key;
+                        if let Err(e) = self.on_observe_messages(key, msgs) {
+                            return self.finish(index, Err(e));
+                        }
+                    }
                     CallKind::Shared(kind) => {
                         let kind = *kind;
                         if let Err(e) = self.on_shared_messages(kind, msgs) {
@@ -579,6 +617,7 @@ impl Session {
         let (done, response) = match call.kind {
             CallKind::Unary { done, response } => (done, response),
             CallKind::Shared(kind) => return self.shared_ended(kind, result),
+            CallKind::Observe(key) => return self.observe_ended(key, result),
         };
         self.unary_calls -= 1;
         let result = match result {

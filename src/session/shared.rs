@@ -61,7 +61,7 @@ pub(super) fn encode<M: Message>(messages: &[M]) -> Bytes {
 }
 
 /// The wait before re-open attempt `n` (0: at once).
-fn backoff(n: u32) -> Duration {
+pub(super) fn backoff(n: u32) -> Duration {
     (BACKOFF_STEP * n).min(MAX_BACKOFF)
 }
 

@@ -47,7 +47,7 @@ impl World {
     fn start_raw(&mut self, id: u32, body: Bytes) {
         let r = self.results.clone();
         let done: Completion = Box::new(move |res| r.borrow_mut().push((id, res)));
-        self.s.start_unary(RANGE, body, "get", done, self.t0);
+        self.s.start_unary(RANGE, body, "get", done, self.t0, true);
     }
 
     /// Drives the session until it asks to connect, and connects it.
@@ -72,7 +72,9 @@ impl World {
         while let Some(event) = self.s.poll_event() {
             match event {
                 Event::Call(c) => (c.done)(c.result),
-                Event::Watch(_) | Event::Keepalive(_) => panic!("no stream in these tests"),
+                Event::Watch(_) | Event::Keepalive(_) | Event::Observe(_) => {
+                    panic!("no stream in these tests")
+                }
             }
         }
         std::mem::take(&mut *self.results.borrow_mut())

@@ -1,0 +1,121 @@
+//! Election (`v3electionpb`): campaign, proclaim, leader, resign.
+
+use crate::client::Client;
+use crate::error::EtcdError;
+use crate::grpc::codec;
+use crate::handle::{Observe, Pending};
+use crate::pb::v3electionpb::{
+    election_rpc, CampaignRequest, CampaignResponse, LeaderKey, LeaderRequest, LeaderResponse,
+    ProclaimRequest, ProclaimResponse, ResignRequest, ResignResponse,
+};
+use crate::session::observe::ObserveKey;
+use bytes::Bytes;
+
+/// Checks a leader key as Proclaim and Resign need it.
+fn check_leader(leader: &LeaderKey, operation: &'static str) -> Result<(), EtcdError> {
+    if leader.key.is_empty() || leader.rev <= 0 || leader.lease <= 0 {
+        let msg = "leader key needs a key, a revision > 0 and a lease > 0 (from election_campaign)";
+        return Err(EtcdError::invalid(msg, operation));
+    }
+    Ok(())
+}
+
+impl Client {
+    /// Campaigns in election `name` with lease `lease`, proposing `value`; waits (no
+    /// deadline) until this campaign is the leader. The response's `leader` key is what
+    /// [`election_proclaim`](Client::election_proclaim) and
+    /// [`election_resign`](Client::election_resign) take.
+    ///
+    /// Lease 0 is rejected with `INVALID_ARGUMENT`; errors are never retryable (retry with a
+    /// fresh lease). The returned [`Pending`] abandons the campaign.
+    pub fn election_campaign(
+        &self,
+        name: impl Into<Bytes>,
+        lease: i64,
+        value: impl Into<Bytes>,
+        callback: impl FnOnce(Result<CampaignResponse, EtcdError>) + 'static,
+    ) -> Pending {
+        if lease <= 0 {
+            let msg = "election_campaign needs a lease id > 0";
+            self.fail(
+                EtcdError::invalid(msg, "election_campaign").not_retryable(),
+                callback,
+            );
+            return Pending::new(self, None);
+        }
+        let req = CampaignRequest {
+            name: name.into(),
+            lease,
+            value: value.into(),
+        };
+        self.call_pending::<election_rpc::Campaign>("election_campaign", &req, callback)
+    }
+
+    /// Sets a new value as the leader `leader` (without a new election).
+    pub fn election_proclaim(
+        &self,
+        leader: LeaderKey,
+        value: impl Into<Bytes>,
+        callback: impl FnOnce(Result<ProclaimResponse, EtcdError>) + 'static,
+    ) {
+        if let Err(e) = check_leader(&leader, "election_proclaim") {
+            return self.fail(e, callback);
+        }
+        let req = ProclaimRequest {
+            leader: Some(leader),
+            value: value.into(),
+        };
+        self.call::<election_rpc::Proclaim>("election_proclaim", &req, callback);
+    }
+
+    /// The current leader of election `name`: its key-value pair (an error when there is
+    /// none).
+    pub fn election_leader(
+        &self,
+        name: impl Into<Bytes>,
+        callback: impl FnOnce(Result<LeaderResponse, EtcdError>) + 'static,
+    ) {
+        let req = LeaderRequest { name: name.into() };
+        self.call::<election_rpc::Leader>("election_leader", &req, callback);
+    }
+
+    /// Gives up leadership `leader`; the next campaigner becomes leader.
+    pub fn election_resign(
+        &self,
+        leader: LeaderKey,
+        callback: impl FnOnce(Result<ResignResponse, EtcdError>) + 'static,
+    ) {
+        if let Err(e) = check_leader(&leader, "election_resign") {
+            return self.fail(e, callback);
+        }
+        let req = ResignRequest {
+            leader: Some(leader),
+        };
+        self.call::<election_rpc::Resign>("election_resign", &req, callback);
+    }
+
+    /// Observes election `name`: `callback` receives the current leader, then every change
+    /// of leader or proclaimed value, in order, each once. The stream is re-opened after a
+    /// connection loss (a leader already delivered is not delivered again).
+    pub fn election_observe(
+        &self,
+        name: impl Into<Bytes>,
+        callback: impl FnMut(Result<LeaderResponse, EtcdError>) + 'static,
+    ) -> Observe {
+        let request = codec::encode(&LeaderRequest { name: name.into() });
+        let key = self.with_session(|s| s.observe(request, Box::new(callback)));
+        Observe::new(self, key)
+    }
+
+    /// Stops observer `key`; `callback` gets `Ok(())` on the next turn.
+    pub(crate) fn cancel_observe(
+        &self,
+        key: ObserveKey,
+        callback: impl FnOnce(Result<(), EtcdError>) + 'static,
+    ) {
+        self.with_session(|s| {
+            s.cancel_observe(key);
+            s.complete_soon(Box::new(move |_| callback(Ok(()))), Ok(Bytes::new()));
+        });
+    }
+}

@@ -1,0 +1,238 @@
+//! Election observers: one server-streaming Observe call each (server streams cannot share a
+//! call), re-opened after it ends, at once the first time and then with a growing backoff.
+//!
+//! ```text
+//!  add ──► Call(key) ──LeaderResponse*──► (delivered when its kv is newer than the last one)
+//!            ▲   │
+//!            │   └──stream ended──► Backoff(timer) ──timer──┐   (first attempt: no wait)
+//!            └──────────────────────────────────────────────┘
+//! ```
+//!
+//! A re-opened Observe starts with the current leader, which the observer may have seen
+//! already: a response is delivered only if its kv's mod revision is above the last one
+//! delivered, so each leader (and each proclaimed value) arrives once, in order.
+
+use super::call::CallKey;
+use super::shared::backoff;
+use super::{CallKind, CallState, Event, Session, Timer};
+use crate::error::{Code, EtcdError};
+use crate::grpc::Rpc;
+use crate::h2io::wake::CONNECTION;
+use crate::pb::v3electionpb::{election_rpc, LeaderResponse};
+use crate::timer::TimerKey;
+use bytes::Bytes;
+use prost::Message;
+use slab::Slab;
+
+/// What an observer's callback receives.
+pub(crate) type ObserveCallback = Box<dyn FnMut(Result<LeaderResponse, EtcdError>)>;
+
+/// An observer's slab index plus a generation (an ABA guard for handles that outlive it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct ObserveKey {
+    pub(crate) index: usize,
+    pub(crate) generation: u64,
+}
+
+/// One delivery: a leader or the observer's final error.
+pub(crate) type ObserveDelivery = (ObserveKey, Result<LeaderResponse, EtcdError>);
+
+struct Entry {
+    generation: u64,
+    /// The framed LeaderRequest, sent again on every re-open.
+    request: Bytes,
+    call: Option<CallKey>,
+    backoff: Option<TimerKey>,
+    attempts: u32,
+    /// The mod revision of the last leader kv delivered.
+    last_rev: i64,
+    callback: Option<ObserveCallback>,
+    ended: bool,
+}
+
+/// Every observer of a client.
+#[derive(Default)]
+pub(crate) struct Observes {
+    entries: Slab<Entry>,
+    next_generation: u64,
+}
+
+impl Observes {
+    /// Whether no observer is live.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn get_mut(&mut self, key: ObserveKey) -> Option<&mut Entry> {
+        self.entries
+            .get_mut(key.index)
+            .filter(|e| e.generation == key.generation)
+    }
+}
+
+impl Session {
+    /// Starts observing; `request` is the framed LeaderRequest.
+    pub(crate) fn observe(&mut self, request: Bytes, callback: ObserveCallback) -> ObserveKey {
+        let obs = &mut self.observes;
+        let generation = obs.next_generation;
+        obs.next_generation += 1;
+        let index = obs.entries.insert(Entry {
+            generation,
+            request,
+            call: None,
+            backoff: None,
+            attempts: 0,
+            last_rev: 0,
+            callback: Some(callback),
+            ended: false,
+        });
+        let key = ObserveKey { index, generation };
+        self.open_observe(key);
+        key
+    }
+
+    fn open_observe(&mut self, key: ObserveKey) {
+        let request = self.observes.entries[key.index].request.clone();
+        let path = <election_rpc::Observe as Rpc>::PATH;
+        let call = self.queue_call(path, "election_observe", CallKind::Observe(key), request);
+        self.observes.entries[key.index].call = Some(call);
+    }
+
+    /// Stops an observer at once: its stream is reset. Whether it existed.
+    pub(crate) fn cancel_observe(&mut self, key: ObserveKey) -> bool {
+        if self.observes.get_mut(key).is_none() {
+            return false;
+        }
+        let entry = self.observes.entries.remove(key.index);
+        self.drop_observe_stream(&entry);
+        self.wakers.wake(CONNECTION);
+        true
+    }
+
+    fn drop_observe_stream(&mut self, entry: &Entry) {
+        if let Some(call) = entry.call {
+            if self
+                .calls
+                .get(call.index)
+                .is_some_and(|c| c.generation == call.generation)
+            {
+                if let CallState::Open(stream, _) = self.calls.remove(call.index).state {
+                    stream.cancel();
+                }
+            }
+        }
+        if let Some(timer) = entry.backoff {
+            self.timers.cancel(timer);
+        }
+    }
+
+    /// Takes an observer's callback out to run it.
+    pub(crate) fn take_observe_callback(&mut self, key: ObserveKey) -> Option<ObserveCallback> {
+        self.observes.get_mut(key)?.callback.take()
+    }
+
+    /// Puts an observer's callback back after it ran (dropped if it was cancelled meanwhile).
+    pub(crate) fn restore_observe_callback(&mut self, key: ObserveKey, callback: ObserveCallback) {
+        let Some(entry) = self.observes.get_mut(key) else {
+            return;
+        };
+        if entry.ended {
+            let entry = self.observes.entries.remove(key.index);
+            self.drop_observe_stream(&entry);
+        } else {
+            entry.callback = Some(callback);
+        }
+    }
+
+    /// The observer's stream delivered leaders.
+    pub(super) fn on_observe_messages(
+        &mut self,
+        key: ObserveKey,
+        msgs: Vec<Bytes>,
+    ) -> Result<(), (Code, String)> {
+        for m in msgs {
+            let resp = LeaderResponse::decode(m).map_err(|e| {
+                (
+                    Code::Internal,
+                    format!("cannot decode a leader response: {e}"),
+                )
+            })?;
+            let Some(entry) = self.observes.get_mut(key) else {
+                return Ok(());
+            };
+            entry.attempts = 0; // the stream works
+            let rev = resp.kv.as_ref().map_or(0, |kv| kv.mod_revision);
+            if rev > entry.last_rev {
+                entry.last_rev = rev;
+                self.events.push_back(Event::Observe((key, Ok(resp))));
+            }
+        }
+        Ok(())
+    }
+
+    /// The observer's stream ended (already removed from the slab): re-open it.
+    pub(super) fn observe_ended(&mut self, key: ObserveKey, _result: Result<(), (Code, String)>) {
+        let now = self.now;
+        let Some(entry) = self.observes.get_mut(key) else {
+            return;
+        };
+        entry.call = None;
+        if entry.ended {
+            return;
+        }
+        let delay = backoff(entry.attempts);
+        entry.attempts += 1;
+        if delay.is_zero() {
+            self.open_observe(key);
+        } else {
+            let timer = self.timers.insert(now + delay, Timer::ObserveReopen(key));
+            self.observes.entries[key.index].backoff = Some(timer);
+        }
+    }
+
+    /// An observer's backoff is over.
+    pub(super) fn observe_backoff_over(&mut self, key: ObserveKey) {
+        let Some(entry) = self.observes.get_mut(key) else {
+            return;
+        };
+        entry.backoff = None;
+        if entry.call.is_none() && !entry.ended {
+            self.open_observe(key);
+        }
+    }
+
+    /// Ends every observer with `CANCELLED` (the client is closing).
+    pub(super) fn close_observes(&mut self, reason: &str) -> Vec<ObserveDelivery> {
+        let mut out = Vec::new();
+        let live: Vec<ObserveKey> = self
+            .observes
+            .entries
+            .iter()
+            .filter(|(_, e)| !e.ended)
+            .map(|(index, e)| ObserveKey {
+                index,
+                generation: e.generation,
+            })
+            .collect();
+        for key in live {
+            let entry = &mut self.observes.entries[key.index];
+            entry.ended = true;
+            let (call, timer) = (entry.call.take(), entry.backoff.take());
+            if let Some(timer) = timer {
+                self.timers.cancel(timer);
+            }
+            if let Some(call) = call {
+                if self
+                    .calls
+                    .get(call.index)
+                    .is_some_and(|c| c.generation == call.generation)
+                {
+                    self.calls.remove(call.index);
+                }
+            }
+            let err = EtcdError::new(Code::Cancelled, reason, "election_observe");
+            out.push((key, Err(err)));
+        }
+        out
+    }
+}
