@@ -258,7 +258,7 @@ impl Session {
             } else {
                 let every = Duration::from_millis(resp.ttl as u64 * 1000 / 3).max(MIN_RENEWAL);
                 entry.timer = Some(self.timers.insert(self.now + every, Timer::Renew(key)));
-                Ok(resp.clone())
+                Ok(resp)
             };
             self.events.push_back(Event::Keepalive((key, item)));
         }
