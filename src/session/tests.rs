@@ -403,3 +403,122 @@ fn an_oversized_request_fails_on_the_next_turn_and_is_never_queued() {
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(w.s.is_idle());
 }
+
+// ===== keepalives in virtual time =====
+
+use crate::pb::etcdserverpb::{LeaseKeepAliveRequest, LeaseKeepAliveResponse};
+
+type KaSeen = Rc<RefCell<Vec<Result<LeaseKeepAliveResponse, EtcdError>>>>;
+
+impl World {
+    fn keepalive(&mut self, lease: i64, seen: &KaSeen) -> KeepaliveKey {
+        let seen = seen.clone();
+        self.s
+            .keepalive(lease, Box::new(move |r| seen.borrow_mut().push(r)))
+    }
+
+    /// Runs keepalive deliveries the way the client does.
+    fn run_keepalives(&mut self) {
+        while let Some(event) = self.s.poll_event() {
+            let Event::Keepalive((key, item)) = event else {
+                panic!("unexpected event")
+            };
+            if let Some(mut cb) = self.s.take_keepalive_callback(key) {
+                cb(item);
+                self.s.restore_keepalive_callback(key, cb);
+            }
+        }
+    }
+}
+
+/// The lease ids of the keepalive requests the server has received so far.
+fn renewals(call: &mut ServerCall) -> Vec<i64> {
+    let (mut bytes, _) = call.read();
+    let mut ids = Vec::new();
+    while bytes.len() >= 5 {
+        let len = u32::from_be_bytes(bytes[1..5].try_into().unwrap()) as usize;
+        ids.push(
+            LeaseKeepAliveRequest::decode(&bytes[5..5 + len])
+                .unwrap()
+                .id,
+        );
+        bytes = &bytes[5 + len..];
+    }
+    ids
+}
+
+fn ka_response(id: i64, ttl: i64) -> Bytes {
+    codec::encode(&LeaseKeepAliveResponse {
+        id,
+        ttl,
+        ..Default::default()
+    })
+}
+
+#[test]
+fn keepalives_renew_at_a_third_of_the_ttl_and_share_one_request_per_lease() {
+    let mut w = World::new(&["127.0.0.1:2379"]);
+    let (a, b): (KaSeen, KaSeen) = Default::default();
+    w.keepalive(7, &a);
+    w.keepalive(7, &b);
+    w.connect();
+    w.pump();
+    let mut calls = w.server.take_calls();
+    assert_eq!(calls.len(), 1, "one stream for every keepalive");
+    assert_eq!(calls[0].path, "/etcdserverpb.Lease/LeaseKeepAlive");
+    assert_eq!(
+        renewals(&mut calls[0]),
+        [7],
+        "one renewal for both keepalives of lease 7"
+    );
+    calls[0].message(ka_response(7, 3));
+    w.pump();
+    w.run_keepalives();
+    assert_eq!((a.borrow().len(), b.borrow().len()), (1, 1));
+    // TTL 3 s: the next renewal is due 1 s after the answer, not before.
+    w.s.handle_timeout(w.at(999));
+    w.pump();
+    assert_eq!(renewals(&mut calls[0]), [7]);
+    w.s.handle_timeout(w.at(1000));
+    w.pump();
+    assert_eq!(renewals(&mut calls[0]), [7, 7]);
+    // TTL 0: the lease is gone; each keepalive gets one NOT_FOUND and ends.
+    calls[0].message(ka_response(7, 0));
+    w.pump();
+    w.run_keepalives();
+    for seen in [&a, &b] {
+        let err = seen.borrow()[1].clone().unwrap_err();
+        assert_eq!((err.code(), err.operation()), (Code::NotFound, "keepalive"));
+        assert_eq!(seen.borrow().len(), 2);
+    }
+    assert!(w.s.is_idle(), "both keepalives ended");
+    w.pump();
+    assert!(calls[0].read().1, "the unused stream was reset");
+}
+
+#[test]
+fn a_keepalive_stream_that_ends_reopens_and_renews_every_lease_at_once() {
+    let mut w = World::new(&["127.0.0.1:2379"]);
+    let seen: KaSeen = Default::default();
+    for lease in [1, 2, 3] {
+        w.keepalive(lease, &seen);
+    }
+    w.connect();
+    w.pump();
+    let mut calls = w.server.take_calls();
+    for lease in [1, 2, 3] {
+        calls[0].message(ka_response(lease, 60));
+    }
+    w.pump();
+    w.run_keepalives();
+    assert_eq!(seen.borrow().len(), 3);
+    // The server ends the stream (say it lost its leader): re-opened at once, every lease
+    // renewed without waiting for its 20 s timer, and no error reaches the callbacks.
+    calls[0].trailers(14, "etcdserver: no leader");
+    w.pump();
+    let mut again = w.server.take_calls();
+    assert_eq!(again.len(), 1);
+    assert_eq!(renewals(&mut again[0]), [1, 2, 3]);
+    w.run_keepalives();
+    assert!(seen.borrow().iter().all(|r| r.is_ok()));
+}
