@@ -1,7 +1,9 @@
 //! Watch against a real etcd: replay from an old revision, 10,000 events through one watch,
-//! 1,000 watches on one stream, cancel (from the watch's own callback, twice, after the
-//! client is gone), the compaction error, prev_kv, filters, progress, a failed create, and
-//! exactly-once delivery across a restart of etcd while another client keeps writing.
+//! 1,000 watches on one stream (checked with etcd's metrics), cancel (from the watch's own
+//! callback, of another watch whose event is already received, before the create is answered,
+//! twice, after the client is gone), the compaction error, prev_kv, filters, progress
+//! (requested and periodic), a failed create, fragmented responses, and exactly-once delivery
+//! across a restart of etcd while another client keeps writing.
 //!
 //! Every test drives its client with [`drive`] (the documented foreign-loop contract:
 //! poll(2) on the client's fd, `process()`, until `is_idle()`), which fails after a deadline
@@ -465,6 +467,55 @@ fn cancel_from_the_watchs_own_callback() {
 }
 
 #[test]
+fn cancelling_a_watch_drops_its_events_already_received() {
+    let etcd = Etcd::start();
+    let c = client(&etcd.endpoint());
+    let p = support::unique_prefix("crosscancel");
+    let key: Rc<str> = format!("{p}k").into();
+
+    // Two watches on one key; one write reaches both, usually in the same read. Whichever
+    // callback runs first cancels the other (whose event is then already received or on its
+    // way) and itself: exactly one of them may see the event.
+    let handles = [Handle::default(), Handle::default()];
+    let cancelled = [Rc::new(Cell::new(false)), Rc::new(Cell::new(false))];
+    let events = Rc::new(RefCell::new([0u32; 2]));
+    let created = Rc::new(Cell::new(0));
+    let acks: Rc<Cell<u32>> = Rc::default();
+    for i in 0..2 {
+        let (hs, cds, ev, cr, a, c1, k1) = (
+            handles.clone(),
+            cancelled.clone(),
+            events.clone(),
+            created.clone(),
+            acks.clone(),
+            c.clone(),
+            key.clone(),
+        );
+        handles[i].set(c.watch(key.to_string(), WatchOptions::new(), move |r| {
+            assert!(!cds[i].get(), "watch {i}: callback after cancel returned");
+            let resp = r.unwrap_or_else(|e| panic!("watch {i}: {e}"));
+            if resp.created {
+                cr.set(cr.get() + 1);
+                if cr.get() == 2 {
+                    c1.put(k1.to_string(), "v", PutOptions::new(), |r| {
+                        r.expect("put");
+                    });
+                }
+                return;
+            }
+            ev.borrow_mut()[i] += 1;
+            let other = 1 - i;
+            hs[other].cancel(&cds[other], &a);
+            hs[i].cancel(&cds[i], &a);
+        }));
+    }
+    drive(&c, Duration::from_secs(20));
+    let events = *events.borrow();
+    assert_eq!(events.iter().sum::<u32>(), 1, "per watch: {events:?}");
+    assert_eq!(acks.get(), 2);
+}
+
+#[test]
 fn a_watch_from_a_compacted_revision_ends_with_one_error_carrying_the_revision() {
     let etcd = Etcd::start();
     let c = client(&etcd.endpoint());
@@ -879,7 +930,8 @@ fn a_duplicate_watch_id_fails_that_create_with_the_servers_reason() {
                 let _dup = c1.watch(kb1.to_string(), WatchOptions::new().watch_id(7), move |r| {
                     let failed = r.is_err();
                     s2.borrow_mut().push(r);
-                    if failed {
+                    assert!(failed, "the duplicate create succeeded: {:?}", s2.borrow());
+                    {
                         // Write both keys: only the first watch may see anything.
                         c2.put(kb2.to_string(), "b", PutOptions::new(), |r| {
                             r.expect("put b");

@@ -111,6 +111,8 @@ impl WatchHub {
         };
         if let State::Active(id) = entry.state {
             self.by_id.remove(&id);
+            // etcd acknowledges the cancel with this id: it is then known, not unknown.
+            self.cancelled_ids.insert(id);
             self.push(watch_request::RequestUnion::CancelRequest(
                 WatchCancelRequest { watch_id: id },
             ));
