@@ -287,7 +287,11 @@ fn after_cancel_nothing_is_delivered_and_unknown_ids_are_cancelled_once() {
     feed(&mut hub, events(5, &[10]));
     feed(&mut hub, events(6, &[11]));
     feed(&mut hub, events(6, &[12]));
-    assert_eq!(sent(&mut hub).1, [6], "5 was cancelled already; 6 is unknown: once");
+    assert_eq!(
+        sent(&mut hub).1,
+        [6],
+        "5 was cancelled already; 6 is unknown: once"
+    );
     assert_eq!(seen.borrow().len(), 1, "only the created reply");
 }
 
