@@ -68,14 +68,16 @@ pub use client::Client;
 pub use config::{Config, DEFAULT_MAX_REQUEST_BYTES, MAX_TIMEOUT, MIN_TIMEOUT};
 pub use error::{Code, EtcdError};
 pub use handle::{Keepalive, Observe, Pending, Watch};
+pub use ops::auth::PermissionType;
 pub use ops::kv::{
     prefix_range_end, CompactOptions, DeleteOptions, GetOptions, PutOptions, SortOrder, SortTarget,
 };
 pub use ops::lease::LeaseGrantOptions;
 pub use ops::txn::{Compare, CompareOp, Txn, TxnOp, TxnOpResponse};
 pub use ops::watch::WatchOptions;
+pub use pb::etcdserverpb::alarm_request::AlarmAction;
 pub use pb::etcdserverpb::{
-    CompactionResponse, DeleteRangeResponse, LeaseGrantResponse, LeaseKeepAliveResponse,
+    AlarmType, CompactionResponse, DeleteRangeResponse, LeaseGrantResponse, LeaseKeepAliveResponse,
     LeaseLeasesResponse, LeaseRevokeResponse, LeaseTimeToLiveResponse, PutResponse, RangeResponse,
     ResponseHeader, TxnResponse, WatchResponse,
 };

@@ -3,8 +3,11 @@
 
 #[macro_use]
 pub mod kv;
+pub mod auth;
+pub mod cluster;
 pub mod election;
 pub mod lease;
 pub mod lock;
+pub mod maintenance;
 pub mod txn;
 pub mod watch;

@@ -259,6 +259,12 @@ impl Session {
             .push_back(Event::Call(Completed { done, result }));
     }
 
+    /// The token sent as `token` metadata from now on (`None`: none). Running streams keep
+    /// the token they were opened with.
+    pub(crate) fn set_token(&mut self, token: Option<HeaderValue>) {
+        self.cfg.token = token;
+    }
+
     // ===== inputs =====
 
     /// Bytes received from the server.
