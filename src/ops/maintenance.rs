@@ -41,6 +41,7 @@ impl Client {
     }
 
     /// A hash of the connected member's whole backend (for tests and debugging).
+    #[allow(clippy::should_implement_trait)] // etcd's RPC name, as in EV::Etcd
     pub fn hash(&self, callback: impl FnOnce(Result<HashResponse, EtcdError>) + 'static) {
         self.call::<maintenance_rpc::Hash>("hash", &HashRequest {}, callback);
     }
