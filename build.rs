@@ -8,12 +8,7 @@
 
 use std::fmt::Write as _;
 
-const PROTOS: &[&str] = &[
-    "rpc.proto",
-    "v3lock.proto",
-    "v3election.proto",
-    "health.proto",
-];
+const PROTOS: &[&str] = &["rpc.proto", "v3lock.proto", "v3election.proto", "health.proto"];
 
 fn main() {
     println!("cargo:rerun-if-changed=proto");
@@ -31,11 +26,7 @@ struct MethodTable;
 impl prost_build::ServiceGenerator for MethodTable {
     fn generate(&mut self, service: prost_build::Service, buf: &mut String) {
         let module = format!("{}_rpc", snake(&service.name));
-        let _ = writeln!(
-            buf,
-            "/// The RPCs of `{}.{}`.",
-            service.package, service.proto_name
-        );
+        let _ = writeln!(buf, "/// The RPCs of `{}.{}`.", service.package, service.proto_name);
         // Later features use more of the table than the current code does.
         let _ = writeln!(buf, "#[allow(dead_code)]");
         let _ = writeln!(buf, "pub(crate) mod {module} {{");
@@ -46,10 +37,7 @@ impl prost_build::ServiceGenerator for MethodTable {
                 (true, false) => "ClientStreaming",
                 (true, true) => "Bidi",
             };
-            let path = format!(
-                "/{}.{}/{}",
-                service.package, service.proto_name, m.proto_name
-            );
+            let path = format!("/{}.{}/{}", service.package, service.proto_name, m.proto_name);
             let _ = writeln!(buf, "    /// `{path}`");
             let _ = writeln!(buf, "    #[derive(Debug, Clone, Copy)]");
             let _ = writeln!(buf, "    pub(crate) struct {};", m.proto_name);

@@ -60,15 +60,10 @@ fn get_op() -> Op {
 fn put_op() -> Op {
     let value = bytes::Bytes::from(vec![b'v'; VALUE_SIZE]);
     Rc::new(move |c, i, done| {
-        c.put(
-            format!("bench/k{}", i % 1000),
-            value.clone(),
-            PutOptions::new(),
-            move |r| {
-                r.expect("put");
-                done();
-            },
-        )
+        c.put(format!("bench/k{}", i % 1000), value.clone(), PutOptions::new(), move |r| {
+            r.expect("put");
+            done();
+        })
     })
 }
 
@@ -110,22 +105,12 @@ fn drive(client: &Client, op: Op, in_flight: usize, count: usize, duration: Dura
         issue(client, &op, &run);
     }
     client.run();
-    Rc::try_unwrap(run)
-        .ok()
-        .expect("no callback left")
-        .into_inner()
-        .stats
+    Rc::try_unwrap(run).ok().expect("no callback left").into_inner().stats
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| a != "--bench")
-        .collect();
-    let endpoint = args
-        .first()
-        .cloned()
-        .unwrap_or_else(|| "127.0.0.1:2379".into());
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let endpoint = args.first().cloned().unwrap_or_else(|| "127.0.0.1:2379".into());
     let which = args.get(1).cloned().unwrap_or_else(|| "all".into());
     let client = Client::new(Config::new().endpoints([endpoint])).expect("config");
     client.put("bench/k0", vec![b'v'; VALUE_SIZE], PutOptions::new(), |r| {

@@ -14,9 +14,7 @@ use std::rc::Rc;
 use std::time::Instant;
 
 fn main() {
-    let endpoint = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:2379".into());
+    let endpoint = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:2379".into());
     let client = Client::new(Config::new().endpoints([endpoint.clone()])).expect("config");
     println!("evetcd demo against {endpoint}");
     let started = Instant::now();
@@ -43,15 +41,8 @@ fn main() {
             }
         }
         if deletes.get() == 101 {
-            println!(
-                "the watch saw {} puts and {} deletes",
-                puts.get(),
-                deletes.get()
-            );
-            h.borrow()
-                .as_ref()
-                .expect("handle")
-                .cancel(|_| println!("watch cancelled"));
+            println!("the watch saw {} puts and {} deletes", puts.get(), deletes.get());
+            h.borrow().as_ref().expect("handle").cancel(|_| println!("watch cancelled"));
         }
     });
     *handle.borrow_mut() = Some(watch);
@@ -61,22 +52,14 @@ fn main() {
 
 fn start_writing(c: Client) {
     let c2 = c.clone();
-    c.put(
-        "demo/greeting",
-        "hello",
-        PutOptions::new().prev_kv(true),
-        move |res| {
-            let put = match res {
-                Ok(put) => put,
-                Err(e) => return eprintln!("put failed: {e}"),
-            };
-            println!(
-                "put demo/greeting = hello at revision {}",
-                put.header.unwrap().revision
-            );
-            write_many(c2);
-        },
-    );
+    c.put("demo/greeting", "hello", PutOptions::new().prev_kv(true), move |res| {
+        let put = match res {
+            Ok(put) => put,
+            Err(e) => return eprintln!("put failed: {e}"),
+        };
+        println!("put demo/greeting = hello at revision {}", put.header.unwrap().revision);
+        write_many(c2);
+    });
 }
 
 /// 100 puts in flight at once on one connection, then a prefix read.
@@ -84,28 +67,20 @@ fn write_many(c: Client) {
     let left = std::rc::Rc::new(std::cell::Cell::new(100));
     for i in 0..100 {
         let (c2, left) = (c.clone(), left.clone());
-        c.put(
-            format!("demo/items/{i:03}"),
-            format!("value {i}"),
-            PutOptions::new(),
-            move |res| {
-                res.expect("put");
-                left.set(left.get() - 1);
-                if left.get() == 0 {
-                    println!("100 pipelined puts done");
-                    read_back(c2);
-                }
-            },
-        );
+        c.put(format!("demo/items/{i:03}"), format!("value {i}"), PutOptions::new(), move |res| {
+            res.expect("put");
+            left.set(left.get() - 1);
+            if left.get() == 0 {
+                println!("100 pipelined puts done");
+                read_back(c2);
+            }
+        });
     }
 }
 
 fn read_back(c: Client) {
     let c2 = c.clone();
-    let opts = GetOptions::new()
-        .prefix(true)
-        .limit(3)
-        .sort_order(evetcd::SortOrder::Descend);
+    let opts = GetOptions::new().prefix(true).limit(3).sort_order(evetcd::SortOrder::Descend);
     c.get("demo/items/", opts, move |res| {
         let got = res.expect("get");
         println!("demo/items/ holds {} keys; the last three:", got.count);
@@ -125,17 +100,10 @@ fn transaction(c: Client) {
     let c2 = c.clone();
     let txn = Txn::new()
         .when([Compare::value("demo/greeting", CompareOp::Equal, "hello")])
-        .and_then([TxnOp::put(
-            "demo/greeting",
-            "hello, again",
-            PutOptions::new(),
-        )])
+        .and_then([TxnOp::put("demo/greeting", "hello, again", PutOptions::new())])
         .or_else([TxnOp::get("demo/greeting", GetOptions::new())]);
     c.txn(txn, move |res| {
-        println!(
-            "txn compare-and-swap succeeded: {}",
-            res.expect("txn").succeeded
-        );
+        println!("txn compare-and-swap succeeded: {}", res.expect("txn").succeeded);
         c2.delete("demo/", DeleteOptions::new().prefix(true), |res| {
             println!("cleaned up {} keys", res.expect("delete").deleted);
         });

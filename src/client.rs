@@ -219,8 +219,7 @@ impl Client {
     ) {
         let mut core = self.inner.core.borrow_mut();
         core.session.cancel_watch(key);
-        core.session
-            .complete_soon(Box::new(move |_| callback(Ok(()))), Ok(Bytes::new()));
+        core.session.complete_soon(Box::new(move |_| callback(Ok(()))), Ok(Bytes::new()));
     }
 
     /// The session, for the operations in `ops/` that are not plain unary calls.
@@ -268,12 +267,7 @@ impl Client {
     where
         R::Response: 'static,
     {
-        const {
-            assert!(
-                matches!(R::KIND, RpcKind::Unary),
-                "Client::call is for unary RPCs"
-            )
-        };
+        const { assert!(matches!(R::KIND, RpcKind::Unary), "Client::call is for unary RPCs") };
         let body = codec::encode(request);
         let done = Box::new(move |res: Result<Bytes, EtcdError>| {
             callback(res.and_then(|bytes| decode::<R::Response>(bytes, operation)));
@@ -316,10 +310,7 @@ struct Delivery<'a> {
 impl<'a> Delivery<'a> {
     fn new(inner: &'a Inner, batch: Vec<Event>) -> Self {
         inner.in_callbacks.set(true);
-        Delivery {
-            inner,
-            rest: batch.into_iter(),
-        }
+        Delivery { inner, rest: batch.into_iter() }
     }
 }
 
@@ -341,11 +332,7 @@ fn decode<M: prost::Message + Default>(
     operation: &'static str,
 ) -> Result<M, EtcdError> {
     M::decode(bytes).map_err(|e| {
-        EtcdError::new(
-            Code::Internal,
-            format!("cannot decode response: {e}"),
-            operation,
-        )
+        EtcdError::new(Code::Internal, format!("cannot decode response: {e}"), operation)
     })
 }
 

@@ -95,11 +95,8 @@ impl Config {
         if self.endpoints.is_empty() {
             return Err(EtcdError::invalid("no endpoints configured", "new"));
         }
-        let endpoints = self
-            .endpoints
-            .iter()
-            .map(|e| parse_endpoint(e))
-            .collect::<Result<Vec<_>, _>>()?;
+        let endpoints =
+            self.endpoints.iter().map(|e| parse_endpoint(e)).collect::<Result<Vec<_>, _>>()?;
         let token = match &self.auth_token {
             None => None,
             Some(t) => Some(
@@ -114,9 +111,7 @@ impl Config {
         Ok(SessionConfig {
             endpoints,
             timeout: self.timeout.clamp(MIN_TIMEOUT, MAX_TIMEOUT),
-            connect_timeout: self
-                .connect_timeout
-                .clamp(Duration::from_millis(1), MAX_TIMEOUT),
+            connect_timeout: self.connect_timeout.clamp(Duration::from_millis(1), MAX_TIMEOUT),
             max_request_bytes: self.max_request_bytes,
             token,
         })
@@ -139,9 +134,7 @@ fn parse_endpoint(raw: &str) -> Result<Authority, EtcdError> {
     if authority.port_u16().is_some() {
         return Ok(authority);
     }
-    format!("{rest}:2379")
-        .parse()
-        .map_err(|_| bad("expected host:port"))
+    format!("{rest}:2379").parse().map_err(|_| bad("expected host:port"))
 }
 
 #[cfg(test)]
@@ -150,25 +143,11 @@ mod tests {
 
     #[test]
     fn endpoints_accept_http_prefix_and_default_port() {
-        assert_eq!(
-            parse_endpoint("127.0.0.1:2379").unwrap().as_str(),
-            "127.0.0.1:2379"
-        );
-        assert_eq!(
-            parse_endpoint("http://localhost:22379/").unwrap().as_str(),
-            "localhost:22379"
-        );
+        assert_eq!(parse_endpoint("127.0.0.1:2379").unwrap().as_str(), "127.0.0.1:2379");
+        assert_eq!(parse_endpoint("http://localhost:22379/").unwrap().as_str(), "localhost:22379");
         assert_eq!(parse_endpoint("etcd-0").unwrap().as_str(), "etcd-0:2379");
         assert_eq!(parse_endpoint("[::1]:2379").unwrap().port_u16(), Some(2379));
-        for bad in [
-            "",
-            "http://",
-            "https://h:1",
-            "h:1/path",
-            "user@h:1",
-            "h :1",
-            "h:x",
-        ] {
+        for bad in ["", "http://", "https://h:1", "h:1/path", "user@h:1", "h :1", "h:x"] {
             assert!(parse_endpoint(bad).is_err(), "{bad:?} accepted");
         }
     }
@@ -177,26 +156,13 @@ mod tests {
     fn validation_clamps_timeout_and_checks_token() {
         let cfg = Config::new().timeout(Duration::ZERO).validate().unwrap();
         assert_eq!(cfg.timeout, MIN_TIMEOUT);
-        let cfg = Config::new()
-            .timeout(Duration::MAX)
-            .connect_timeout(Duration::MAX);
+        let cfg = Config::new().timeout(Duration::MAX).connect_timeout(Duration::MAX);
         let cfg = cfg.validate().unwrap();
-        assert_eq!(
-            (cfg.timeout, cfg.connect_timeout),
-            (MAX_TIMEOUT, MAX_TIMEOUT)
-        );
+        assert_eq!((cfg.timeout, cfg.connect_timeout), (MAX_TIMEOUT, MAX_TIMEOUT));
         assert_eq!(cfg.max_request_bytes, 2 * 1024 * 1024);
-        assert!(Config::new()
-            .endpoints(Vec::<String>::new())
-            .validate()
-            .is_err());
+        assert!(Config::new().endpoints(Vec::<String>::new()).validate().is_err());
         assert!(Config::new().auth_token("bad\ntoken").validate().is_err());
         assert!(Config::new().auth_token("é").validate().is_err());
-        assert!(Config::new()
-            .auth_token("abc.def")
-            .validate()
-            .unwrap()
-            .token
-            .is_some());
+        assert!(Config::new().auth_token("abc.def").validate().unwrap().token.is_some());
     }
 }

@@ -126,13 +126,7 @@ pub struct EtcdError {
 impl EtcdError {
     /// An error with `code` and `message` for `operation` (a client method name, e.g. `"put"`).
     pub fn new(code: Code, message: impl Into<String>, operation: &'static str) -> EtcdError {
-        EtcdError {
-            code,
-            message: message.into(),
-            operation,
-            compact_revision: 0,
-            no_retry: false,
-        }
+        EtcdError { code, message: message.into(), operation, compact_revision: 0, no_retry: false }
     }
 
     /// A watch cancelled because its start revision was compacted away.
@@ -228,19 +222,9 @@ mod tests {
 
     #[test]
     fn display_names_operation_code_and_message() {
-        let err = EtcdError::new(
-            Code::NotFound,
-            "etcdserver: requested lease not found",
-            "get",
-        );
-        assert_eq!(
-            err.to_string(),
-            "get: NOT_FOUND: etcdserver: requested lease not found"
-        );
+        let err = EtcdError::new(Code::NotFound, "etcdserver: requested lease not found", "get");
+        assert_eq!(err.to_string(), "get: NOT_FOUND: etcdserver: requested lease not found");
         assert_eq!(err.compact_revision(), None);
-        assert_eq!(
-            EtcdError::compacted(42, "compacted").compact_revision(),
-            Some(42)
-        );
+        assert_eq!(EtcdError::compacted(42, "compacted").compact_revision(), Some(42));
     }
 }

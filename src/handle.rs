@@ -23,18 +23,13 @@ pub struct Watch {
 
 impl std::fmt::Debug for Watch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Watch")
-            .field("key", &self.key)
-            .finish_non_exhaustive()
+        f.debug_struct("Watch").field("key", &self.key).finish_non_exhaustive()
     }
 }
 
 impl Watch {
     pub(crate) fn new(client: &Client, key: WatchKey) -> Watch {
-        Watch {
-            client: client.downgrade(),
-            key,
-        }
+        Watch { client: client.downgrade(), key }
     }
 
     /// Cancels the watch: from the moment this returns, the watch's callback never runs
@@ -62,18 +57,13 @@ pub struct Keepalive {
 
 impl std::fmt::Debug for Keepalive {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Keepalive")
-            .field("key", &self.key)
-            .finish_non_exhaustive()
+        f.debug_struct("Keepalive").field("key", &self.key).finish_non_exhaustive()
     }
 }
 
 impl Keepalive {
     pub(crate) fn new(client: &Client, key: KeepaliveKey) -> Keepalive {
-        Keepalive {
-            client: client.downgrade(),
-            key,
-        }
+        Keepalive { client: client.downgrade(), key }
     }
 
     /// Stops renewing the lease (which then expires on its own): from the moment this
@@ -99,18 +89,13 @@ pub struct Pending {
 
 impl std::fmt::Debug for Pending {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pending")
-            .field("key", &self.key)
-            .finish_non_exhaustive()
+        f.debug_struct("Pending").field("key", &self.key).finish_non_exhaustive()
     }
 }
 
 impl Pending {
     pub(crate) fn new(client: &Client, key: Option<CallKey>) -> Pending {
-        Pending {
-            client: client.downgrade(),
-            key,
-        }
+        Pending { client: client.downgrade(), key }
     }
 
     /// Abandons the call: its h2 stream is reset (etcd stops waiting on its behalf) and its
@@ -135,18 +120,13 @@ pub struct Observe {
 
 impl std::fmt::Debug for Observe {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Observe")
-            .field("key", &self.key)
-            .finish_non_exhaustive()
+        f.debug_struct("Observe").field("key", &self.key).finish_non_exhaustive()
     }
 }
 
 impl Observe {
     pub(crate) fn new(client: &Client, key: ObserveKey) -> Observe {
-        Observe {
-            client: client.downgrade(),
-            key,
-        }
+        Observe { client: client.downgrade(), key }
     }
 
     /// Stops observing: from the moment this returns the observer's callback never runs

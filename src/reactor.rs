@@ -76,9 +76,7 @@ impl Reactor {
         if session.needs_drive() {
             return Some(Duration::ZERO);
         }
-        session
-            .next_deadline()
-            .map(|d| d.saturating_duration_since(now))
+        session.next_deadline().map(|d| d.saturating_duration_since(now))
     }
 
     /// The input half of a turn: wait up to `timeout` for readiness, read, fire the timers.

@@ -133,10 +133,7 @@ impl<T> TimerWheel<T> {
             origin,
             elapsed: 0,
             entries: Slab::new(),
-            levels: std::array::from_fn(|_| Level {
-                occupied: 0,
-                slots: [List::default(); SLOTS],
-            }),
+            levels: std::array::from_fn(|_| Level { occupied: 0, slots: [List::default(); SLOTS] }),
             pending: List::default(),
             next_generation: 0,
         }
@@ -181,17 +178,10 @@ impl<T> TimerWheel<T> {
     /// cascades) but never late. With due timers pending it is the processed
     /// instant, i.e. already passed.
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        let tick = if self.pending.head.is_some() {
-            self.elapsed
-        } else {
-            self.next_expiration()?.2
-        };
+        let tick =
+            if self.pending.head.is_some() { self.elapsed } else { self.next_expiration()?.2 };
         // Only fails near the end of `Instant`'s range; early beats late.
-        Some(
-            self.origin
-                .checked_add(Duration::from_millis(tick))
-                .unwrap_or(self.origin),
-        )
+        Some(self.origin.checked_add(Duration::from_millis(tick)).unwrap_or(self.origin))
     }
 
     /// Returns the next value whose deadline is `<= now`, or `None` once
@@ -495,9 +485,7 @@ mod tests {
         *now = match rng.below(8) {
             0 => *now,
             1 => *now + rng.below(1 << 41),
-            2 => wheel
-                .next_deadline()
-                .map_or(*now, |d| (d - origin).as_millis() as u64),
+            2 => wheel.next_deadline().map_or(*now, |d| (d - origin).as_millis() as u64),
             _ => *now + delay(rng),
         };
         let now_instant = at(origin, *now) + Duration::from_micros(rng.below(1000));

@@ -32,21 +32,15 @@ fn a_dead_endpoint_fails_with_unavailable_retryable() {
 #[test]
 fn a_silent_server_gives_deadline_exceeded_after_the_timeout() {
     let silent = SilentListener::new();
-    let c = Client::new(
-        Config::new()
-            .endpoints([silent.endpoint()])
-            .timeout(Duration::from_secs(1)),
-    )
-    .unwrap();
+    let c =
+        Client::new(Config::new().endpoints([silent.endpoint()]).timeout(Duration::from_secs(1)))
+            .unwrap();
     let start = Instant::now();
     let err = block(&c, |cb| c.get("k", GetOptions::new(), cb)).unwrap_err();
     let took = start.elapsed();
     assert_eq!(err.code(), Code::DeadlineExceeded, "{err}");
     assert!(err.is_retryable());
-    assert!(
-        took >= Duration::from_secs(1) && took < Duration::from_secs(3),
-        "took {took:?}"
-    );
+    assert!(took >= Duration::from_secs(1) && took < Duration::from_secs(3), "took {took:?}");
 }
 
 #[test]
@@ -57,10 +51,7 @@ fn an_oversized_request_fails_locally_and_is_never_sent() {
     let start = Instant::now();
     let big = vec![b'x'; DEFAULT_MAX_REQUEST_BYTES];
     let err = block(&c, |cb| c.put("k", big, PutOptions::new(), cb)).unwrap_err();
-    assert_eq!(
-        (err.code(), err.operation()),
-        (Code::InvalidArgument, "put")
-    );
+    assert_eq!((err.code(), err.operation()), (Code::InvalidArgument, "put"));
     assert!(err.message().contains("exceeds the limit"), "{err}");
     assert!(!err.is_retryable());
     assert!(start.elapsed() < Duration::from_millis(500));
@@ -73,19 +64,11 @@ fn an_oversized_request_fails_locally_and_is_never_sent() {
     ok(&c, |cb| c.put("big", value.clone(), PutOptions::new(), cb));
     let got = ok(&c, |cb| c.get("big", GetOptions::new(), cb));
     assert!(got.kvs[0].value == value);
-    let small = Client::new(
-        Config::new()
-            .endpoints([etcd.endpoint()])
-            .max_request_bytes(1000),
-    )
-    .unwrap();
+    let small =
+        Client::new(Config::new().endpoints([etcd.endpoint()]).max_request_bytes(1000)).unwrap();
     let err = block(&small, |cb| small.put("big2", value, PutOptions::new(), cb)).unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
-    assert_eq!(
-        ok(&c, |cb| c.get("big2", GetOptions::new(), cb)).count,
-        0,
-        "never sent"
-    );
+    assert_eq!(ok(&c, |cb| c.get("big2", GetOptions::new(), cb)).count, 0, "never sent");
 }
 
 #[test]
@@ -94,16 +77,10 @@ fn server_errors_carry_code_message_and_operation() {
     let c = client(&etcd.endpoint());
     // etcd answers an empty key with a trailers-only response.
     let err = block(&c, |cb| c.get("", GetOptions::new(), cb)).unwrap_err();
-    assert_eq!(
-        (err.code(), err.operation()),
-        (Code::InvalidArgument, "get")
-    );
+    assert_eq!((err.code(), err.operation()), (Code::InvalidArgument, "get"));
     assert_eq!(err.message(), "etcdserver: key is not provided");
     assert!(!err.is_retryable());
-    assert_eq!(
-        err.to_string(),
-        "get: INVALID_ARGUMENT: etcdserver: key is not provided"
-    );
+    assert_eq!(err.to_string(), "get: INVALID_ARGUMENT: etcdserver: key is not provided");
     // The connection stays usable after an error.
     ok(&c, |cb| c.put("after", "error", PutOptions::new(), cb));
 }
@@ -157,9 +134,7 @@ fn connection_loss_fails_every_pending_call_then_the_client_reconnects() {
     let errors = Rc::new(RefCell::new(Vec::new()));
     for _ in 0..20 {
         let e = errors.clone();
-        c.get("k", GetOptions::new(), move |r| {
-            e.borrow_mut().push(r.unwrap_err())
-        });
+        c.get("k", GetOptions::new(), move |r| e.borrow_mut().push(r.unwrap_err()));
     }
     c.process(); // sends the 20 requests
     etcd.kill(); // the connection breaks with the calls in flight
@@ -187,10 +162,7 @@ fn stop_returns_from_run_and_a_later_run_continues() {
         c1.put("s", "2", PutOptions::new(), move |r| s.set(r.is_ok()));
     });
     c.run();
-    assert!(
-        !second.get() && !c.is_idle(),
-        "run returned after stop with work pending"
-    );
+    assert!(!second.get() && !c.is_idle(), "run returned after stop with work pending");
     c.run();
     assert!(second.get() && c.is_idle());
 }
@@ -205,11 +177,7 @@ fn poll_loop(client: &Client, done: impl Fn() -> bool) {
             None => 1000,
             Some(t) => t.as_millis().min(1000) as i32,
         };
-        let mut pfd = libc::pollfd {
-            fd: client.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
+        let mut pfd = libc::pollfd { fd: client.as_raw_fd(), events: libc::POLLIN, revents: 0 };
         // SAFETY: one valid pollfd for the duration of the call.
         let n = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
         assert!(n >= 0, "poll failed");
@@ -234,11 +202,7 @@ fn a_foreign_poll_loop_drives_the_client() {
         });
     }
     chain(c.clone(), 0, done.clone());
-    assert_eq!(
-        c.next_timeout(),
-        Some(Duration::ZERO),
-        "queued work is due at once"
-    );
+    assert_eq!(c.next_timeout(), Some(Duration::ZERO), "queued work is due at once");
     for i in 0..50 {
         let d = done.clone();
         c.get(format!("poll/{i}"), GetOptions::new(), move |r| {
@@ -249,9 +213,7 @@ fn a_foreign_poll_loop_drives_the_client() {
     poll_loop(&c, || done.get() == 150);
     assert!(c.is_idle());
     assert_eq!(c.next_timeout(), None);
-    let r = ok(&c, |cb| {
-        c.get("poll/", GetOptions::new().prefix(true).count_only(true), cb)
-    });
+    let r = ok(&c, |cb| c.get("poll/", GetOptions::new().prefix(true).count_only(true), cb));
     assert_eq!(r.count, 100);
 }
 
@@ -271,11 +233,7 @@ fn the_first_call_after_an_idle_connection_died_is_sent_on_a_new_one() {
     ok(&c, |cb| c.put("k", "v", PutOptions::new(), cb));
     etcd.restart(); // the idle connection's end of input waits unread
     let got = ok(&c, |cb| c.get("k", GetOptions::new(), cb));
-    assert_eq!(
-        &got.kvs[0].value[..],
-        b"v",
-        "never sent on the dead connection"
-    );
+    assert_eq!(&got.kvs[0].value[..], b"v", "never sent on the dead connection");
 }
 
 #[test]
@@ -323,8 +281,7 @@ fn close_cancels_every_pending_operation_at_once_and_the_client_stays_usable() {
         }
     });
     c.get("k", GetOptions::new(), move |r| {
-        g2.borrow_mut()
-            .push((r.unwrap_err().operation(), Code::Cancelled))
+        g2.borrow_mut().push((r.unwrap_err().operation(), Code::Cancelled))
     });
     c.process(); // connect and send; nothing has answered yet
     c.close();

@@ -23,9 +23,7 @@ fn ok(out: Output) -> String {
 }
 
 fn get_value(endpoints: &str, key: &str) -> String {
-    ok(etcdctl(endpoints, &["get", "--print-value-only", key]))
-        .trim_end()
-        .to_owned()
+    ok(etcdctl(endpoints, &["get", "--print-value-only", key])).trim_end().to_owned()
 }
 
 fn pid_alive(pid: u32) -> bool {
@@ -134,14 +132,7 @@ fn refused_and_silent_endpoints_behave() {
 
     let silent = SilentListener::new();
     let mut stream = TcpStream::connect(silent.endpoint()).expect("handshake completes");
-    stream
-        .set_read_timeout(Some(Duration::from_millis(100)))
-        .unwrap();
-    let err = stream
-        .read(&mut [0u8; 1])
-        .expect_err("nothing is ever sent");
-    assert!(
-        matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
-        "{err}"
-    );
+    stream.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    let err = stream.read(&mut [0u8; 1]).expect_err("nothing is ever sent");
+    assert!(matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut), "{err}");
 }

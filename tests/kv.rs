@@ -35,12 +35,7 @@ fn put_then_get_round_trips_with_revisions() {
     assert_eq!(got.count, 1);
     let kv = &got.kvs[0];
     assert_eq!(
-        (
-            &kv.value[..],
-            kv.create_revision,
-            kv.mod_revision,
-            kv.version
-        ),
+        (&kv.value[..], kv.create_revision, kv.mod_revision, kv.version),
         (&b"1"[..], rev, rev, 1)
     );
     let missing = ok(&c, |cb| c.get(format!("{p}none"), GetOptions::new(), cb));
@@ -59,32 +54,19 @@ fn get_options() {
         revs.push(r.header.unwrap().revision);
     }
     ok(&c, |cb| c.put(format!("{p}a"), "11", PutOptions::new(), cb)); // a: version 2
-    ok(&c, |cb| {
-        c.put(format!("{p}z-outside"), "", PutOptions::new(), cb)
-    });
+    ok(&c, |cb| c.put(format!("{p}z-outside"), "", PutOptions::new(), cb));
     let all = |o: GetOptions| ok(&c, |cb| c.get(p.clone(), o.prefix(true), cb));
     let k = |s: &str| format!("{p}{s}").into_bytes();
 
     let r = all(GetOptions::new());
     assert_eq!(keys(&r.kvs), ["a", "b", "c", "d", "e", "z-outside"].map(k));
-    let r = ok(&c, |cb| {
-        c.get(
-            format!("{p}b"),
-            GetOptions::new().range_end(format!("{p}d")),
-            cb,
-        )
-    });
+    let r = ok(&c, |cb| c.get(format!("{p}b"), GetOptions::new().range_end(format!("{p}d")), cb));
     assert_eq!(keys(&r.kvs), ["b", "c"].map(k));
-    let r = ok(&c, |cb| {
-        c.get(format!("{p}d"), GetOptions::new().from_key(true), cb)
-    });
+    let r = ok(&c, |cb| c.get(format!("{p}d"), GetOptions::new().from_key(true), cb));
     assert_eq!(keys(&r.kvs)[..3], ["d", "e", "z-outside"].map(k));
 
     let r = all(GetOptions::new().limit(2));
-    assert_eq!(
-        (keys(&r.kvs), r.more, r.count),
-        (["a", "b"].map(k).to_vec(), true, 6)
-    );
+    assert_eq!((keys(&r.kvs), r.more, r.count), (["a", "b"].map(k).to_vec(), true, 6));
     let r = all(GetOptions::new().count_only(true));
     assert_eq!((r.count, r.kvs.len()), (6, 0));
     let r = all(GetOptions::new().keys_only(true));
@@ -100,27 +82,13 @@ fn get_options() {
     let order = |t: SortTarget, o: SortOrder| {
         keys(&all(GetOptions::new().sort_target(t).sort_order(o)).kvs)[..5].to_vec()
     };
-    assert_eq!(
-        order(SortTarget::Key, SortOrder::Descend)[0],
-        k("z-outside")
-    );
-    assert_eq!(
-        order(SortTarget::Create, SortOrder::Ascend),
-        ["c", "a", "e", "b", "d"].map(k)
-    );
-    assert_eq!(
-        order(SortTarget::Mod, SortOrder::Descend)[0],
-        k("z-outside")
-    );
+    assert_eq!(order(SortTarget::Key, SortOrder::Descend)[0], k("z-outside"));
+    assert_eq!(order(SortTarget::Create, SortOrder::Ascend), ["c", "a", "e", "b", "d"].map(k));
+    assert_eq!(order(SortTarget::Mod, SortOrder::Descend)[0], k("z-outside"));
     assert_eq!(order(SortTarget::Version, SortOrder::Descend)[0], k("a"));
-    assert_eq!(
-        order(SortTarget::Value, SortOrder::Ascend)[..3],
-        ["z-outside", "a", "b"].map(k)
-    );
+    assert_eq!(order(SortTarget::Value, SortOrder::Ascend)[..3], ["z-outside", "a", "b"].map(k));
 
-    let r = all(GetOptions::new()
-        .min_create_revision(revs[2])
-        .max_create_revision(revs[3]));
+    let r = all(GetOptions::new().min_create_revision(revs[2]).max_create_revision(revs[3]));
     assert_eq!(keys(&r.kvs), ["b", "e"].map(k));
     let r = all(GetOptions::new().min_mod_revision(revs[4] + 1));
     assert_eq!(keys(&r.kvs), ["a", "z-outside"].map(k));
@@ -135,17 +103,10 @@ fn put_and_delete_options() {
     let p = support::unique_prefix("putopts");
     let lease = grant_lease(&etcd.endpoint());
 
-    let r = ok(&c, |cb| {
-        c.put(format!("{p}k"), "v1", PutOptions::new().lease(lease), cb)
-    });
+    let r = ok(&c, |cb| c.put(format!("{p}k"), "v1", PutOptions::new().lease(lease), cb));
     assert!(r.prev_kv.is_none());
     let r = ok(&c, |cb| {
-        c.put(
-            format!("{p}k"),
-            "v2",
-            PutOptions::new().prev_kv(true).ignore_lease(true),
-            cb,
-        )
+        c.put(format!("{p}k"), "v2", PutOptions::new().prev_kv(true).ignore_lease(true), cb)
     });
     let prev = r.prev_kv.expect("prev_kv asked for");
     assert_eq!((&prev.value[..], prev.lease), (&b"v1"[..], lease));
@@ -155,69 +116,33 @@ fn put_and_delete_options() {
         (&b"v2"[..], lease),
         "ignore_lease kept the lease"
     );
-    ok(&c, |cb| {
-        c.put(
-            format!("{p}k"),
-            "",
-            PutOptions::new().ignore_value(true),
-            cb,
-        )
-    });
+    ok(&c, |cb| c.put(format!("{p}k"), "", PutOptions::new().ignore_value(true), cb));
     let got = ok(&c, |cb| c.get(format!("{p}k"), GetOptions::new(), cb));
     assert_eq!(
         (&got.kvs[0].value[..], got.kvs[0].lease),
         (&b"v2"[..], 0),
         "ignore_value kept the value, lease dropped"
     );
-    let err = block(&c, |cb| {
-        c.put(
-            format!("{p}absent"),
-            "",
-            PutOptions::new().ignore_value(true),
-            cb,
-        )
-    })
-    .unwrap_err();
+    let err =
+        block(&c, |cb| c.put(format!("{p}absent"), "", PutOptions::new().ignore_value(true), cb))
+            .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{err}");
 
     for key in ["a", "b1", "b2", "c", "d"] {
-        ok(&c, |cb| {
-            c.put(format!("{p}{key}"), key, PutOptions::new(), cb)
-        });
+        ok(&c, |cb| c.put(format!("{p}{key}"), key, PutOptions::new(), cb));
     }
-    let r = ok(&c, |cb| {
-        c.delete(format!("{p}a"), DeleteOptions::new().prev_kv(true), cb)
-    });
-    assert_eq!(
-        (r.deleted, r.prev_kvs.len(), &r.prev_kvs[0].value[..]),
-        (1, 1, &b"a"[..])
-    );
-    let r = ok(&c, |cb| {
-        c.delete(format!("{p}b"), DeleteOptions::new().prefix(true), cb)
-    });
+    let r = ok(&c, |cb| c.delete(format!("{p}a"), DeleteOptions::new().prev_kv(true), cb));
+    assert_eq!((r.deleted, r.prev_kvs.len(), &r.prev_kvs[0].value[..]), (1, 1, &b"a"[..]));
+    let r = ok(&c, |cb| c.delete(format!("{p}b"), DeleteOptions::new().prefix(true), cb));
     assert_eq!((r.deleted, r.prev_kvs.len()), (2, 0));
-    let r = ok(&c, |cb| {
-        c.delete(
-            format!("{p}c"),
-            DeleteOptions::new().range_end(format!("{p}d")),
-            cb,
-        )
-    });
+    let r =
+        ok(&c, |cb| c.delete(format!("{p}c"), DeleteOptions::new().range_end(format!("{p}d")), cb));
     assert_eq!(r.deleted, 1);
     let r = ok(&c, |cb| {
-        c.delete(
-            format!("{p}d"),
-            DeleteOptions::new().from_key(true).prev_kv(true),
-            cb,
-        )
+        c.delete(format!("{p}d"), DeleteOptions::new().from_key(true).prev_kv(true), cb)
     });
-    assert_eq!(
-        keys(&r.prev_kvs),
-        [format!("{p}d").into_bytes(), format!("{p}k").into_bytes()]
-    );
-    let r = ok(&c, |cb| {
-        c.delete(format!("{p}nothing"), DeleteOptions::new(), cb)
-    });
+    assert_eq!(keys(&r.prev_kvs), [format!("{p}d").into_bytes(), format!("{p}k").into_bytes()]);
+    let r = ok(&c, |cb| c.delete(format!("{p}nothing"), DeleteOptions::new(), cb));
     assert_eq!(r.deleted, 0);
 }
 
@@ -226,22 +151,14 @@ fn prefix_rules_for_the_empty_key_and_all_0xff_keys() {
     let etcd = Etcd::start();
     let c = client(&etcd.endpoint());
     for key in [&b"\xff"[..], b"\xff\xff", b"\xff\xff\x01", b"\xfe", b"a"] {
-        ok(&c, |cb| {
-            c.put(Bytes::copy_from_slice(key), "v", PutOptions::new(), cb)
-        });
+        ok(&c, |cb| c.put(Bytes::copy_from_slice(key), "v", PutOptions::new(), cb));
     }
-    let r = ok(&c, |cb| {
-        c.get(&b"\xff\xff"[..], GetOptions::new().prefix(true), cb)
-    });
+    let r = ok(&c, |cb| c.get(&b"\xff\xff"[..], GetOptions::new().prefix(true), cb));
     assert_eq!(keys(&r.kvs), [&b"\xff\xff"[..], b"\xff\xff\x01"]);
-    let r = ok(&c, |cb| {
-        c.get(&b"\xff"[..], GetOptions::new().prefix(true), cb)
-    });
+    let r = ok(&c, |cb| c.get(&b"\xff"[..], GetOptions::new().prefix(true), cb));
     assert_eq!(r.count, 3);
     // The empty key with prefix means every key.
-    let r = ok(&c, |cb| {
-        c.get("", GetOptions::new().prefix(true).count_only(true), cb)
-    });
+    let r = ok(&c, |cb| c.get("", GetOptions::new().prefix(true).count_only(true), cb));
     assert_eq!(r.count, 5);
     let r = ok(&c, |cb| c.delete("", DeleteOptions::new().prefix(true), cb));
     assert_eq!(r.deleted, 5);
@@ -273,17 +190,9 @@ fn binary_keys_and_values_round_trip_byte_for_byte() {
 fn compact_makes_old_revisions_unreadable() {
     let etcd = Etcd::start();
     let c = client(&etcd.endpoint());
-    let first = ok(&c, |cb| c.put("ck", "1", PutOptions::new(), cb))
-        .header
-        .unwrap()
-        .revision;
-    let second = ok(&c, |cb| c.put("ck", "2", PutOptions::new(), cb))
-        .header
-        .unwrap()
-        .revision;
-    ok(&c, |cb| {
-        c.compact(second, CompactOptions::new().physical(true), cb)
-    });
+    let first = ok(&c, |cb| c.put("ck", "1", PutOptions::new(), cb)).header.unwrap().revision;
+    let second = ok(&c, |cb| c.put("ck", "2", PutOptions::new(), cb)).header.unwrap().revision;
+    ok(&c, |cb| c.compact(second, CompactOptions::new().physical(true), cb));
     let err = block(&c, |cb| c.get("ck", GetOptions::new().revision(first), cb)).unwrap_err();
     assert_eq!(err.code(), Code::OutOfRange, "{err}");
     assert!(err.message().contains("compacted"), "{err}");
@@ -303,34 +212,17 @@ fn a_thousand_pipelined_calls_all_complete_on_one_connection() {
     let results = Rc::new(RefCell::new(vec![None; 1000]));
     for i in 0..1000 {
         let r = results.clone();
-        c.put(
-            format!("pipe/{i:04}"),
-            format!("v{i}"),
-            PutOptions::new(),
-            move |res| {
-                assert!(r.borrow_mut()[i]
-                    .replace(res.map(|p| p.header.unwrap().revision))
-                    .is_none());
-            },
-        );
+        c.put(format!("pipe/{i:04}"), format!("v{i}"), PutOptions::new(), move |res| {
+            assert!(r.borrow_mut()[i].replace(res.map(|p| p.header.unwrap().revision)).is_none());
+        });
     }
     c.run();
-    let revs: Vec<i64> = results
-        .borrow()
-        .iter()
-        .map(|r| r.clone().unwrap().unwrap())
-        .collect();
+    let revs: Vec<i64> = results.borrow().iter().map(|r| r.clone().unwrap().unwrap()).collect();
     let mut sorted = revs.clone();
     sorted.sort_unstable();
     sorted.dedup();
     assert_eq!(sorted.len(), 1000, "every put got its own revision");
-    let r = ok(&c, |cb| {
-        c.get("pipe/", GetOptions::new().prefix(true).count_only(true), cb)
-    });
+    let r = ok(&c, |cb| c.get("pipe/", GetOptions::new().prefix(true).count_only(true), cb));
     assert_eq!(r.count, 1000);
-    assert_eq!(
-        support::client::connections_to(etcd.client_port()),
-        1,
-        "one shared connection"
-    );
+    assert_eq!(support::client::connections_to(etcd.client_port()), 1, "one shared connection");
 }

@@ -23,10 +23,7 @@ fn every_compare_target_with_every_operator() {
     let etcd = Etcd::start();
     let c = client(&etcd.endpoint());
     ok(&c, |cb| c.put("k", "m", PutOptions::new(), cb));
-    let rev = ok(&c, |cb| c.put("k", "m", PutOptions::new(), cb))
-        .header
-        .unwrap()
-        .revision;
+    let rev = ok(&c, |cb| c.put("k", "m", PutOptions::new(), cb)).header.unwrap().revision;
     let kv = ok(&c, |cb| c.get("k", GetOptions::new(), cb)).kvs.remove(0);
     assert_eq!(kv.version, 2);
     use CompareOp::*;
@@ -44,11 +41,7 @@ fn every_compare_target_with_every_operator() {
             assert_eq!(holds(&c, f(v + 1)), above, "{what} {op:?} above");
         };
         check(&|x| Compare::version("k", op, x), kv.version, "version");
-        check(
-            &|x| Compare::create_revision("k", op, x),
-            kv.create_revision,
-            "create",
-        );
+        check(&|x| Compare::create_revision("k", op, x), kv.create_revision, "create");
         check(&|x| Compare::mod_revision("k", op, x), rev, "mod");
         check(&|x| Compare::lease("k", op, x), 0, "lease"); // no lease: 0
         let value = |x: i64| Compare::value("k", op, ["l", "m", "n"][x as usize]);
@@ -66,18 +59,9 @@ fn range_compares_hold_only_when_every_key_matches() {
     for (k, v) in [("r/a", "1"), ("r/b", "1"), ("r/c", "2")] {
         ok(&c, |cb| c.put(k, v, PutOptions::new(), cb));
     }
-    assert!(holds(
-        &c,
-        Compare::value("r/a", CompareOp::Equal, "1").with_range_end("r/c")
-    ));
-    assert!(!holds(
-        &c,
-        Compare::value("r/", CompareOp::Equal, "1").with_prefix()
-    ));
-    assert!(holds(
-        &c,
-        Compare::version("r/", CompareOp::Greater, 0).with_prefix()
-    ));
+    assert!(holds(&c, Compare::value("r/a", CompareOp::Equal, "1").with_range_end("r/c")));
+    assert!(!holds(&c, Compare::value("r/", CompareOp::Equal, "1").with_prefix()));
+    assert!(holds(&c, Compare::version("r/", CompareOp::Greater, 0).with_prefix()));
 }
 
 #[test]
@@ -115,11 +99,7 @@ fn branches_run_every_op_kind_with_typed_responses() {
     // The success branch: one typed response per op, in order.
     let r = run(&c, txn("x"));
     assert!(r.succeeded);
-    let ops: Vec<_> = r
-        .responses
-        .into_iter()
-        .map(|o| o.response.expect("typed"))
-        .collect();
+    let ops: Vec<_> = r.responses.into_iter().map(|o| o.response.expect("typed")).collect();
     let [TxnOpResponse::ResponsePut(put), TxnOpResponse::ResponseDeleteRange(del), TxnOpResponse::ResponseRange(range), TxnOpResponse::ResponseTxn(inner)] =
         &ops[..]
     else {
@@ -127,15 +107,9 @@ fn branches_run_every_op_kind_with_typed_responses() {
     };
     assert_eq!(&put.prev_kv.as_ref().unwrap().value[..], b"x");
     assert_eq!((del.deleted, del.prev_kvs.len()), (2, 2));
-    assert_eq!(
-        range.kvs.iter().map(|kv| &kv.key[..]).collect::<Vec<_>>(),
-        [&b"t/old"[..]]
-    );
+    assert_eq!(range.kvs.iter().map(|kv| &kv.key[..]).collect::<Vec<_>>(), [&b"t/old"[..]]);
     assert!(inner.succeeded);
-    assert!(matches!(
-        inner.responses[0].response,
-        Some(TxnOpResponse::ResponsePut(_))
-    ));
+    assert!(matches!(inner.responses[0].response, Some(TxnOpResponse::ResponsePut(_))));
     let got = ok(&c, |cb| c.get("t/nested", GetOptions::new(), cb));
     assert_eq!(&got.kvs[0].value[..], b"n");
 }
@@ -150,10 +124,7 @@ fn an_invalid_txn_is_the_servers_clear_error() {
         TxnOp::put("dup", "2", PutOptions::new()),
     ]);
     let err = block(&c, |cb| c.txn(txn, cb)).unwrap_err();
-    assert_eq!(
-        (err.code(), err.operation()),
-        (Code::InvalidArgument, "txn")
-    );
+    assert_eq!((err.code(), err.operation()), (Code::InvalidArgument, "txn"));
     assert!(err.message().contains("duplicate key"), "{err}");
     assert!(!err.is_retryable());
 }

@@ -54,14 +54,8 @@ fn drive_until(c: &Client, limit: Duration, mut done: impl FnMut() -> bool) {
             Instant::now() < deadline,
             "still waiting after {limit:?} (a watch never got what it waited for)"
         );
-        let timeout_ms = c
-            .next_timeout()
-            .map_or(100, |t| t.as_millis().min(100) as i32);
-        let mut pfd = libc::pollfd {
-            fd: c.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
+        let timeout_ms = c.next_timeout().map_or(100, |t| t.as_millis().min(100) as i32);
+        let mut pfd = libc::pollfd { fd: c.as_raw_fd(), events: libc::POLLIN, revents: 0 };
         // SAFETY: one valid pollfd for the duration of the call.
         let n = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
         assert!(n >= 0, "poll failed: {}", std::io::Error::last_os_error());
@@ -72,18 +66,12 @@ fn drive_until(c: &Client, limit: Duration, mut done: impl FnMut() -> bool) {
 /// Put that must succeed; returns its revision.
 fn put(c: &Client, key: impl Into<String>, value: impl Into<String>) -> i64 {
     let (key, value) = (key.into(), value.into());
-    ok(c, |cb| c.put(key, value, PutOptions::new(), cb))
-        .header
-        .expect("header")
-        .revision
+    ok(c, |cb| c.put(key, value, PutOptions::new(), cb)).header.expect("header").revision
 }
 
 /// The store's current revision.
 fn current_revision(c: &Client) -> i64 {
-    ok(c, |cb| c.get("any", GetOptions::new(), cb))
-        .header
-        .expect("header")
-        .revision
+    ok(c, |cb| c.get("any", GetOptions::new(), cb)).header.expect("header").revision
 }
 
 fn text(b: &[u8]) -> String {
@@ -113,11 +101,7 @@ fn assert_contiguous(seen: &[Ev], evs: &[Ev]) {
             assert!(
                 e.3 == l + 1,
                 "after revision {l} came {e:?}: {}",
-                if e.3 > l {
-                    "events lost"
-                } else {
-                    "an event repeated"
-                }
+                if e.3 > l { "events lost" } else { "an event repeated" }
             );
         }
         last = Some(e.3);
@@ -135,10 +119,7 @@ impl Handle {
     }
 
     fn get(&self) -> Watch {
-        self.0
-            .borrow()
-            .clone()
-            .expect("handle set before any callback")
+        self.0.borrow().clone().expect("handle set before any callback")
     }
 
     /// Cancels the watch; `cancelled` is set once `cancel()` has returned (the watch's
@@ -174,27 +155,19 @@ fn replay_from_an_old_start_revision_in_order() {
     let got: Rc<RefCell<Vec<WatchResponse>>> = Rc::default();
     let (h, cancelled, acks) = (Handle::default(), Rc::new(Cell::new(false)), Rc::default());
     let (g, h2, cd, a) = (got.clone(), h.clone(), cancelled.clone(), Rc::clone(&acks));
-    h.set(c.watch(
-        key.clone(),
-        WatchOptions::new().start_revision(revs[0]),
-        move |r| {
-            assert!(!cd.get(), "callback after cancel returned");
-            let resp = r.expect("watch response");
-            g.borrow_mut().push(resp);
-            let n: usize = g.borrow().iter().map(|r| r.events.len()).sum();
-            if n >= 4 {
-                h2.cancel(&cd, &a);
-            }
-        },
-    ));
+    h.set(c.watch(key.clone(), WatchOptions::new().start_revision(revs[0]), move |r| {
+        assert!(!cd.get(), "callback after cancel returned");
+        let resp = r.expect("watch response");
+        g.borrow_mut().push(resp);
+        let n: usize = g.borrow().iter().map(|r| r.events.len()).sum();
+        if n >= 4 {
+            h2.cancel(&cd, &a);
+        }
+    }));
     drive(&c, Duration::from_secs(20));
 
     let got = got.borrow();
-    assert!(
-        got[0].created,
-        "first response is the created one: {:?}",
-        got[0]
-    );
+    assert!(got[0].created, "first response is the created one: {:?}", got[0]);
     assert!(got[0].events.is_empty(), "{:?}", got[0]);
     assert!(got[1..].iter().all(|r| !r.created && !r.canceled));
     let id = got[0].watch_id;
@@ -227,16 +200,11 @@ fn ten_thousand_events_through_one_watch_in_order_none_missing_or_repeated() {
         }
         next.set(i + 1);
         let c2 = c.clone();
-        c.put(
-            format!("{p}{i:05}"),
-            format!("v{i}"),
-            PutOptions::new(),
-            move |r| {
-                let rev = r.expect("put").header.expect("header").revision;
-                written.borrow_mut().push((rev, i));
-                pump(c2, p, next, written);
-            },
-        );
+        c.put(format!("{p}{i:05}"), format!("v{i}"), PutOptions::new(), move |r| {
+            let rev = r.expect("put").header.expect("header").revision;
+            written.borrow_mut().push((rev, i));
+            pump(c2, p, next, written);
+        });
     }
 
     let events: Rc<RefCell<Vec<Ev>>> = Rc::default();
@@ -246,59 +214,47 @@ fn ten_thousand_events_through_one_watch_in_order_none_missing_or_repeated() {
     let pr = progress.clone();
     let (h, cancelled, acks) = (Handle::default(), Rc::new(Cell::new(false)), Rc::default());
     let (c1, p1, w1, n1) = (c.clone(), p.clone(), written.clone(), next.clone());
-    let (ev, rs, h2, cd, a) = (
-        events.clone(),
-        responses.clone(),
-        h.clone(),
-        cancelled.clone(),
-        Rc::clone(&acks),
-    );
-    h.set(
-        c.watch(p.to_string(), WatchOptions::new().prefix(true), move |r| {
-            assert!(!cd.get(), "callback after cancel returned");
-            let resp = r.expect("watch response");
-            rs.set(rs.get() + 1);
-            if resp.created {
-                assert!(resp.events.is_empty());
-                // Start writing only now: the watch is in place, every write must show up.
-                for _ in 0..IN_FLIGHT {
-                    pump(c1.clone(), p1.clone(), n1.clone(), w1.clone());
-                }
-                return;
+    let (ev, rs, h2, cd, a) =
+        (events.clone(), responses.clone(), h.clone(), cancelled.clone(), Rc::clone(&acks));
+    h.set(c.watch(p.to_string(), WatchOptions::new().prefix(true), move |r| {
+        assert!(!cd.get(), "callback after cancel returned");
+        let resp = r.expect("watch response");
+        rs.set(rs.get() + 1);
+        if resp.created {
+            assert!(resp.events.is_empty());
+            // Start writing only now: the watch is in place, every write must show up.
+            for _ in 0..IN_FLIGHT {
+                pump(c1.clone(), p1.clone(), n1.clone(), w1.clone());
             }
-            if resp.events.is_empty() {
-                // A reply to request_progress(): it may overtake events of older revisions
-                // (etcd 3.5), which must still be delivered.
-                assert_eq!(resp.watch_id, -1, "{resp:?}");
-                let rev = resp.header.as_ref().expect("header").revision;
-                pr.borrow_mut().push((ev.borrow().len(), rev));
-                return;
-            }
-            let evs = events_of(&resp);
-            assert_contiguous(&ev.borrow(), &evs);
-            ev.borrow_mut().extend(evs);
-            if ev.borrow().len() >= TOTAL {
-                h2.cancel(&cd, &a);
-            } else {
-                c1.request_progress();
-            }
-        }),
-    );
+            return;
+        }
+        if resp.events.is_empty() {
+            // A reply to request_progress(): it may overtake events of older revisions
+            // (etcd 3.5), which must still be delivered.
+            assert_eq!(resp.watch_id, -1, "{resp:?}");
+            let rev = resp.header.as_ref().expect("header").revision;
+            pr.borrow_mut().push((ev.borrow().len(), rev));
+            return;
+        }
+        let evs = events_of(&resp);
+        assert_contiguous(&ev.borrow(), &evs);
+        ev.borrow_mut().extend(evs);
+        if ev.borrow().len() >= TOTAL {
+            h2.cancel(&cd, &a);
+        } else {
+            c1.request_progress();
+        }
+    }));
     drive(&c, Duration::from_secs(40));
 
     let mut written = written.borrow().clone();
     assert_eq!(written.len(), TOTAL);
     written.sort();
-    let want: Vec<Ev> = written
-        .iter()
-        .map(|&(rev, i)| (PUT, format!("{p}{i:05}"), format!("v{i}"), rev))
-        .collect();
+    let want: Vec<Ev> =
+        written.iter().map(|&(rev, i)| (PUT, format!("{p}{i:05}"), format!("v{i}"), rev)).collect();
     let events = events.borrow();
     assert_eq!(events.len(), TOTAL, "events delivered");
-    assert!(
-        events.windows(2).all(|w| w[0].3 < w[1].3),
-        "mod_revisions strictly increasing"
-    );
+    assert!(events.windows(2).all(|w| w[0].3 < w[1].3), "mod_revisions strictly increasing");
     if *events != want {
         let at = events.iter().zip(&want).position(|(a, b)| a != b);
         panic!(
@@ -309,11 +265,8 @@ fn ten_thousand_events_through_one_watch_in_order_none_missing_or_repeated() {
     }
     assert_eq!(acks.get(), 1);
     // Replies that overtook events (informational: how hard the test pushed).
-    let overtaken = progress
-        .borrow()
-        .iter()
-        .filter(|&&(n, rev)| n < TOTAL && events[n].3 <= rev)
-        .count();
+    let overtaken =
+        progress.borrow().iter().filter(|&&(n, rev)| n < TOTAL && events[n].3 <= rev).count();
     eprintln!(
         "{TOTAL} events in {} responses; {} progress replies, {overtaken} overtook events",
         responses.get(),
@@ -349,10 +302,7 @@ fn a_thousand_watches_share_one_stream_and_each_gets_only_its_own_key() {
             endpoint.clone(),
         );
         h.set(c.watch(key(i), WatchOptions::new(), move |r| {
-            assert!(
-                !cancelled.get(),
-                "watch {i}: callback after cancel returned"
-            );
+            assert!(!cancelled.get(), "watch {i}: callback after cancel returned");
             let resp = r.unwrap_or_else(|e| panic!("watch {i}: {e}"));
             if resp.created {
                 assert!(resp.events.is_empty());
@@ -365,14 +315,9 @@ fn a_thousand_watches_share_one_stream_and_each_gets_only_its_own_key() {
                     assert_eq!(support::client::connections_to(port), 1);
                     ck.set(true);
                     for j in 0..N {
-                        c1.put(
-                            format!("{p1}{j:04}"),
-                            format!("v{j}"),
-                            PutOptions::new(),
-                            |r| {
-                                r.expect("put");
-                            },
-                        );
+                        c1.put(format!("{p1}{j:04}"), format!("v{j}"), PutOptions::new(), |r| {
+                            r.expect("put");
+                        });
                     }
                 }
                 return;
@@ -387,10 +332,7 @@ fn a_thousand_watches_share_one_stream_and_each_gets_only_its_own_key() {
     for i in 0..N {
         let got = got[i].borrow();
         assert_eq!(got.len(), 1, "watch {i}: {got:?}");
-        assert_eq!(
-            (got[0].0, &got[0].1, &got[0].2),
-            (PUT, &key(i), &format!("v{i}"))
-        );
+        assert_eq!((got[0].0, &got[0].1, &got[0].2), (PUT, &key(i), &format!("v{i}")));
     }
     assert_eq!(acks.get(), N as u32);
     assert_eq!(support::client::connections_to(port), 1);
@@ -435,34 +377,22 @@ fn cancel_from_the_watchs_own_callback() {
         h2.cancel(&cd, &a);
         for i in 0..3 {
             let ld = ld.clone();
-            c1.put(
-                k1.to_string(),
-                format!("late{i}"),
-                PutOptions::new(),
-                move |r| {
-                    r.expect("put");
-                    ld.set(ld.get() + 1);
-                },
-            );
+            c1.put(k1.to_string(), format!("late{i}"), PutOptions::new(), move |r| {
+                r.expect("put");
+                ld.set(ld.get() + 1);
+            });
         }
     }));
     drive(&c, Duration::from_secs(20));
 
     let calls = calls.borrow();
-    assert_eq!(
-        calls.len(),
-        2,
-        "created, then the one batch that cancelled: {calls:?}"
-    );
+    assert_eq!(calls.len(), 2, "created, then the one batch that cancelled: {calls:?}");
     assert!(calls[0].created && calls[0].events.is_empty());
     assert!(!calls[1].events.is_empty());
     assert_eq!(acks.get(), 1, "cancel callback ran once");
     assert_eq!(late_done.get(), 3);
     // The late writes happened (pipelined, so in any order): 5 + 3 versions of the key.
-    assert_eq!(
-        ok(&c, |cb| c.get(key.to_string(), GetOptions::new(), cb)).kvs[0].version,
-        8
-    );
+    assert_eq!(ok(&c, |cb| c.get(key.to_string(), GetOptions::new(), cb)).kvs[0].version, 8);
     wait_for_metric(&endpoint, WATCHERS, 0.0, Duration::from_secs(5));
 }
 
@@ -527,11 +457,9 @@ fn a_watch_from_a_compacted_revision_ends_with_one_error_carrying_the_revision()
 
     let calls: Rc<RefCell<Vec<Result<WatchResponse, EtcdError>>>> = Rc::default();
     let cl = calls.clone();
-    let w = c.watch(
-        key.clone(),
-        WatchOptions::new().start_revision(1),
-        move |r| cl.borrow_mut().push(r),
-    );
+    let w = c.watch(key.clone(), WatchOptions::new().start_revision(1), move |r| {
+        cl.borrow_mut().push(r)
+    });
     // The watch ends by itself: the client becomes idle without a cancel.
     drive(&c, Duration::from_secs(20));
     {
@@ -566,22 +494,15 @@ fn a_watch_from_a_compacted_revision_ends_with_one_error_carrying_the_revision()
     let seen: Rc<RefCell<Vec<Ev>>> = Rc::default();
     let (h, cancelled, acks) = (Handle::default(), Rc::new(Cell::new(false)), Rc::default());
     let (s, h2, cd, a) = (seen.clone(), h.clone(), cancelled.clone(), Rc::clone(&acks));
-    h.set(c.watch(
-        key.clone(),
-        WatchOptions::new().start_revision(rev),
-        move |r| {
-            let resp = r.expect("watch response");
-            s.borrow_mut().extend(events_of(&resp));
-            if !s.borrow().is_empty() {
-                h2.cancel(&cd, &a);
-            }
-        },
-    ));
+    h.set(c.watch(key.clone(), WatchOptions::new().start_revision(rev), move |r| {
+        let resp = r.expect("watch response");
+        s.borrow_mut().extend(events_of(&resp));
+        if !s.borrow().is_empty() {
+            h2.cancel(&cd, &a);
+        }
+    }));
     drive(&c, Duration::from_secs(10));
-    assert_eq!(
-        *seen.borrow(),
-        [(PUT, key.clone(), "after".to_string(), rev)]
-    );
+    assert_eq!(*seen.borrow(), [(PUT, key.clone(), "after".to_string(), rev)]);
     assert_eq!(calls.borrow().len(), n, "the compacted watch fired again");
 }
 
@@ -597,18 +518,12 @@ fn prev_kv_on_update_and_delete() {
     let without: Rc<RefCell<Vec<evetcd::Event>>> = Rc::default();
     let created = Rc::new(Cell::new(0));
     let acks: Rc<Cell<u32>> = Rc::default();
-    for (store, opts) in [
-        (with.clone(), WatchOptions::new().prev_kv(true)),
-        (without.clone(), WatchOptions::new()),
-    ] {
+    for (store, opts) in
+        [(with.clone(), WatchOptions::new().prev_kv(true)), (without.clone(), WatchOptions::new())]
+    {
         let (h, cancelled) = (Handle::default(), Rc::new(Cell::new(false)));
-        let (h2, a, cr, c1, k1) = (
-            h.clone(),
-            acks.clone(),
-            created.clone(),
-            c.clone(),
-            key.clone(),
-        );
+        let (h2, a, cr, c1, k1) =
+            (h.clone(), acks.clone(), created.clone(), c.clone(), key.clone());
         h.set(c.watch(key.to_string(), opts, move |r| {
             assert!(!cancelled.get(), "callback after cancel returned");
             let resp = r.expect("watch response");
@@ -660,17 +575,11 @@ fn prev_kv_on_update_and_delete() {
     assert!(kv(2).value.is_empty());
     assert_eq!(kv(2).mod_revision, kv(1).mod_revision + 1);
     let p2 = prev(2).expect("delete carries prev_kv");
-    assert_eq!(
-        (&p2.value[..], p2.mod_revision, p2.version),
-        (&b"b"[..], kv(1).mod_revision, 2)
-    );
+    assert_eq!((&p2.value[..], p2.mod_revision, p2.version), (&b"b"[..], kv(1).mod_revision, 2));
 
     let without = without.borrow();
     assert_eq!(without.len(), 3);
-    assert!(
-        without.iter().all(|e| e.prev_kv.is_none()),
-        "prev_kv only when asked: {without:?}"
-    );
+    assert!(without.iter().all(|e| e.prev_kv.is_none()), "prev_kv only when asked: {without:?}");
 }
 
 #[test]
@@ -692,14 +601,8 @@ fn no_put_and_no_delete_filters() {
         (no_delete.clone(), WatchOptions::new().no_delete(true)),
     ] {
         let (h, cancelled) = (Handle::default(), Rc::new(Cell::new(false)));
-        let (h2, a, cr, c1, p1, dk) = (
-            h.clone(),
-            acks.clone(),
-            created.clone(),
-            c.clone(),
-            p.clone(),
-            done_key.clone(),
-        );
+        let (h2, a, cr, c1, p1, dk) =
+            (h.clone(), acks.clone(), created.clone(), c.clone(), p.clone(), done_key.clone());
         h.set(c.watch(p.to_string(), opts.prefix(true), move |r| {
             assert!(!cancelled.get(), "callback after cancel returned");
             let resp = r.expect("watch response");
@@ -729,21 +632,11 @@ fn no_put_and_no_delete_filters() {
     let ev = |t: i32, key: &str, v: &str| (t, k(key), v.to_string());
     assert_eq!(
         brief(&no_delete),
-        [
-            ev(PUT, "a", "1"),
-            ev(PUT, "b", "1"),
-            ev(PUT, "a", "2"),
-            ev(PUT, "zz-done", "")
-        ]
+        [ev(PUT, "a", "1"), ev(PUT, "b", "1"), ev(PUT, "a", "2"), ev(PUT, "zz-done", "")]
     );
     assert_eq!(
         brief(&no_put),
-        [
-            ev(DELETE, "a", ""),
-            ev(DELETE, "a", ""),
-            ev(DELETE, "b", ""),
-            ev(DELETE, "zz-done", "")
-        ]
+        [ev(DELETE, "a", ""), ev(DELETE, "a", ""), ev(DELETE, "b", ""), ev(DELETE, "zz-done", "")]
     );
     // Between them, every revision of the script exactly once.
     // (The range delete is one revision with two events.)
@@ -811,12 +704,8 @@ fn request_progress_reaches_every_watch_and_progress_notify_is_periodic() {
     let cancelled = Rc::new(Cell::new(false));
     let acks: Rc<Cell<u32>> = Rc::default();
     let maybe_finish = {
-        let (calls, handles, cancelled, acks) = (
-            calls.clone(),
-            handles.clone(),
-            cancelled.clone(),
-            acks.clone(),
-        );
+        let (calls, handles, cancelled, acks) =
+            (calls.clone(), handles.clone(), cancelled.clone(), acks.clone());
         Rc::new(move || {
             let has = |i: usize, f: &dyn Fn(&WatchResponse) -> bool| {
                 calls[i].borrow().iter().filter(|r| f(r)).count()
@@ -838,13 +727,8 @@ fn request_progress_reaches_every_watch_and_progress_notify_is_periodic() {
     let created = Rc::new(Cell::new(0));
     for i in 0..2 {
         let opts = WatchOptions::new().prefix(true).progress_notify(i == 1);
-        let (cl, cr, c1, cd, fin) = (
-            calls.clone(),
-            created.clone(),
-            c.clone(),
-            cancelled.clone(),
-            maybe_finish.clone(),
-        );
+        let (cl, cr, c1, cd, fin) =
+            (calls.clone(), created.clone(), c.clone(), cancelled.clone(), maybe_finish.clone());
         handles[i].set(c.watch(p.clone(), opts, move |r| {
             assert!(!cd.get(), "watch {i}: callback after cancel returned");
             let resp = r.unwrap_or_else(|e| panic!("watch {i}: {e}"));
@@ -875,24 +759,14 @@ fn request_progress_reaches_every_watch_and_progress_notify_is_periodic() {
             );
         }
         let broadcast: Vec<&WatchResponse> = calls.iter().filter(|r| r.watch_id == -1).collect();
-        assert_eq!(
-            broadcast.len(),
-            1,
-            "watch {i}: one reply to request_progress: {calls:?}"
-        );
+        assert_eq!(broadcast.len(), 1, "watch {i}: one reply to request_progress: {calls:?}");
         assert!(!broadcast[0].created);
         let own: Vec<&WatchResponse> = calls[1..].iter().filter(|r| r.watch_id != -1).collect();
         if i == 0 {
-            assert!(
-                own.is_empty(),
-                "no periodic progress without the option: {calls:?}"
-            );
+            assert!(own.is_empty(), "no periodic progress without the option: {calls:?}");
         } else {
             assert!(own.len() >= 2, "{calls:?}");
-            assert!(
-                own.iter().all(|r| r.watch_id == own_id && !r.created),
-                "{calls:?}"
-            );
+            assert!(own.iter().all(|r| r.watch_id == own_id && !r.created), "{calls:?}");
         }
     }
 }
@@ -917,50 +791,41 @@ fn a_duplicate_watch_id_fails_that_create_with_the_servers_reason() {
         ka.clone(),
         kb.clone(),
     );
-    h.set(
-        c.watch(ka.to_string(), WatchOptions::new().watch_id(7), move |r| {
-            assert!(!cd.get(), "callback after cancel returned");
-            let resp = r.expect("first watch");
-            let created = resp.created;
-            let has_events = !resp.events.is_empty();
-            f.borrow_mut().push(resp);
-            if created {
-                // The same explicit id again on the same stream.
-                let (s2, c2, ka2, kb2) = (s.clone(), c1.clone(), ka1.clone(), kb1.clone());
-                let _dup = c1.watch(kb1.to_string(), WatchOptions::new().watch_id(7), move |r| {
-                    let failed = r.is_err();
-                    s2.borrow_mut().push(r);
-                    assert!(failed, "the duplicate create succeeded: {:?}", s2.borrow());
-                    {
-                        // Write both keys: only the first watch may see anything.
-                        c2.put(kb2.to_string(), "b", PutOptions::new(), |r| {
-                            r.expect("put b");
-                        });
-                        c2.put(ka2.to_string(), "a", PutOptions::new(), |r| {
-                            r.expect("put a");
-                        });
-                    }
-                });
-            } else if has_events {
-                h2.cancel(&cd, &a);
-            }
-        }),
-    );
+    h.set(c.watch(ka.to_string(), WatchOptions::new().watch_id(7), move |r| {
+        assert!(!cd.get(), "callback after cancel returned");
+        let resp = r.expect("first watch");
+        let created = resp.created;
+        let has_events = !resp.events.is_empty();
+        f.borrow_mut().push(resp);
+        if created {
+            // The same explicit id again on the same stream.
+            let (s2, c2, ka2, kb2) = (s.clone(), c1.clone(), ka1.clone(), kb1.clone());
+            let _dup = c1.watch(kb1.to_string(), WatchOptions::new().watch_id(7), move |r| {
+                let failed = r.is_err();
+                s2.borrow_mut().push(r);
+                assert!(failed, "the duplicate create succeeded: {:?}", s2.borrow());
+                {
+                    // Write both keys: only the first watch may see anything.
+                    c2.put(kb2.to_string(), "b", PutOptions::new(), |r| {
+                        r.expect("put b");
+                    });
+                    c2.put(ka2.to_string(), "a", PutOptions::new(), |r| {
+                        r.expect("put a");
+                    });
+                }
+            });
+        } else if has_events {
+            h2.cancel(&cd, &a);
+        }
+    }));
     drive(&c, Duration::from_secs(20));
 
     let second = second.borrow();
-    assert_eq!(
-        second.len(),
-        1,
-        "one call for the failed create: {second:?}"
-    );
+    assert_eq!(second.len(), 1, "one call for the failed create: {second:?}");
     let e = second[0].as_ref().expect_err("the duplicate id fails");
     assert_eq!(
         (e.operation(), e.message()),
-        (
-            "watch",
-            "mvcc: duplicate watch ID provided on the WatchStream"
-        ),
+        ("watch", "mvcc: duplicate watch ID provided on the WatchStream"),
         "{e}"
     );
     assert_eq!(e.compact_revision(), None);
@@ -1009,10 +874,7 @@ fn handle_semantics_drop_cancel_twice_and_cancel_after_the_client_is_gone() {
         drop(w);
     }
     drive_until(&c, Duration::from_secs(20), || done.get());
-    assert!(
-        !c.is_idle(),
-        "the watch whose handle was dropped is still live"
-    );
+    assert!(!c.is_idle(), "the watch whose handle was dropped is still live");
     let vals: Vec<String> = seen.borrow().iter().map(|e| e.2.clone()).collect();
     assert_eq!(vals, ["1", "2"]);
 
@@ -1162,24 +1024,12 @@ fn fragmented_responses_are_merged_before_delivery() {
     let created = Rc::new(Cell::new(0));
     let acks: Rc<Cell<u32>> = Rc::default();
     for i in 0..2 {
-        let opts = WatchOptions::new()
-            .prefix(true)
-            .prev_kv(true)
-            .fragment(i == 0);
+        let opts = WatchOptions::new().prefix(true).prev_kv(true).fragment(i == 0);
         let (h, cancelled) = (Handle::default(), Rc::new(Cell::new(false)));
-        let (cl, cr, c1, p1, h2, a) = (
-            calls.clone(),
-            created.clone(),
-            c.clone(),
-            p.clone(),
-            h.clone(),
-            acks.clone(),
-        );
+        let (cl, cr, c1, p1, h2, a) =
+            (calls.clone(), created.clone(), c.clone(), p.clone(), h.clone(), acks.clone());
         h.set(c.watch(p.clone(), opts, move |r| {
-            assert!(
-                !cancelled.get(),
-                "watch {i}: callback after cancel returned"
-            );
+            assert!(!cancelled.get(), "watch {i}: callback after cancel returned");
             let resp = r.unwrap_or_else(|e| panic!("watch {i}: {e}"));
             if resp.created {
                 cr.set(cr.get() + 1);
@@ -1216,10 +1066,7 @@ fn fragmented_responses_are_merged_before_delivery() {
 /// Adds events `first..=last` to a trace, merging with a range that ends just before.
 fn trace_events(trace: &mut Vec<String>, first: i64, last: i64) {
     if let Some(prev) = trace.last_mut() {
-        if let Some((a, b)) = prev
-            .strip_prefix("events ")
-            .and_then(|r| r.split_once("..="))
-        {
+        if let Some((a, b)) = prev.strip_prefix("events ").and_then(|r| r.split_once("..=")) {
             if b.parse::<i64>().ok() == Some(first - 1) {
                 *prev = format!("events {a}..={last}");
                 return;
@@ -1251,9 +1098,7 @@ fn writer(
     for (i, k) in keys.iter().enumerate() {
         if i == 200 {
             let wait = deadline.saturating_duration_since(Instant::now());
-            stalled
-                .recv_timeout(wait)
-                .expect("the live watch stalls at k0199");
+            stalled.recv_timeout(wait).expect("the live watch stalls at k0199");
             restart.send(()).expect("restarter is waiting");
         }
         loop {
@@ -1263,10 +1108,7 @@ fn writer(
                 Ok(_) => break,
                 Err(e) => {
                     failures += 1;
-                    assert!(
-                        Instant::now() < deadline,
-                        "writer: put {k} still failing: {e}"
-                    );
+                    assert!(Instant::now() < deadline, "writer: put {k} still failing: {e}");
                     std::thread::sleep(Duration::from_millis(20)); // backoff
                 }
             }
@@ -1405,14 +1247,8 @@ fn a_restart_of_etcd_while_another_client_writes_loses_and_repeats_nothing() {
     // everything 10 s after the writer finished (rather than at the 60 s deadline).
     let mut writer_done_at: Option<Instant> = None;
     drive_checking(&c, Duration::from_secs(60), || {
-        assert!(
-            !writer_failed.load(Ordering::SeqCst),
-            "the writer thread failed"
-        );
-        let finished = writer_thread
-            .borrow()
-            .as_ref()
-            .is_some_and(|t| t.is_finished());
+        assert!(!writer_failed.load(Ordering::SeqCst), "the writer thread failed");
+        let finished = writer_thread.borrow().as_ref().is_some_and(|t| t.is_finished());
         if finished {
             let at = *writer_done_at.get_or_insert_with(Instant::now);
             assert!(
@@ -1425,43 +1261,26 @@ fn a_restart_of_etcd_while_another_client_writes_loses_and_repeats_nothing() {
             );
         }
     });
-    writer_thread
-        .borrow_mut()
-        .take()
-        .expect("writer started")
-        .join()
-        .expect("writer");
+    writer_thread.borrow_mut().take().expect("writer started").join().expect("writer");
     let etcd = restarter.join().expect("restarter");
     assert_eq!(acks.get(), 1);
     let creates = creates.borrow();
-    assert!(
-        creates.len() >= 2,
-        "the watch was re-created after the restart: {creates:?}"
-    );
+    assert!(creates.len() >= 2, "the watch was re-created after the restart: {creates:?}");
 
     // Ground truth: the same range replayed from the same revision by a fresh watch.
     let replay: Rc<RefCell<Vec<Ev>>> = Rc::default();
     let (h, cancelled, acks) = (Handle::default(), Rc::new(Cell::new(false)), Rc::default());
-    let (rp, h2, cd, a, dk) = (
-        replay.clone(),
-        h.clone(),
-        cancelled.clone(),
-        Rc::clone(&acks),
-        done_key.clone(),
-    );
-    h.set(c.watch(
-        p.clone(),
-        WatchOptions::new().prefix(true).start_revision(start),
-        move |r| {
-            assert!(!cd.get(), "callback after cancel returned");
-            let evs = events_of(&r.expect("replay"));
-            let done = evs.iter().any(|e| e.1 == dk);
-            rp.borrow_mut().extend(evs);
-            if done {
-                h2.cancel(&cd, &a);
-            }
-        },
-    ));
+    let (rp, h2, cd, a, dk) =
+        (replay.clone(), h.clone(), cancelled.clone(), Rc::clone(&acks), done_key.clone());
+    h.set(c.watch(p.clone(), WatchOptions::new().prefix(true).start_revision(start), move |r| {
+        assert!(!cd.get(), "callback after cancel returned");
+        let evs = events_of(&r.expect("replay"));
+        let done = evs.iter().any(|e| e.1 == dk);
+        rp.borrow_mut().extend(evs);
+        if done {
+            h2.cancel(&cd, &a);
+        }
+    }));
     drive(&c, Duration::from_secs(20));
     drop(etcd);
 
@@ -1470,10 +1289,7 @@ fn a_restart_of_etcd_while_another_client_writes_loses_and_repeats_nothing() {
     // The replay itself is complete: every key, in order (a retried put may appear twice).
     let mut distinct: Vec<&str> = replay.iter().map(|e| &e.1[p.len()..]).collect();
     distinct.dedup();
-    let want: Vec<String> = (0..600)
-        .map(|i| format!("k{i:04}"))
-        .chain(["done".into()])
-        .collect();
+    let want: Vec<String> = (0..600).map(|i| format!("k{i:04}")).chain(["done".into()]).collect();
     assert_eq!(distinct, want, "the writer's keys, in order");
     assert!(replay.windows(2).all(|w| w[0].3 < w[1].3));
     if *live != *replay {

@@ -86,16 +86,10 @@ mod tests {
 
     #[test]
     fn encode_writes_flag_length_and_message() {
-        let req = RangeRequest {
-            key: Bytes::from_static(b"k"),
-            ..Default::default()
-        };
+        let req = RangeRequest { key: Bytes::from_static(b"k"), ..Default::default() };
         let enc = encode(&req);
         assert_eq!(enc[0], 0);
-        assert_eq!(
-            u32::from_be_bytes(enc[1..5].try_into().unwrap()) as usize,
-            enc.len() - 5
-        );
+        assert_eq!(u32::from_be_bytes(enc[1..5].try_into().unwrap()) as usize, enc.len() - 5);
         let mut d = Decoder::default();
         d.push(&enc);
         let msg = d.next().unwrap().unwrap();

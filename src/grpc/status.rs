@@ -24,10 +24,8 @@ impl Status {
             .ok()
             .and_then(|s| s.trim().parse::<i32>().ok())
             .map_or(Code::Unknown, Code::from_i32);
-        let message = map
-            .get("grpc-message")
-            .map(|m| percent_decode(m.as_bytes()))
-            .unwrap_or_default();
+        let message =
+            map.get("grpc-message").map(|m| percent_decode(m.as_bytes())).unwrap_or_default();
         Some(Status { code, message })
     }
 }
@@ -96,10 +94,7 @@ mod tests {
 
     #[test]
     fn missing_or_odd_status() {
-        assert_eq!(
-            Status::from_headers(&headers(&[("content-type", "application/grpc")])),
-            None
-        );
+        assert_eq!(Status::from_headers(&headers(&[("content-type", "application/grpc")])), None);
         let st = Status::from_headers(&headers(&[("grpc-status", "0")])).unwrap();
         assert_eq!((st.code, st.message.as_str()), (Code::Ok, ""));
         let st = Status::from_headers(&headers(&[("grpc-status", "x")])).unwrap();

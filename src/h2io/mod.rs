@@ -100,12 +100,7 @@ impl Transport {
     ) -> Result<H2Stream, h2::Error> {
         let (response, mut send) = self.send.send_request(request, false)?;
         send.send_data(body, end)?;
-        Ok(H2Stream {
-            response: Some(response),
-            recv: None,
-            send: Some(send),
-            body_done: false,
-        })
+        Ok(H2Stream { response: Some(response), recv: None, send: Some(send), body_done: false })
     }
 }
 
@@ -138,9 +133,7 @@ pub(crate) struct H2Stream {
 
 impl std::fmt::Debug for H2Stream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("H2Stream")
-            .field("body_done", &self.body_done)
-            .finish_non_exhaustive()
+        f.debug_struct("H2Stream").field("body_done", &self.body_done).finish_non_exhaustive()
     }
 }
 

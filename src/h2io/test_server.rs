@@ -48,11 +48,7 @@ impl TestServer {
     pub(crate) fn new() -> TestServer {
         let pipe = Rc::new(RefCell::new(PipeBuffers::default()));
         let hs = Box::pin(server::handshake(Pipe(pipe.clone())));
-        TestServer {
-            pipe,
-            state: State::Handshaking(hs),
-            accepted: Vec::new(),
-        }
+        TestServer { pipe, state: State::Handshaking(hs), accepted: Vec::new() }
     }
 
     /// Moves bytes both ways between `client` and this server, and lets both h2 sides run,
@@ -151,14 +147,9 @@ impl ServerCall {
 
     /// Sends the response headers (status 200, gRPC content type).
     pub(crate) fn headers(&mut self) {
-        let resp = Response::builder()
-            .status(200)
-            .header("content-type", "application/grpc");
+        let resp = Response::builder().status(200).header("content-type", "application/grpc");
         // On a stream the client reset this fails, as a late answer does on a real server.
-        self.stream = self
-            .respond
-            .send_response(resp.body(()).unwrap(), false)
-            .ok();
+        self.stream = self.respond.send_response(resp.body(()).unwrap(), false).ok();
     }
 
     /// Sends one framed message (headers first if not sent yet).

@@ -19,10 +19,7 @@ struct ReadyQueue {
 
 impl ReadyQueue {
     fn push(&self, key: usize) {
-        self.keys
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(key);
+        self.keys.lock().unwrap_or_else(|e| e.into_inner()).push(key);
     }
 }
 
@@ -52,15 +49,8 @@ pub(crate) struct Wakers {
 impl Default for Wakers {
     fn default() -> Self {
         let queue = Arc::new(ReadyQueue::default());
-        let connection = Waker::from(Arc::new(KeyWaker {
-            key: CONNECTION,
-            queue: queue.clone(),
-        }));
-        Wakers {
-            queue,
-            by_key: Vec::new(),
-            connection,
-        }
+        let connection = Waker::from(Arc::new(KeyWaker { key: CONNECTION, queue: queue.clone() }));
+        Wakers { queue, by_key: Vec::new(), connection }
     }
 }
 
@@ -69,10 +59,7 @@ impl Wakers {
     pub(crate) fn for_key(&mut self, key: usize) -> &Waker {
         while self.by_key.len() <= key {
             let k = self.by_key.len();
-            let w = Arc::new(KeyWaker {
-                key: k,
-                queue: self.queue.clone(),
-            });
+            let w = Arc::new(KeyWaker { key: k, queue: self.queue.clone() });
             self.by_key.push(Waker::from(w));
         }
         &self.by_key[key]
@@ -96,12 +83,7 @@ impl Wakers {
 
     /// Whether anything was woken since the last drain.
     pub(crate) fn any_ready(&self) -> bool {
-        !self
-            .queue
-            .keys
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_empty()
+        !self.queue.keys.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
     }
 }
 

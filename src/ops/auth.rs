@@ -29,10 +29,7 @@ impl Client {
         password: impl Into<String>,
         callback: impl FnOnce(Result<AuthenticateResponse, EtcdError>) + 'static,
     ) {
-        let req = AuthenticateRequest {
-            name: user.into(),
-            password: password.into(),
-        };
+        let req = AuthenticateRequest { name: user.into(), password: password.into() };
         let weak = self.downgrade();
         self.call::<auth_rpc::Authenticate>("authenticate", &req, move |res| {
             if let (Ok(resp), Some(client)) = (&res, Client::upgrade(&weak)) {
@@ -140,10 +137,7 @@ impl Client {
         role: impl Into<String>,
         callback: impl FnOnce(Result<AuthUserGrantRoleResponse, EtcdError>) + 'static,
     ) {
-        let req = AuthUserGrantRoleRequest {
-            user: user.into(),
-            role: role.into(),
-        };
+        let req = AuthUserGrantRoleRequest { user: user.into(), role: role.into() };
         self.call::<auth_rpc::UserGrantRole>("user_grant_role", &req, callback);
     }
 
@@ -154,10 +148,7 @@ impl Client {
         role: impl Into<String>,
         callback: impl FnOnce(Result<AuthUserRevokeRoleResponse, EtcdError>) + 'static,
     ) {
-        let req = AuthUserRevokeRoleRequest {
-            name: user.into(),
-            role: role.into(),
-        };
+        let req = AuthUserRevokeRoleRequest { name: user.into(), role: role.into() };
         self.call::<auth_rpc::UserRevokeRole>("user_revoke_role", &req, callback);
     }
 
@@ -209,15 +200,9 @@ impl Client {
         range_end: impl Into<Bytes>,
         callback: impl FnOnce(Result<AuthRoleGrantPermissionResponse, EtcdError>) + 'static,
     ) {
-        let perm = Permission {
-            perm_type: perm as i32,
-            key: key.into(),
-            range_end: range_end.into(),
-        };
-        let req = AuthRoleGrantPermissionRequest {
-            name: role.into(),
-            perm: Some(perm),
-        };
+        let perm =
+            Permission { perm_type: perm as i32, key: key.into(), range_end: range_end.into() };
+        let req = AuthRoleGrantPermissionRequest { name: role.into(), perm: Some(perm) };
         self.call::<auth_rpc::RoleGrantPermission>("role_grant_permission", &req, callback);
     }
 

@@ -54,10 +54,8 @@ impl Client {
         peer_urls: impl IntoIterator<Item = impl Into<String>>,
         callback: impl FnOnce(Result<MemberUpdateResponse, EtcdError>) + 'static,
     ) {
-        let req = MemberUpdateRequest {
-            id,
-            peer_ur_ls: peer_urls.into_iter().map(Into::into).collect(),
-        };
+        let req =
+            MemberUpdateRequest { id, peer_ur_ls: peer_urls.into_iter().map(Into::into).collect() };
         self.call::<cluster_rpc::MemberUpdate>("member_update", &req, callback);
     }
 

@@ -37,17 +37,10 @@ impl Client {
     ) -> Pending {
         if lease <= 0 {
             let msg = "election_campaign needs a lease id > 0";
-            self.fail(
-                EtcdError::invalid(msg, "election_campaign").not_retryable(),
-                callback,
-            );
+            self.fail(EtcdError::invalid(msg, "election_campaign").not_retryable(), callback);
             return Pending::new(self, None);
         }
-        let req = CampaignRequest {
-            name: name.into(),
-            lease,
-            value: value.into(),
-        };
+        let req = CampaignRequest { name: name.into(), lease, value: value.into() };
         self.call_pending::<election_rpc::Campaign>("election_campaign", &req, callback)
     }
 
@@ -61,10 +54,7 @@ impl Client {
         if let Err(e) = check_leader(&leader, "election_proclaim") {
             return self.fail(e, callback);
         }
-        let req = ProclaimRequest {
-            leader: Some(leader),
-            value: value.into(),
-        };
+        let req = ProclaimRequest { leader: Some(leader), value: value.into() };
         self.call::<election_rpc::Proclaim>("election_proclaim", &req, callback);
     }
 
@@ -88,9 +78,7 @@ impl Client {
         if let Err(e) = check_leader(&leader, "election_resign") {
             return self.fail(e, callback);
         }
-        let req = ResignRequest {
-            leader: Some(leader),
-        };
+        let req = ResignRequest { leader: Some(leader) };
         self.call::<election_rpc::Resign>("election_resign", &req, callback);
     }
 

@@ -39,16 +39,8 @@ impl KeyRange {
         if !(self.prefix || self.from_key) {
             return (key, Bytes::new());
         }
-        let end = if self.from_key {
-            Bytes::from_static(b"\0")
-        } else {
-            prefix_range_end(&key)
-        };
-        let key = if key.is_empty() {
-            Bytes::from_static(b"\0")
-        } else {
-            key
-        };
+        let end = if self.from_key { Bytes::from_static(b"\0") } else { prefix_range_end(&key) };
+        let key = if key.is_empty() { Bytes::from_static(b"\0") } else { key };
         (key, end)
     }
 }
@@ -161,11 +153,7 @@ impl GetOptions {
     /// The request for `key`.
     pub(crate) fn request(self, key: Bytes) -> pb::RangeRequest {
         let (key, range_end) = self.range.resolve(key);
-        pb::RangeRequest {
-            key,
-            range_end,
-            ..self.req
-        }
+        pb::RangeRequest { key, range_end, ..self.req }
     }
 }
 
@@ -207,11 +195,7 @@ impl PutOptions {
 
     /// The request for `key` = `value`.
     pub(crate) fn request(self, key: Bytes, value: Bytes) -> pb::PutRequest {
-        pb::PutRequest {
-            key,
-            value,
-            ..self.req
-        }
+        pb::PutRequest { key, value, ..self.req }
     }
 }
 
@@ -239,11 +223,7 @@ impl DeleteOptions {
     /// The request for `key`.
     pub(crate) fn request(self, key: Bytes) -> pb::DeleteRangeRequest {
         let (key, range_end) = self.range.resolve(key);
-        pb::DeleteRangeRequest {
-            key,
-            range_end,
-            prev_kv: self.prev_kv,
-        }
+        pb::DeleteRangeRequest { key, range_end, prev_kv: self.prev_kv }
     }
 }
 
@@ -316,10 +296,7 @@ impl Client {
         options: CompactOptions,
         callback: impl FnOnce(Result<pb::CompactionResponse, EtcdError>) + 'static,
     ) {
-        let req = pb::CompactionRequest {
-            revision,
-            physical: options.physical,
-        };
+        let req = pb::CompactionRequest { revision, physical: options.physical };
         self.call::<kv_rpc::Compact>("compact", &req, callback);
     }
 }
@@ -344,19 +321,9 @@ mod tests {
             let (k, e) = range.resolve(Bytes::from_static(key));
             (k.to_vec(), e.to_vec())
         };
-        let prefix = KeyRange {
-            prefix: true,
-            ..Default::default()
-        };
-        let from = KeyRange {
-            from_key: true,
-            ..Default::default()
-        };
-        let explicit = KeyRange {
-            prefix: true,
-            range_end: Some("z".into()),
-            ..Default::default()
-        };
+        let prefix = KeyRange { prefix: true, ..Default::default() };
+        let from = KeyRange { from_key: true, ..Default::default() };
+        let explicit = KeyRange { prefix: true, range_end: Some("z".into()), ..Default::default() };
         assert_eq!(r(KeyRange::default(), b"k"), (b"k".to_vec(), vec![]));
         assert_eq!(r(prefix.clone(), b"k/"), (b"k/".to_vec(), b"k0".to_vec()));
         assert_eq!(r(prefix.clone(), b""), (b"\0".to_vec(), b"\0".to_vec()));
@@ -381,10 +348,7 @@ mod tests {
             .min_create_revision(3)
             .max_create_revision(4)
             .request(Bytes::from_static(b"k"));
-        assert_eq!(
-            (req.limit, req.revision, req.keys_only, req.count_only),
-            (5, 7, true, true)
-        );
+        assert_eq!((req.limit, req.revision, req.keys_only, req.count_only), (5, 7, true, true));
         assert!(req.serializable);
         assert_eq!(req.sort_order, SortOrder::Descend as i32);
         assert_eq!(req.sort_target, SortTarget::Mod as i32);
@@ -397,15 +361,8 @@ mod tests {
             ),
             (1, 2, 3, 4)
         );
-        let put = PutOptions::new()
-            .lease(9)
-            .prev_kv(true)
-            .ignore_value(true)
-            .ignore_lease(true);
+        let put = PutOptions::new().lease(9).prev_kv(true).ignore_value(true).ignore_lease(true);
         let p = put.request("k".into(), "v".into());
-        assert_eq!(
-            (p.lease, p.prev_kv, p.ignore_value, p.ignore_lease),
-            (9, true, true, true)
-        );
+        assert_eq!((p.lease, p.prev_kv, p.ignore_value, p.ignore_lease), (9, true, true, true));
     }
 }

@@ -39,10 +39,7 @@ impl Client {
         options: LeaseGrantOptions,
         callback: impl FnOnce(Result<LeaseGrantResponse, EtcdError>) + 'static,
     ) {
-        let req = LeaseGrantRequest {
-            ttl,
-            id: options.id,
-        };
+        let req = LeaseGrantRequest { ttl, id: options.id };
         self.call::<lease_rpc::LeaseGrant>("lease_grant", &req, callback);
     }
 

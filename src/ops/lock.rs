@@ -26,10 +26,7 @@ impl Client {
             self.fail(err, callback);
             return Pending::new(self, None);
         }
-        let req = LockRequest {
-            name: name.into(),
-            lease,
-        };
+        let req = LockRequest { name: name.into(), lease };
         self.call_pending::<lock_rpc::Lock>("lock", &req, callback)
     }
 

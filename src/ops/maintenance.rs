@@ -24,11 +24,7 @@ impl Client {
         alarm: AlarmType,
         callback: impl FnOnce(Result<AlarmResponse, EtcdError>) + 'static,
     ) {
-        let req = AlarmRequest {
-            action: action as i32,
-            member_id,
-            alarm: alarm as i32,
-        };
+        let req = AlarmRequest { action: action as i32, member_id, alarm: alarm as i32 };
         self.call::<maintenance_rpc::Alarm>("alarm", &req, callback);
     }
 

@@ -89,23 +89,17 @@ impl TxnOp {
 
     /// A get; its result is a [`TxnOpResponse::ResponseRange`].
     pub fn get(key: impl Into<Bytes>, options: GetOptions) -> Self {
-        Self::of(request_op::Request::RequestRange(
-            options.request(key.into()),
-        ))
+        Self::of(request_op::Request::RequestRange(options.request(key.into())))
     }
 
     /// A put; its result is a [`TxnOpResponse::ResponsePut`].
     pub fn put(key: impl Into<Bytes>, value: impl Into<Bytes>, options: PutOptions) -> Self {
-        Self::of(request_op::Request::RequestPut(
-            options.request(key.into(), value.into()),
-        ))
+        Self::of(request_op::Request::RequestPut(options.request(key.into(), value.into())))
     }
 
     /// A delete; its result is a [`TxnOpResponse::ResponseDeleteRange`].
     pub fn delete(key: impl Into<Bytes>, options: DeleteOptions) -> Self {
-        Self::of(request_op::Request::RequestDeleteRange(
-            options.request(key.into()),
-        ))
+        Self::of(request_op::Request::RequestDeleteRange(options.request(key.into())))
     }
 
     /// A nested transaction; its result is a [`TxnOpResponse::ResponseTxn`].
@@ -179,9 +173,7 @@ mod tests {
         assert_eq!(c.target_union, Some(compare::TargetUnion::ModRevision(5)));
         let c = Compare::value("", CompareOp::NotEqual, "x").with_prefix().0;
         assert_eq!((&c.key[..], &c.range_end[..]), (&b"\0"[..], &b"\0"[..]));
-        let c = Compare::lease("a", CompareOp::Greater, 0)
-            .with_range_end("b")
-            .0;
+        let c = Compare::lease("a", CompareOp::Greater, 0).with_range_end("b").0;
         assert_eq!(&c.range_end[..], b"b");
     }
 
@@ -193,13 +185,7 @@ mod tests {
             .and_then([TxnOp::txn(inner.clone())])
             .or_else([TxnOp::get("k", GetOptions::new())]);
         assert_eq!(t.0.compare.len(), 1);
-        assert_eq!(
-            t.0.success[0].request,
-            Some(request_op::Request::RequestTxn(inner.0))
-        );
-        assert!(matches!(
-            t.0.failure[0].request,
-            Some(request_op::Request::RequestRange(_))
-        ));
+        assert_eq!(t.0.success[0].request, Some(request_op::Request::RequestTxn(inner.0)));
+        assert!(matches!(t.0.failure[0].request, Some(request_op::Request::RequestRange(_))));
     }
 }

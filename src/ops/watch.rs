@@ -79,11 +79,7 @@ impl WatchOptions {
     /// The create request for `key`.
     pub(crate) fn request(self, key: Bytes) -> WatchCreateRequest {
         let (key, range_end) = self.range.resolve(key);
-        WatchCreateRequest {
-            key,
-            range_end,
-            ..self.req
-        }
+        WatchCreateRequest { key, range_end, ..self.req }
     }
 }
 

@@ -103,10 +103,9 @@ impl Reader {
                     Step::Finished(Err((Code::Internal, "trailers without grpc-status".into())))
                 }
             },
-            StreamEvent::End => Step::Finished(Err((
-                Code::Internal,
-                "stream ended without grpc-status".into(),
-            ))),
+            StreamEvent::End => {
+                Step::Finished(Err((Code::Internal, "stream ended without grpc-status".into())))
+            }
             StreamEvent::Failed(e) => Step::Finished(Err(h2_error(&e))),
         }
     }
@@ -193,10 +192,7 @@ mod tests {
     #[test]
     fn a_normal_response_yields_its_message_then_ok() {
         let mut r = Reader::default();
-        assert_eq!(
-            r.apply(StreamEvent::Headers(parts(200, &[]), false)),
-            Step::Continue
-        );
+        assert_eq!(r.apply(StreamEvent::Headers(parts(200, &[]), false)), Step::Continue);
         assert_eq!(
             r.apply(StreamEvent::Data(Bytes::from_static(&[0, 0, 0, 0, 2, 8]))),
             Step::Continue
@@ -213,17 +209,11 @@ mod tests {
         let mut r = Reader::default();
         let h = parts(
             200,
-            &[
-                ("grpc-status", "3"),
-                ("grpc-message", "etcdserver%3A key is not provided"),
-            ],
+            &[("grpc-status", "3"), ("grpc-message", "etcdserver%3A key is not provided")],
         );
         assert_eq!(
             r.apply(StreamEvent::Headers(h, true)),
-            Step::Finished(Err((
-                Code::InvalidArgument,
-                "etcdserver: key is not provided".into()
-            )))
+            Step::Finished(Err((Code::InvalidArgument, "etcdserver: key is not provided".into())))
         );
     }
 
@@ -241,14 +231,8 @@ mod tests {
         ));
         let mut r = Reader::default();
         r.apply(StreamEvent::Data(Bytes::from_static(&[0, 0, 0, 0, 9, 1])));
-        assert!(matches!(
-            r.apply(trailers("0", "")),
-            Step::Finished(Err((Code::Internal, _)))
-        ));
+        assert!(matches!(r.apply(trailers("0", "")), Step::Finished(Err((Code::Internal, _)))));
         let mut r = Reader::default();
-        assert!(matches!(
-            r.apply(StreamEvent::End),
-            Step::Finished(Err((Code::Internal, _)))
-        ));
+        assert!(matches!(r.apply(StreamEvent::End), Step::Finished(Err((Code::Internal, _)))));
     }
 }

@@ -82,18 +82,13 @@ impl Keepalives {
 
     /// The queued renewals, framed.
     pub(crate) fn take_outbox(&mut self) -> Bytes {
-        let requests: Vec<LeaseKeepAliveRequest> = self
-            .outbox
-            .drain(..)
-            .map(|id| LeaseKeepAliveRequest { id })
-            .collect();
+        let requests: Vec<LeaseKeepAliveRequest> =
+            self.outbox.drain(..).map(|id| LeaseKeepAliveRequest { id }).collect();
         encode(&requests)
     }
 
     fn get_mut(&mut self, key: KeepaliveKey) -> Option<&mut Entry> {
-        self.entries
-            .get_mut(key.index)
-            .filter(|e| e.generation == key.generation)
+        self.entries.get_mut(key.index).filter(|e| e.generation == key.generation)
     }
 
     fn remove(&mut self, index: usize) -> Entry {
@@ -110,9 +105,7 @@ impl Keepalives {
     /// Queues a renewal of entry `index`'s lease (once, however many keepalives share it).
     fn request(&mut self, index: usize) {
         let lease = self.entries[index].lease;
-        let already = self.by_lease[&lease]
-            .iter()
-            .any(|&i| self.entries[i].awaiting);
+        let already = self.by_lease[&lease].iter().any(|&i| self.entries[i].awaiting);
         self.entries[index].awaiting = true;
         if !already {
             self.outbox.push(lease);
@@ -191,14 +184,8 @@ impl Session {
             if let Some(timer) = e.timer.take() {
                 self.timers.cancel(timer);
             }
-            let key = KeepaliveKey {
-                index,
-                generation: e.generation,
-            };
-            out.push((
-                key,
-                Err(EtcdError::new(Code::Cancelled, reason, "keepalive")),
-            ));
+            let key = KeepaliveKey { index, generation: e.generation };
+            out.push((key, Err(EtcdError::new(Code::Cancelled, reason, "keepalive"))));
         }
         self.keepalive_lost();
         out
@@ -207,13 +194,8 @@ impl Session {
     /// The stream is being opened: every live lease is renewed at once.
     pub(super) fn keepalive_opened(&mut self) -> Bytes {
         self.keepalives.stream_open = true;
-        let live: Vec<usize> = self
-            .keepalives
-            .entries
-            .iter()
-            .filter(|(_, e)| !e.ended)
-            .map(|(i, _)| i)
-            .collect();
+        let live: Vec<usize> =
+            self.keepalives.entries.iter().filter(|(_, e)| !e.ended).map(|(i, _)| i).collect();
         for index in live {
             if let Some(timer) = self.keepalives.entries[index].timer.take() {
                 self.timers.cancel(timer);
@@ -247,10 +229,7 @@ impl Session {
                 continue;
             }
             entry.awaiting = false;
-            let key = KeepaliveKey {
-                index,
-                generation: entry.generation,
-            };
+            let key = KeepaliveKey { index, generation: entry.generation };
             let item = if resp.ttl <= 0 {
                 entry.ended = true;
                 let msg = format!("lease {:x} expired or was revoked", resp.id);

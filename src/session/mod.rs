@@ -196,15 +196,10 @@ impl Session {
             return None;
         }
         self.now = now;
-        let kind = CallKind::Unary {
-            done,
-            response: None,
-        };
+        let kind = CallKind::Unary { done, response: None };
         let key = self.queue_call(path, operation, kind, body);
         if timed {
-            let deadline = self
-                .timers
-                .insert(now + self.cfg.timeout, Timer::Deadline(key));
+            let deadline = self.timers.insert(now + self.cfg.timeout, Timer::Deadline(key));
             self.calls[key.index].deadline = Some(deadline);
         }
         self.unary_calls += 1;
@@ -214,10 +209,7 @@ impl Session {
     /// Abandons a pending unary call: its completion gets `CANCELLED` on the next turn and
     /// its stream is reset. A call that already ended is left alone.
     pub(crate) fn cancel_call(&mut self, key: CallKey) {
-        if self
-            .call_mut(key)
-            .is_some_and(|c| matches!(c.kind, CallKind::Unary { .. }))
-        {
+        if self.call_mut(key).is_some_and(|c| matches!(c.kind, CallKind::Unary { .. })) {
             let msg = "cancelled by the caller".to_string();
             self.finish(key.index, Err((Code::Cancelled, msg)));
         }
@@ -255,8 +247,7 @@ impl Session {
 
     /// Hands `result` to `done` on the next turn (never synchronously).
     pub(crate) fn complete_soon(&mut self, done: Completion, result: Result<Bytes, EtcdError>) {
-        self.events
-            .push_back(Event::Call(Completed { done, result }));
+        self.events.push_back(Event::Call(Completed { done, result }));
     }
 
     /// The token sent as `token` metadata from now on (`None`: none). Running streams keep
@@ -370,18 +361,13 @@ impl Session {
         }
         // Keys of calls that ended while queued (deadline, failed connect) are dropped here.
         let calls = &self.calls;
-        self.queued.retain(|k| {
-            calls
-                .get(k.index)
-                .is_some_and(|c| c.generation == k.generation)
-        });
+        self.queued.retain(|k| calls.get(k.index).is_some_and(|c| c.generation == k.generation));
         if self.queued.is_empty() {
             return None;
         }
-        let timer = self.timers.insert(
-            now + self.cfg.connect_timeout,
-            Timer::Connect(self.link_generation),
-        );
+        let timer = self
+            .timers
+            .insert(now + self.cfg.connect_timeout, Timer::Connect(self.link_generation));
         self.link = Link::Connecting(timer);
         Some(self.cfg.endpoints[self.endpoint].clone())
     }
@@ -465,11 +451,7 @@ impl Session {
         self.queued.clear();
         out.extend(self.watches.close(reason).into_iter().map(Event::Watch));
         self.close_shared_if_unused(Shared::Watch);
-        out.extend(
-            self.close_keepalives(reason)
-                .into_iter()
-                .map(Event::Keepalive),
-        );
+        out.extend(self.close_keepalives(reason).into_iter().map(Event::Keepalive));
         self.close_shared_if_unused(Shared::Keepalive);
         out.extend(self.close_observes(reason).into_iter().map(Event::Observe));
         if let Link::Connecting(timer) = std::mem::replace(&mut self.link, Link::Down) {
@@ -483,9 +465,7 @@ impl Session {
     // ===== internals =====
 
     fn call_mut(&mut self, key: CallKey) -> Option<&mut Call> {
-        self.calls
-            .get_mut(key.index)
-            .filter(|c| c.generation == key.generation)
+        self.calls.get_mut(key.index).filter(|c| c.generation == key.generation)
     }
 
     /// Polls the connection; if it ended, delivers what its streams had already received,
@@ -521,10 +501,7 @@ impl Session {
             if !matches!(self.link, Link::Up(_)) {
                 return;
             }
-            let Some(call) = self
-                .calls
-                .get(key.index)
-                .filter(|c| c.generation == key.generation)
+            let Some(call) = self.calls.get(key.index).filter(|c| c.generation == key.generation)
             else {
                 self.queued.pop_front();
                 continue;
@@ -551,11 +528,8 @@ impl Session {
                 Some(kind) => (self.shared_opened(kind), false),
                 None => (body, true),
             };
-            let request = build_request(
-                &self.cfg.endpoints[self.endpoint],
-                path,
-                self.cfg.token.as_ref(),
-            );
+            let request =
+                build_request(&self.cfg.endpoints[self.endpoint], path, self.cfg.token.as_ref());
             let Link::Up(t) = &mut self.link else { return };
             match t.open(request, body, end) {
                 Ok(stream) => {
@@ -632,8 +606,7 @@ impl Session {
             }),
             Err((code, msg)) => Err(EtcdError::new(code, msg, call.operation)),
         };
-        self.events
-            .push_back(Event::Call(Completed { done, result }));
+        self.events.push_back(Event::Call(Completed { done, result }));
     }
 
     fn expire(&mut self, key: CallKey) {

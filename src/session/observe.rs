@@ -64,9 +64,7 @@ impl Observes {
     }
 
     fn get_mut(&mut self, key: ObserveKey) -> Option<&mut Entry> {
-        self.entries
-            .get_mut(key.index)
-            .filter(|e| e.generation == key.generation)
+        self.entries.get_mut(key.index).filter(|e| e.generation == key.generation)
     }
 }
 
@@ -111,11 +109,7 @@ impl Session {
 
     fn drop_observe_stream(&mut self, entry: &Entry) {
         if let Some(call) = entry.call {
-            if self
-                .calls
-                .get(call.index)
-                .is_some_and(|c| c.generation == call.generation)
-            {
+            if self.calls.get(call.index).is_some_and(|c| c.generation == call.generation) {
                 if let CallState::Open(stream, _) = self.calls.remove(call.index).state {
                     stream.cancel();
                 }
@@ -151,12 +145,8 @@ impl Session {
         msgs: Vec<Bytes>,
     ) -> Result<(), (Code, String)> {
         for m in msgs {
-            let resp = LeaderResponse::decode(m).map_err(|e| {
-                (
-                    Code::Internal,
-                    format!("cannot decode a leader response: {e}"),
-                )
-            })?;
+            let resp = LeaderResponse::decode(m)
+                .map_err(|e| (Code::Internal, format!("cannot decode a leader response: {e}")))?;
             let Some(entry) = self.observes.get_mut(key) else {
                 return Ok(());
             };
@@ -209,10 +199,7 @@ impl Session {
             .entries
             .iter()
             .filter(|(_, e)| !e.ended)
-            .map(|(index, e)| ObserveKey {
-                index,
-                generation: e.generation,
-            })
+            .map(|(index, e)| ObserveKey { index, generation: e.generation })
             .collect();
         for key in live {
             let entry = &mut self.observes.entries[key.index];
@@ -222,11 +209,7 @@ impl Session {
                 self.timers.cancel(timer);
             }
             if let Some(call) = call {
-                if self
-                    .calls
-                    .get(call.index)
-                    .is_some_and(|c| c.generation == call.generation)
-                {
+                if self.calls.get(call.index).is_some_and(|c| c.generation == call.generation) {
                     self.calls.remove(call.index);
                 }
             }

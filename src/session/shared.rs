@@ -146,11 +146,7 @@ impl Session {
         stream.attempts = 0;
         match std::mem::take(&mut stream.state) {
             State::Call(key) => {
-                if self
-                    .calls
-                    .get(key.index)
-                    .is_some_and(|c| c.generation == key.generation)
-                {
+                if self.calls.get(key.index).is_some_and(|c| c.generation == key.generation) {
                     if let CallState::Open(stream, _) = self.calls.remove(key.index).state {
                         stream.cancel();
                     }
@@ -216,10 +212,7 @@ impl Session {
         msgs: Vec<Bytes>,
     ) -> Result<(), (Code, String)> {
         let undecodable = |e: prost::DecodeError| {
-            (
-                Code::Internal,
-                format!("cannot decode a {kind:?} response: {e}"),
-            )
+            (Code::Internal, format!("cannot decode a {kind:?} response: {e}"))
         };
         for m in msgs {
             match kind {

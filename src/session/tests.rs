@@ -37,10 +37,7 @@ impl World {
     }
 
     fn start(&mut self, id: u32, key: &'static str) {
-        let body = codec::encode(&RangeRequest {
-            key: key.into(),
-            ..Default::default()
-        });
+        let body = codec::encode(&RangeRequest { key: key.into(), ..Default::default() });
         self.start_raw(id, body);
     }
 
@@ -53,10 +50,7 @@ impl World {
     /// Drives the session until it asks to connect, and connects it.
     fn connect(&mut self) -> Authority {
         self.s.drive();
-        let ep = self
-            .s
-            .poll_connect(self.t0)
-            .expect("a connection is wanted");
+        let ep = self.s.poll_connect(self.t0).expect("a connection is wanted");
         self.s.handle_connected();
         ep
     }
@@ -86,15 +80,8 @@ impl World {
 }
 
 fn response(revision: i64) -> Bytes {
-    let header = ResponseHeader {
-        revision,
-        ..Default::default()
-    };
-    codec::encode(&RangeResponse {
-        header: Some(header),
-        count: 1,
-        ..Default::default()
-    })
+    let header = ResponseHeader { revision, ..Default::default() };
+    codec::encode(&RangeResponse { header: Some(header), count: 1, ..Default::default() })
 }
 
 fn decoded(r: &Result<Bytes, EtcdError>) -> RangeResponse {
@@ -110,10 +97,7 @@ fn request_key(call: &mut ServerCall) -> Bytes {
 fn a_unary_call_round_trips_with_grpc_headers() {
     let mut w = World::new(&["127.0.0.1:2379"]);
     w.start(1, "k");
-    assert!(
-        w.collect().is_empty(),
-        "nothing completes before the server answers"
-    );
+    assert!(w.collect().is_empty(), "nothing completes before the server answers");
     assert_eq!(w.connect().as_str(), "127.0.0.1:2379");
     w.pump();
     let mut calls = w.server.take_calls();
@@ -141,10 +125,7 @@ fn calls_queued_before_the_connection_go_out_in_order_on_one_connection() {
         w.start(i as u32, k);
     }
     w.connect();
-    assert!(
-        w.s.poll_connect(w.t0).is_none(),
-        "one connection for every call"
-    );
+    assert!(w.s.poll_connect(w.t0).is_none(), "one connection for every call");
     w.pump();
     let mut calls = w.server.take_calls();
     let seen: Vec<Bytes> = calls.iter_mut().map(request_key).collect();
@@ -158,10 +139,7 @@ fn calls_queued_before_the_connection_go_out_in_order_on_one_connection() {
     done.sort_by_key(|d| d.0);
     assert_eq!(done.len(), 100);
     for (i, (id, r)) in done.iter().enumerate() {
-        assert_eq!(
-            (*id as usize, decoded(r).header.unwrap().revision),
-            (i, i as i64)
-        );
+        assert_eq!((*id as usize, decoded(r).header.unwrap().revision), (i, i as i64));
     }
 }
 
@@ -184,10 +162,7 @@ fn the_deadline_fires_exactly_at_the_timeout_and_resets_the_stream() {
     let done = w.collect();
     assert_eq!(done.len(), 1);
     let err = done[0].1.clone().unwrap_err();
-    assert_eq!(
-        (err.code(), err.operation()),
-        (Code::DeadlineExceeded, "get")
-    );
+    assert_eq!((err.code(), err.operation()), (Code::DeadlineExceeded, "get"));
     assert!(err.is_retryable());
     // The late answer is dropped: nothing is delivered twice.
     w.pump();
@@ -219,10 +194,7 @@ fn a_call_waiting_for_a_connection_that_never_comes_still_times_out() {
     w.s.handle_timeout(w.at(1999));
     assert!(w.collect().is_empty());
     w.s.handle_timeout(w.at(2000));
-    assert_eq!(
-        w.collect()[0].1.clone().unwrap_err().code(),
-        Code::DeadlineExceeded
-    );
+    assert_eq!(w.collect()[0].1.clone().unwrap_err().code(), Code::DeadlineExceeded);
     assert!(w.s.is_idle());
 }
 
@@ -246,10 +218,7 @@ fn statuses_from_trailers_and_trailers_only_headers() {
         (Code::NotFound, "etcdserver: requested lease not found")
     );
     let e2 = done[1].1.clone().unwrap_err();
-    assert_eq!(
-        (e2.code(), e2.message()),
-        (Code::Unavailable, "etcdserver: no leader")
-    );
+    assert_eq!((e2.code(), e2.message()), (Code::Unavailable, "etcdserver: no leader"));
 }
 
 #[test]
@@ -310,10 +279,7 @@ fn a_failed_connect_fails_the_queued_calls_and_rotates() {
     let e = w.collect()[0].1.clone().unwrap_err();
     assert_eq!(e.code(), Code::Unavailable);
     assert!(e.is_retryable() && e.message().contains("refused"), "{e}");
-    assert!(
-        w.s.poll_connect(w.t0).is_none(),
-        "nothing left to connect for"
-    );
+    assert!(w.s.poll_connect(w.t0).is_none(), "nothing left to connect for");
     w.start(2, "b");
     w.s.drive();
     assert_eq!(w.s.poll_connect(w.t0).unwrap().as_str(), "127.0.0.1:22379");
@@ -337,10 +303,7 @@ fn a_connect_that_hangs_times_out_and_rotates() {
     assert!(!w.s.wants_socket());
     w.start(2, "b");
     w.s.drive();
-    assert_eq!(
-        w.s.poll_connect(w.at(3000)).unwrap().as_str(),
-        "127.0.0.1:22379"
-    );
+    assert_eq!(w.s.poll_connect(w.at(3000)).unwrap().as_str(), "127.0.0.1:22379");
 }
 
 #[test]
@@ -358,11 +321,7 @@ fn a_response_read_together_with_the_end_of_input_is_delivered() {
     w.s.handle_eof();
     w.s.drive();
     let done = w.collect();
-    assert_eq!(
-        decoded(&done[0].1).header.unwrap().revision,
-        9,
-        "not failed as UNAVAILABLE"
-    );
+    assert_eq!(decoded(&done[0].1).header.unwrap().revision, 9, "not failed as UNAVAILABLE");
 }
 
 #[test]
@@ -377,11 +336,7 @@ fn end_of_input_from_the_server_ends_the_link() {
     let e = w.collect()[0].1.clone().unwrap_err();
     assert_eq!(e.code(), Code::Unavailable);
     assert!(e.message().contains("closed"), "{e}");
-    assert_ne!(
-        w.s.link_generation(),
-        generation,
-        "the reactor drops the old socket"
-    );
+    assert_ne!(w.s.link_generation(), generation, "the reactor drops the old socket");
 }
 
 #[test]
@@ -389,16 +344,10 @@ fn an_oversized_request_fails_on_the_next_turn_and_is_never_queued() {
     let mut w = World::new(&["127.0.0.1:2379"]);
     w.start_raw(
         1,
-        codec::encode(&RangeRequest {
-            key: vec![b'x'; 1001].into(),
-            ..Default::default()
-        }),
+        codec::encode(&RangeRequest { key: vec![b'x'; 1001].into(), ..Default::default() }),
     );
     w.s.drive();
-    assert!(
-        w.s.poll_connect(w.t0).is_none(),
-        "nothing to send, so no connection"
-    );
+    assert!(w.s.poll_connect(w.t0).is_none(), "nothing to send, so no connection");
     let e = w.collect()[0].1.clone().unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(w.s.is_idle());
@@ -413,16 +362,13 @@ type KaSeen = Rc<RefCell<Vec<Result<LeaseKeepAliveResponse, EtcdError>>>>;
 impl World {
     fn keepalive(&mut self, lease: i64, seen: &KaSeen) -> KeepaliveKey {
         let seen = seen.clone();
-        self.s
-            .keepalive(lease, Box::new(move |r| seen.borrow_mut().push(r)))
+        self.s.keepalive(lease, Box::new(move |r| seen.borrow_mut().push(r)))
     }
 
     /// Runs keepalive deliveries the way the client does.
     fn run_keepalives(&mut self) {
         while let Some(event) = self.s.poll_event() {
-            let Event::Keepalive((key, item)) = event else {
-                panic!("unexpected event")
-            };
+            let Event::Keepalive((key, item)) = event else { panic!("unexpected event") };
             if let Some(mut cb) = self.s.take_keepalive_callback(key) {
                 cb(item);
                 self.s.restore_keepalive_callback(key, cb);
@@ -437,22 +383,14 @@ fn renewals(call: &mut ServerCall) -> Vec<i64> {
     let mut ids = Vec::new();
     while bytes.len() >= 5 {
         let len = u32::from_be_bytes(bytes[1..5].try_into().unwrap()) as usize;
-        ids.push(
-            LeaseKeepAliveRequest::decode(&bytes[5..5 + len])
-                .unwrap()
-                .id,
-        );
+        ids.push(LeaseKeepAliveRequest::decode(&bytes[5..5 + len]).unwrap().id);
         bytes = &bytes[5 + len..];
     }
     ids
 }
 
 fn ka_response(id: i64, ttl: i64) -> Bytes {
-    codec::encode(&LeaseKeepAliveResponse {
-        id,
-        ttl,
-        ..Default::default()
-    })
+    codec::encode(&LeaseKeepAliveResponse { id, ttl, ..Default::default() })
 }
 
 #[test]
@@ -466,11 +404,7 @@ fn keepalives_renew_at_a_third_of_the_ttl_and_share_one_request_per_lease() {
     let mut calls = w.server.take_calls();
     assert_eq!(calls.len(), 1, "one stream for every keepalive");
     assert_eq!(calls[0].path, "/etcdserverpb.Lease/LeaseKeepAlive");
-    assert_eq!(
-        renewals(&mut calls[0]),
-        [7],
-        "one renewal for both keepalives of lease 7"
-    );
+    assert_eq!(renewals(&mut calls[0]), [7], "one renewal for both keepalives of lease 7");
     calls[0].message(ka_response(7, 3));
     w.pump();
     w.run_keepalives();

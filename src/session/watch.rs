@@ -113,9 +113,9 @@ impl WatchHub {
             self.by_id.remove(&id);
             // etcd acknowledges the cancel with this id: it is then known, not unknown.
             self.cancelled_ids.insert(id);
-            self.push(watch_request::RequestUnion::CancelRequest(
-                WatchCancelRequest { watch_id: id },
-            ));
+            self.push(watch_request::RequestUnion::CancelRequest(WatchCancelRequest {
+                watch_id: id,
+            }));
         }
         self.entries.remove(key.index);
         true
@@ -125,9 +125,7 @@ impl WatchHub {
     /// reply reaches every active watch).
     pub(crate) fn request_progress(&mut self) {
         if self.stream_open {
-            self.push(watch_request::RequestUnion::ProgressRequest(
-                WatchProgressRequest {},
-            ));
+            self.push(watch_request::RequestUnion::ProgressRequest(WatchProgressRequest {}));
         }
     }
 
@@ -148,10 +146,7 @@ impl WatchHub {
             .entries
             .iter()
             .filter(|(_, e)| !e.ended)
-            .map(|(index, e)| WatchKey {
-                index,
-                generation: e.generation,
-            })
+            .map(|(index, e)| WatchKey { index, generation: e.generation })
             .collect();
         for key in keys {
             self.send_create(key);
@@ -190,13 +185,7 @@ impl WatchHub {
             // A reply to request_progress(): for every active watch, moving nothing.
             for (index, e) in self.entries.iter() {
                 if matches!(e.state, State::Active(_)) && !e.ended {
-                    out.push((
-                        WatchKey {
-                            index,
-                            generation: e.generation,
-                        },
-                        Ok(resp.clone()),
-                    ));
+                    out.push((WatchKey { index, generation: e.generation }, Ok(resp.clone())));
                 }
             }
             return;
@@ -204,10 +193,7 @@ impl WatchHub {
         let Some(&index) = self.by_id.get(&resp.watch_id) else {
             return self.cancel_unknown(resp.watch_id);
         };
-        let key = WatchKey {
-            index,
-            generation: self.entries[index].generation,
-        };
+        let key = WatchKey { index, generation: self.entries[index].generation };
         if resp.canceled {
             self.by_id.remove(&resp.watch_id);
             return self.end(key, cancel_error(&resp), out);
@@ -241,17 +227,10 @@ impl WatchHub {
             .entries
             .iter()
             .filter(|(_, e)| !e.ended)
-            .map(|(index, e)| WatchKey {
-                index,
-                generation: e.generation,
-            })
+            .map(|(index, e)| WatchKey { index, generation: e.generation })
             .collect();
         for key in live {
-            self.end(
-                key,
-                EtcdError::new(Code::Cancelled, reason, "watch"),
-                &mut out,
-            );
+            self.end(key, EtcdError::new(Code::Cancelled, reason, "watch"), &mut out);
         }
         self.on_stream_lost();
         out
@@ -260,21 +239,15 @@ impl WatchHub {
     // ===== internals =====
 
     fn get(&self, key: WatchKey) -> Option<&Entry> {
-        self.entries
-            .get(key.index)
-            .filter(|e| e.generation == key.generation)
+        self.entries.get(key.index).filter(|e| e.generation == key.generation)
     }
 
     fn get_mut(&mut self, key: WatchKey) -> Option<&mut Entry> {
-        self.entries
-            .get_mut(key.index)
-            .filter(|e| e.generation == key.generation)
+        self.entries.get_mut(key.index).filter(|e| e.generation == key.generation)
     }
 
     fn push(&mut self, request: watch_request::RequestUnion) {
-        self.outbox.push(WatchRequest {
-            request_union: Some(request),
-        });
+        self.outbox.push(WatchRequest { request_union: Some(request) });
     }
 
     fn send_create(&mut self, key: WatchKey) {
@@ -335,8 +308,7 @@ impl WatchHub {
             return;
         }
         let next_rev = entry.next_rev;
-        resp.events
-            .retain(|ev| ev.kv.as_ref().is_some_and(|kv| kv.mod_revision >= next_rev));
+        resp.events.retain(|ev| ev.kv.as_ref().is_some_and(|kv| kv.mod_revision >= next_rev));
         let Some(last) = resp.events.last().and_then(|ev| ev.kv.as_ref()) else {
             return; // every event was a repeat of one already delivered
         };
@@ -354,9 +326,7 @@ impl WatchHub {
 
     fn cancel_unknown(&mut self, watch_id: i64) {
         if watch_id >= 0 && self.cancelled_ids.insert(watch_id) {
-            self.push(watch_request::RequestUnion::CancelRequest(
-                WatchCancelRequest { watch_id },
-            ));
+            self.push(watch_request::RequestUnion::CancelRequest(WatchCancelRequest { watch_id }));
         }
     }
 }
@@ -376,11 +346,8 @@ fn cancel_error(resp: &WatchResponse) -> EtcdError {
     } else {
         &resp.cancel_reason
     };
-    let code = if reason.contains("permission denied") {
-        Code::PermissionDenied
-    } else {
-        Code::Cancelled
-    };
+    let code =
+        if reason.contains("permission denied") { Code::PermissionDenied } else { Code::Cancelled };
     EtcdError::new(code, reason, "watch")
 }
 

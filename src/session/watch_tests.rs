@@ -9,11 +9,7 @@ use std::rc::Rc;
 type Seen = Rc<RefCell<Vec<Result<WatchResponse, EtcdError>>>>;
 
 fn create(key: &'static str, start: i64) -> WatchCreateRequest {
-    WatchCreateRequest {
-        key: key.into(),
-        start_revision: start,
-        ..Default::default()
-    }
+    WatchCreateRequest { key: key.into(), start_revision: start, ..Default::default() }
 }
 
 fn callback(seen: &Seen) -> WatchCallback {
@@ -22,29 +18,18 @@ fn callback(seen: &Seen) -> WatchCallback {
 }
 
 fn header(revision: i64) -> Option<ResponseHeader> {
-    Some(ResponseHeader {
-        revision,
-        ..Default::default()
-    })
+    Some(ResponseHeader { revision, ..Default::default() })
 }
 
 fn created(id: i64, revision: i64) -> WatchResponse {
-    WatchResponse {
-        created: true,
-        watch_id: id,
-        header: header(revision),
-        ..Default::default()
-    }
+    WatchResponse { created: true, watch_id: id, header: header(revision), ..Default::default() }
 }
 
 fn events(id: i64, revs: &[i64]) -> WatchResponse {
     let events = revs
         .iter()
         .map(|&r| Event {
-            kv: Some(KeyValue {
-                mod_revision: r,
-                ..Default::default()
-            }),
+            kv: Some(KeyValue { mod_revision: r, ..Default::default() }),
             ..Default::default()
         })
         .collect();
@@ -57,10 +42,7 @@ fn events(id: i64, revs: &[i64]) -> WatchResponse {
 }
 
 fn revs(resp: &WatchResponse) -> Vec<i64> {
-    resp.events
-        .iter()
-        .map(|e| e.kv.as_ref().unwrap().mod_revision)
-        .collect()
+    resp.events.iter().map(|e| e.kv.as_ref().unwrap().mod_revision).collect()
 }
 
 /// The start revisions of the creates in the outbox, and the cancelled ids.
@@ -94,11 +76,7 @@ fn creates_are_matched_in_order_and_a_watch_from_now_resumes_after_its_created_r
     let (a, b): (Seen, Seen) = Default::default();
     hub.add(create("a", 0), callback(&a));
     hub.add(create("b", 7), callback(&b));
-    assert_eq!(
-        sent(&mut hub),
-        (vec![], vec![]),
-        "nothing is sent before the stream opens"
-    );
+    assert_eq!(sent(&mut hub), (vec![], vec![]), "nothing is sent before the stream opens");
     hub.on_stream_opened();
     assert_eq!(sent(&mut hub).0, [0, 7]);
     feed(&mut hub, created(10, 20));
@@ -125,12 +103,8 @@ fn a_resumed_watch_starts_after_its_last_event_and_drops_repeats() {
     feed(&mut hub, created(0, 9));
     feed(&mut hub, events(0, &[6])); // a repeat only: not delivered
     feed(&mut hub, events(0, &[6, 7, 8]));
-    let got: Vec<Vec<i64>> = seen
-        .borrow()
-        .iter()
-        .filter_map(|r| r.as_ref().ok())
-        .map(revs)
-        .collect();
+    let got: Vec<Vec<i64>> =
+        seen.borrow().iter().filter_map(|r| r.as_ref().ok()).map(revs).collect();
     assert_eq!(got, [vec![], vec![5, 6, 6], vec![], vec![7, 8]]);
 }
 
@@ -144,14 +118,7 @@ fn requested_progress_reaches_every_watch_but_moves_no_resume_point() {
     hub.request_progress();
     feed(&mut hub, created(0, 9));
     feed(&mut hub, created(1, 9));
-    feed(
-        &mut hub,
-        WatchResponse {
-            watch_id: -1,
-            header: header(50),
-            ..Default::default()
-        },
-    );
+    feed(&mut hub, WatchResponse { watch_id: -1, header: header(50), ..Default::default() });
     assert_eq!((a.borrow().len(), b.borrow().len()), (2, 2));
     assert_eq!(a.borrow()[1].as_ref().unwrap().watch_id, -1);
     hub.on_stream_lost();
@@ -166,14 +133,7 @@ fn the_servers_progress_notification_moves_that_watchs_resume_point() {
     hub.add(create("a", 3), callback(&seen));
     hub.on_stream_opened();
     feed(&mut hub, created(4, 9));
-    feed(
-        &mut hub,
-        WatchResponse {
-            watch_id: 4,
-            header: header(40),
-            ..Default::default()
-        },
-    );
+    feed(&mut hub, WatchResponse { watch_id: 4, header: header(40), ..Default::default() });
     assert_eq!(seen.borrow().len(), 2);
     hub.on_stream_lost();
     hub.on_stream_opened();
@@ -187,20 +147,8 @@ fn fragments_are_joined_before_delivery() {
     hub.add(create("a", 1), callback(&seen));
     hub.on_stream_opened();
     feed(&mut hub, created(0, 1));
-    feed(
-        &mut hub,
-        WatchResponse {
-            fragment: true,
-            ..events(0, &[2, 2])
-        },
-    );
-    feed(
-        &mut hub,
-        WatchResponse {
-            fragment: true,
-            ..events(0, &[2])
-        },
-    );
+    feed(&mut hub, WatchResponse { fragment: true, ..events(0, &[2, 2]) });
+    feed(&mut hub, WatchResponse { fragment: true, ..events(0, &[2]) });
     assert_eq!(seen.borrow().len(), 1, "nothing delivered mid-fragment");
     feed(&mut hub, events(0, &[2]));
     let last = seen.borrow().last().unwrap().clone().unwrap();
@@ -216,12 +164,7 @@ fn compaction_ends_the_watch_once_with_its_revision() {
     feed(&mut hub, created(0, 30));
     feed(
         &mut hub,
-        WatchResponse {
-            watch_id: 0,
-            canceled: true,
-            compact_revision: 25,
-            ..Default::default()
-        },
+        WatchResponse { watch_id: 0, canceled: true, compact_revision: 25, ..Default::default() },
     );
     feed(&mut hub, events(0, &[26])); // too late: the watch is gone
     assert_eq!(seen.borrow().len(), 2);
@@ -287,11 +230,7 @@ fn after_cancel_nothing_is_delivered_and_unknown_ids_are_cancelled_once() {
     feed(&mut hub, events(5, &[10]));
     feed(&mut hub, events(6, &[11]));
     feed(&mut hub, events(6, &[12]));
-    assert_eq!(
-        sent(&mut hub).1,
-        [6],
-        "5 was cancelled already; 6 is unknown: once"
-    );
+    assert_eq!(sent(&mut hub).1, [6], "5 was cancelled already; 6 is unknown: once");
     assert_eq!(seen.borrow().len(), 1, "only the created reply");
 }
 
@@ -311,9 +250,6 @@ fn a_watch_cancelled_from_its_own_callback_receives_nothing_more_from_the_same_b
     hub.cancel(key); // as if the callback cancelled its own watch
     hub.restore_callback(k, cb);
     let (k, _) = out.remove(0);
-    assert!(
-        hub.take_callback(k).is_none(),
-        "the second batch never reaches the callback"
-    );
+    assert!(hub.take_callback(k).is_none(), "the second batch never reaches the callback");
     assert!(hub.is_empty());
 }
