@@ -169,35 +169,40 @@ impl Client {
     fn deliver(&self, event: Event) {
         match event {
             Event::Call(c) => (c.done)(c.result),
+            // An error is a stream's final delivery: its entry goes once it has run.
             Event::Watch((key, item)) => self.run_stream_callback(
                 item,
                 |s| s.take_watch_callback(key),
-                |s, cb| s.restore_watch_callback(key, cb),
+                |s, cb, last| s.restore_watch_callback(key, cb, last),
             ),
             Event::Keepalive((key, item)) => self.run_stream_callback(
                 item,
                 |s| s.take_keepalive_callback(key),
-                |s, cb| s.restore_keepalive_callback(key, cb),
+                |s, cb, last| s.restore_keepalive_callback(key, cb, last),
             ),
             Event::Observe((key, item)) => self.run_stream_callback(
                 item,
                 |s| s.take_observe_callback(key),
-                |s, cb| s.restore_observe_callback(key, cb),
+                |s, cb, last| s.restore_observe_callback(key, cb, last),
             ),
         }
     }
 
     /// Take, call, put back: the session is borrowed only to take and to restore.
-    fn run_stream_callback<T, C: FnMut(T)>(
+    /// A callback that is not put back is dropped only after the borrow is released: what
+    /// it captured may run code (a `Drop`) that uses the client.
+    fn run_stream_callback<T, E, C: FnMut(Result<T, E>)>(
         &self,
-        item: T,
+        item: Result<T, E>,
         take: impl FnOnce(&mut Session) -> Option<C>,
-        restore: impl FnOnce(&mut Session, C),
+        restore: impl FnOnce(&mut Session, C, bool) -> Option<C>,
     ) {
         let taken = take(&mut self.inner.core.borrow_mut().session);
         if let Some(mut callback) = taken {
+            let last = item.is_err();
             callback(item);
-            restore(&mut self.inner.core.borrow_mut().session, callback);
+            let leftover = restore(&mut self.inner.core.borrow_mut().session, callback, last);
+            drop(leftover);
         }
     }
 
@@ -217,9 +222,12 @@ impl Client {
         key: WatchKey,
         callback: impl FnOnce(Result<(), EtcdError>) + 'static,
     ) {
-        let mut core = self.inner.core.borrow_mut();
-        core.session.cancel_watch(key);
-        core.session.complete_soon(Box::new(move |_| callback(Ok(()))), Ok(Bytes::new()));
+        let dropped = self.with_session(|s| {
+            let dropped = s.cancel_watch(key);
+            s.complete_soon(Box::new(move |_| callback(Ok(()))), Ok(Bytes::new()));
+            dropped
+        });
+        drop(dropped); // outside the borrow: what it captured may use the client
     }
 
     /// The session, for the operations in `ops/` that are not plain unary calls.
@@ -305,18 +313,21 @@ impl Client {
 struct Delivery<'a> {
     inner: &'a Inner,
     rest: std::vec::IntoIter<Event>,
+    /// The flag as it was: `close()` from inside a callback nests a delivery, and must not
+    /// clear the outer one's flag.
+    was_in_callbacks: bool,
 }
 
 impl<'a> Delivery<'a> {
     fn new(inner: &'a Inner, batch: Vec<Event>) -> Self {
-        inner.in_callbacks.set(true);
-        Delivery { inner, rest: batch.into_iter() }
+        let was_in_callbacks = inner.in_callbacks.replace(true);
+        Delivery { inner, rest: batch.into_iter(), was_in_callbacks }
     }
 }
 
 impl Drop for Delivery<'_> {
     fn drop(&mut self) {
-        self.inner.in_callbacks.set(false);
+        self.inner.in_callbacks.set(self.was_in_callbacks);
         let rest: Vec<Event> = self.rest.by_ref().collect();
         if !rest.is_empty() {
             if let Ok(mut core) = self.inner.core.try_borrow_mut() {

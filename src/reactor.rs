@@ -93,6 +93,7 @@ impl Reactor {
                 s.writable |= ev.is_writable() || ev.is_write_closed() || ev.is_error();
             }
         }
+        session.set_now(Instant::now());
         self.finish_connect(session);
         self.read(session);
         // What was read goes to h2 before the timers fire: a response that arrived in time

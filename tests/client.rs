@@ -296,3 +296,93 @@ fn close_cancels_every_pending_operation_at_once_and_the_client_stays_usable() {
     c.run(); // returns at once: nothing pending
     ok(&c, |cb| c.put("after", "close", PutOptions::new(), cb));
 }
+
+/// Runs `f` on drop: a stand-in for a guard whose `Drop` uses the client.
+struct OnDrop<F: FnMut()>(F);
+impl<F: FnMut()> Drop for OnDrop<F> {
+    fn drop(&mut self) {
+        (self.0)();
+    }
+}
+
+#[test]
+fn a_callback_whose_drop_uses_the_client_may_be_cancelled_or_end() {
+    let etcd = Etcd::start();
+    let c = client(&etcd.endpoint());
+    let dropped = Rc::new(Cell::new(0));
+    // Cancelled: the callback (and its guard) is dropped by cancel().
+    let (c1, d1) = (c.clone(), dropped.clone());
+    let guard = OnDrop(move || {
+        let _ = c1.is_idle();
+        d1.set(d1.get() + 1);
+    });
+    let w = c.watch("a", evetcd::WatchOptions::new(), move |_| {
+        let _ = &guard;
+    });
+    w.cancel(|r| r.unwrap());
+    // Ended by the server: a compacted start revision.
+    let r1 = ok(&c, |cb| c.put("b", "1", PutOptions::new(), cb)).header.unwrap().revision;
+    let r2 = ok(&c, |cb| c.put("b", "2", PutOptions::new(), cb)).header.unwrap().revision;
+    ok(&c, |cb| c.compact(r2, evetcd::CompactOptions::new(), cb));
+    let (c2, d2) = (c.clone(), dropped.clone());
+    let guard = OnDrop(move || {
+        let _ = c2.is_idle();
+        d2.set(d2.get() + 1);
+    });
+    let errors = Rc::new(Cell::new(0));
+    let e = errors.clone();
+    c.watch("b", evetcd::WatchOptions::new().start_revision(r1), move |r| {
+        let _ = &guard;
+        if r.is_err() {
+            e.set(e.get() + 1);
+        }
+    });
+    c.run();
+    assert_eq!((dropped.get(), errors.get()), (2, 1));
+}
+
+#[test]
+fn close_inside_a_callback_keeps_nested_run_a_no_op() {
+    let etcd = Etcd::start();
+    let c = client(&etcd.endpoint());
+    let order = Rc::new(RefCell::new(Vec::new()));
+    let (c1, o1, o2) = (c.clone(), order.clone(), order.clone());
+    c.put("a", "1", PutOptions::new(), move |_| {
+        o1.borrow_mut().push("a start");
+        c1.close();
+        c1.put("b", "1", PutOptions::new(), move |_| o2.borrow_mut().push("b"));
+        c1.run(); // inside a callback: must return at once
+        o1.borrow_mut().push("a end");
+    });
+    c.run();
+    assert_eq!(*order.borrow(), ["a start", "a end", "b"]);
+}
+
+#[test]
+fn an_oversized_watch_create_fails_alone_and_other_watches_work() {
+    let etcd = Etcd::start();
+    let c = client(&etcd.endpoint());
+    let big_key = vec![b'k'; DEFAULT_MAX_REQUEST_BYTES + 1];
+    let big_err = Rc::new(RefCell::new(None));
+    let b = big_err.clone();
+    c.watch(big_key, evetcd::WatchOptions::new(), move |r| *b.borrow_mut() = Some(r.unwrap_err()));
+    let events = Rc::new(Cell::new(0));
+    let (c1, ev) = (c.clone(), events.clone());
+    let handle: Rc<RefCell<Option<evetcd::Watch>>> = Rc::default();
+    let h = handle.clone();
+    *handle.borrow_mut() = Some(c.watch("small", evetcd::WatchOptions::new(), move |r| {
+        let resp = r.expect("the normal watch is unaffected");
+        if resp.created {
+            c1.put("small", "v", PutOptions::new(), |r| {
+                r.unwrap();
+            });
+        } else {
+            ev.set(ev.get() + resp.events.len());
+            h.borrow().as_ref().unwrap().cancel(|_| ());
+        }
+    }));
+    c.run();
+    assert_eq!(events.get(), 1);
+    let err = big_err.borrow().clone().expect("one error");
+    assert_eq!((err.code(), err.operation()), (Code::InvalidArgument, "watch"));
+}

@@ -101,9 +101,11 @@ impl Client {
         key: ObserveKey,
         callback: impl FnOnce(Result<(), EtcdError>) + 'static,
     ) {
-        self.with_session(|s| {
-            s.cancel_observe(key);
+        let dropped = self.with_session(|s| {
+            let dropped = s.cancel_observe(key);
             s.complete_soon(Box::new(move |_| callback(Ok(()))), Ok(Bytes::new()));
+            dropped
         });
+        drop(dropped); // outside the borrow: what it captured may use the client
     }
 }

@@ -104,9 +104,11 @@ impl Client {
         key: KeepaliveKey,
         callback: impl FnOnce(Result<(), EtcdError>) + 'static,
     ) {
-        self.with_session(|s| {
-            s.cancel_keepalive(key);
+        let dropped = self.with_session(|s| {
+            let dropped = s.cancel_keepalive(key);
             s.complete_soon(Box::new(move |_| callback(Ok(()))), Ok(Bytes::new()));
+            dropped
         });
+        drop(dropped); // outside the borrow: what it captured may use the client
     }
 }

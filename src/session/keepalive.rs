@@ -14,6 +14,7 @@
 
 use super::shared::{encode, Shared};
 use super::{Event, Session, Timer};
+use crate::config::MAX_TIMEOUT;
 use crate::error::{Code, EtcdError};
 use crate::h2io::wake::CONNECTION;
 use crate::pb::etcdserverpb::{LeaseKeepAliveRequest, LeaseKeepAliveResponse};
@@ -138,16 +139,15 @@ impl Session {
     }
 
     /// Stops a keepalive at once (the lease then expires on its own). Whether it existed.
-    pub(crate) fn cancel_keepalive(&mut self, key: KeepaliveKey) -> bool {
-        if self.keepalives.get_mut(key).is_none() {
-            return false;
-        }
-        if let Some(timer) = self.keepalives.remove(key.index).timer {
+    pub(crate) fn cancel_keepalive(&mut self, key: KeepaliveKey) -> Option<KeepaliveCallback> {
+        self.keepalives.get_mut(key)?;
+        let entry = self.keepalives.remove(key.index);
+        if let Some(timer) = entry.timer {
             self.timers.cancel(timer);
         }
         self.close_shared_if_unused(Shared::Keepalive);
         self.wakers.wake(CONNECTION);
-        true
+        entry.callback
     }
 
     /// Takes a keepalive's callback out to run it.
@@ -158,22 +158,22 @@ impl Session {
         self.keepalives.get_mut(key)?.callback.take()
     }
 
-    /// Puts a keepalive's callback back after it ran; dropped if it was cancelled meanwhile,
-    /// and the entry goes if that was its final delivery.
+    /// Puts a keepalive's callback back after it ran; one not put back (cancelled meanwhile,
+    /// or its final delivery) is returned, to be dropped once no borrow is held.
     pub(crate) fn restore_keepalive_callback(
         &mut self,
         key: KeepaliveKey,
         callback: KeepaliveCallback,
-    ) {
-        let Some(entry) = self.keepalives.get_mut(key) else {
-            return;
-        };
-        if entry.ended {
+        delivered_final: bool,
+    ) -> Option<KeepaliveCallback> {
+        let Some(entry) = self.keepalives.get_mut(key) else { return Some(callback) };
+        if entry.ended && delivered_final {
             self.keepalives.remove(key.index);
             self.close_shared_if_unused(Shared::Keepalive);
-        } else {
-            entry.callback = Some(callback);
+            return Some(callback);
         }
+        entry.callback = Some(callback);
+        None
     }
 
     /// Ends every live keepalive with `CANCELLED` (the client is closing).
@@ -235,7 +235,8 @@ impl Session {
                 let msg = format!("lease {:x} expired or was revoked", resp.id);
                 Err(EtcdError::new(Code::NotFound, msg, "keepalive"))
             } else {
-                let every = Duration::from_millis(resp.ttl as u64 * 1000 / 3).max(MIN_RENEWAL);
+                let ttl_ms = (resp.ttl as u64).saturating_mul(1000);
+                let every = Duration::from_millis(ttl_ms / 3).clamp(MIN_RENEWAL, MAX_TIMEOUT);
                 entry.timer = Some(self.timers.insert(self.now + every, Timer::Renew(key)));
                 Ok(resp)
             };

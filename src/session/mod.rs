@@ -250,6 +250,12 @@ impl Session {
         self.events.push_back(Event::Call(Completed { done, result }));
     }
 
+    /// The current time, told at the start of every turn (before any input), so that
+    /// timers set while handling input start from now.
+    pub(crate) fn set_now(&mut self, now: Instant) {
+        self.now = now;
+    }
+
     /// The token sent as `token` metadata from now on (`None`: none). Running streams keep
     /// the token they were opened with.
     pub(crate) fn set_token(&mut self, token: Option<HeaderValue>) {
@@ -280,6 +286,7 @@ impl Session {
             Ok(t) => {
                 self.link = Link::Up(Box::new(t));
                 self.wakers.wake(CONNECTION);
+                self.cut_backoffs();
             }
             Err(e) => self.link_lost(&h2_error(&e).1, false),
         }

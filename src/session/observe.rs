@@ -97,14 +97,13 @@ impl Session {
     }
 
     /// Stops an observer at once: its stream is reset. Whether it existed.
-    pub(crate) fn cancel_observe(&mut self, key: ObserveKey) -> bool {
-        if self.observes.get_mut(key).is_none() {
-            return false;
-        }
+    /// Returns the callback (if not running), to be dropped once no borrow is held.
+    pub(crate) fn cancel_observe(&mut self, key: ObserveKey) -> Option<ObserveCallback> {
+        self.observes.get_mut(key)?;
         let entry = self.observes.entries.remove(key.index);
         self.drop_observe_stream(&entry);
         self.wakers.wake(CONNECTION);
-        true
+        entry.callback
     }
 
     fn drop_observe_stream(&mut self, entry: &Entry) {
@@ -126,15 +125,38 @@ impl Session {
     }
 
     /// Puts an observer's callback back after it ran (dropped if it was cancelled meanwhile).
-    pub(crate) fn restore_observe_callback(&mut self, key: ObserveKey, callback: ObserveCallback) {
-        let Some(entry) = self.observes.get_mut(key) else {
-            return;
-        };
-        if entry.ended {
+    /// One not put back (cancelled meanwhile, or its final delivery) is returned, to be
+    /// dropped once no borrow is held.
+    pub(crate) fn restore_observe_callback(
+        &mut self,
+        key: ObserveKey,
+        callback: ObserveCallback,
+        delivered_final: bool,
+    ) -> Option<ObserveCallback> {
+        let Some(entry) = self.observes.get_mut(key) else { return Some(callback) };
+        if entry.ended && delivered_final {
             let entry = self.observes.entries.remove(key.index);
             self.drop_observe_stream(&entry);
-        } else {
-            entry.callback = Some(callback);
+            return Some(callback);
+        }
+        entry.callback = Some(callback);
+        None
+    }
+
+    /// A connection came up: observers waiting out a backoff re-open now.
+    pub(super) fn cut_observe_backoffs(&mut self) {
+        let waiting: Vec<ObserveKey> = self
+            .observes
+            .entries
+            .iter()
+            .filter(|(_, e)| e.backoff.is_some())
+            .map(|(index, e)| ObserveKey { index, generation: e.generation })
+            .collect();
+        for key in waiting {
+            if let Some(timer) = self.observes.entries[key.index].backoff.take() {
+                self.timers.cancel(timer);
+            }
+            self.open_observe(key);
         }
     }
 

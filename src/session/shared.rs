@@ -11,7 +11,7 @@
 
 use super::watch::{WatchCallback, WatchKey};
 use super::{h2_error, CallKey, CallKind, CallState, Event, Session, Timer};
-use crate::error::Code;
+use crate::error::{Code, EtcdError};
 use crate::grpc::{codec, Rpc};
 use crate::h2io::wake::CONNECTION;
 use crate::pb::etcdserverpb::{
@@ -74,6 +74,19 @@ impl Session {
         create: WatchCreateRequest,
         callback: WatchCallback,
     ) -> WatchKey {
+        // A create above the request size limit fails that watch alone (on the next turn):
+        // sent, it would make etcd end the stream shared by every watch, again and again.
+        let size = create.encoded_len();
+        if size > self.cfg.max_request_bytes {
+            let msg = format!(
+                "watch create of {size} bytes exceeds the limit of {} bytes; not sent",
+                self.cfg.max_request_bytes
+            );
+            let err = EtcdError::invalid(msg, "watch");
+            let (key, delivery) = self.watches.add_failed(callback, err);
+            self.events.push_back(Event::Watch(delivery));
+            return key;
+        }
         let key = self.watches.add(create, callback);
         self.ensure_shared(Shared::Watch);
         self.wakers.wake(CONNECTION);
@@ -81,11 +94,11 @@ impl Session {
     }
 
     /// Removes a watch at once (see [`WatchHub::cancel`](super::watch::WatchHub::cancel)).
-    pub(crate) fn cancel_watch(&mut self, key: WatchKey) -> bool {
-        let existed = self.watches.cancel(key);
+    pub(crate) fn cancel_watch(&mut self, key: WatchKey) -> Option<WatchCallback> {
+        let callback = self.watches.cancel(key);
         self.close_shared_if_unused(Shared::Watch);
         self.wakers.wake(CONNECTION);
-        existed
+        callback
     }
 
     /// Asks for a progress notification on the watch stream.
@@ -101,9 +114,15 @@ impl Session {
 
     /// Puts a watch's callback back after it ran (see
     /// [`WatchHub::restore_callback`](super::watch::WatchHub::restore_callback)).
-    pub(crate) fn restore_watch_callback(&mut self, key: WatchKey, callback: WatchCallback) {
-        self.watches.restore_callback(key, callback);
+    pub(crate) fn restore_watch_callback(
+        &mut self,
+        key: WatchKey,
+        callback: WatchCallback,
+        delivered_final: bool,
+    ) -> Option<WatchCallback> {
+        let leftover = self.watches.restore_callback(key, callback, delivered_final);
         self.close_shared_if_unused(Shared::Watch);
+        leftover
     }
 }
 
@@ -211,6 +230,7 @@ impl Session {
         kind: Shared,
         msgs: Vec<Bytes>,
     ) -> Result<(), (Code, String)> {
+        let mut works = false;
         let undecodable = |e: prost::DecodeError| {
             (Code::Internal, format!("cannot decode a {kind:?} response: {e}"))
         };
@@ -218,17 +238,23 @@ impl Session {
             match kind {
                 Shared::Watch => {
                     let resp = WatchResponse::decode(m).map_err(undecodable)?;
+                    // A created reply alone does not prove the stream works (a create that
+                    // makes etcd end the stream comes right after one).
+                    works |= !resp.created;
                     let mut out = Vec::new();
                     self.watches.on_response(resp, &mut out);
                     self.events.extend(out.into_iter().map(Event::Watch));
                 }
                 Shared::Keepalive => {
                     let resp = LeaseKeepAliveResponse::decode(m).map_err(undecodable)?;
+                    works = true;
                     self.on_keepalive_response(resp);
                 }
             }
         }
-        self.shared_mut(kind).attempts = 0; // the stream works
+        if works {
+            self.shared_mut(kind).attempts = 0;
+        }
         Ok(())
     }
 
@@ -250,6 +276,19 @@ impl Session {
             let timer = self.timers.insert(self.now + delay, Timer::Reopen(kind));
             self.shared_mut(kind).state = State::Backoff(timer);
         }
+    }
+
+    /// A connection came up: streams waiting out a backoff re-open now instead of when their
+    /// timer fires (a lease must not expire for a wait that no longer has a reason).
+    pub(super) fn cut_backoffs(&mut self) {
+        for kind in [Shared::Watch, Shared::Keepalive] {
+            if let State::Backoff(timer) = self.shared_mut(kind).state {
+                self.timers.cancel(timer);
+                self.shared_mut(kind).state = State::Idle;
+                self.ensure_shared(kind);
+            }
+        }
+        self.cut_observe_backoffs();
     }
 
     /// The backoff is over: open the stream again if it is still needed.

@@ -370,8 +370,9 @@ impl World {
         while let Some(event) = self.s.poll_event() {
             let Event::Keepalive((key, item)) = event else { panic!("unexpected event") };
             if let Some(mut cb) = self.s.take_keepalive_callback(key) {
+                let last = item.is_err();
                 cb(item);
-                self.s.restore_keepalive_callback(key, cb);
+                self.s.restore_keepalive_callback(key, cb, last);
             }
         }
     }

@@ -103,12 +103,11 @@ impl WatchHub {
         key
     }
 
-    /// Removes a watch at once. Returns whether it existed. The server is told if it knows
-    /// the watch's id; a create still in flight is cancelled when its reply comes.
-    pub(crate) fn cancel(&mut self, key: WatchKey) -> bool {
-        let Some(entry) = self.get(key) else {
-            return false;
-        };
+    /// Removes a watch at once, returning its callback (if not running) for the caller to
+    /// drop once no borrow is held. The server is told if it knows the watch's id; a create
+    /// still in flight is cancelled when its reply comes.
+    pub(crate) fn cancel(&mut self, key: WatchKey) -> Option<WatchCallback> {
+        let entry = self.get(key)?;
         if let State::Active(id) = entry.state {
             self.by_id.remove(&id);
             // etcd acknowledges the cancel with this id: it is then known, not unknown.
@@ -117,8 +116,22 @@ impl WatchHub {
                 watch_id: id,
             }));
         }
-        self.entries.remove(key.index);
-        true
+        self.entries.remove(key.index).callback
+    }
+
+    /// Adds a watch that failed before it could be sent (its create is too large): it ends
+    /// with `err` on the next turn.
+    pub(crate) fn add_failed(
+        &mut self,
+        callback: WatchCallback,
+        err: EtcdError,
+    ) -> (WatchKey, Delivery) {
+        let was_open = std::mem::replace(&mut self.stream_open, false);
+        let key = self.add(WatchCreateRequest::default(), callback); // not sent: stream "closed"
+        self.stream_open = was_open;
+        let mut out = Vec::new();
+        self.end(key, err, &mut out);
+        (key, out.pop().expect("end() queues one delivery"))
     }
 
     /// Asks the server for a progress notification (only while the stream is open; the
@@ -207,17 +220,22 @@ impl WatchHub {
         self.get_mut(key)?.callback.take()
     }
 
-    /// Puts a callback back after it ran: dropped if the watch was cancelled meanwhile; the
-    /// entry goes too if that was its final delivery.
-    pub(crate) fn restore_callback(&mut self, key: WatchKey, callback: WatchCallback) {
-        let Some(entry) = self.get_mut(key) else {
-            return;
-        };
-        if entry.ended {
+    /// Puts a callback back after it ran. `delivered_final`: what it ran was the watch's
+    /// final error, so the entry goes. A callback that is not put back (cancelled meanwhile,
+    /// or final) is returned, for the caller to drop once no borrow is held.
+    pub(crate) fn restore_callback(
+        &mut self,
+        key: WatchKey,
+        callback: WatchCallback,
+        delivered_final: bool,
+    ) -> Option<WatchCallback> {
+        let Some(entry) = self.get_mut(key) else { return Some(callback) };
+        if entry.ended && delivered_final {
             self.entries.remove(key.index);
-        } else {
-            entry.callback = Some(callback);
+            return Some(callback);
         }
+        entry.callback = Some(callback);
+        None
     }
 
     /// Ends every live watch with `CANCELLED` (the client is closing).

@@ -64,8 +64,9 @@ fn feed(hub: &mut WatchHub, resp: WatchResponse) {
     hub.on_response(resp, &mut out);
     for (key, item) in out {
         if let Some(mut cb) = hub.take_callback(key) {
+            let last = item.is_err();
             cb(item);
-            hub.restore_callback(key, cb);
+            hub.restore_callback(key, cb, last);
         }
     }
 }
@@ -210,8 +211,8 @@ fn cancelling_while_the_create_is_in_flight_cancels_the_id_the_server_then_assig
     let key = hub.add(create("a", 0), callback(&seen));
     hub.on_stream_opened();
     sent(&mut hub);
-    assert!(hub.cancel(key));
-    assert!(!hub.cancel(key), "a second cancel finds nothing");
+    assert!(hub.cancel(key).is_some());
+    assert!(hub.cancel(key).is_none(), "a second cancel finds nothing");
     feed(&mut hub, created(8, 9));
     assert_eq!(sent(&mut hub).1, [8]);
     assert!(seen.borrow().is_empty());
@@ -248,8 +249,43 @@ fn a_watch_cancelled_from_its_own_callback_receives_nothing_more_from_the_same_b
     let mut cb = hub.take_callback(k).unwrap();
     cb(item);
     hub.cancel(key); // as if the callback cancelled its own watch
-    hub.restore_callback(k, cb);
+    assert!(hub.restore_callback(k, cb, false).is_some(), "handed back, to be dropped");
     let (k, _) = out.remove(0);
     assert!(hub.take_callback(k).is_none(), "the second batch never reaches the callback");
     assert!(hub.is_empty());
+}
+
+#[test]
+fn a_final_error_in_the_same_batch_as_a_response_is_still_delivered() {
+    let mut hub = WatchHub::default();
+    let seen: Seen = Default::default();
+    hub.add(create("a", 1), callback(&seen));
+    hub.on_stream_opened();
+    // created and the compaction cancel read together: both queued before either runs.
+    let mut out = Vec::new();
+    hub.on_response(created(0, 30), &mut out);
+    let compacted =
+        WatchResponse { watch_id: 0, canceled: true, compact_revision: 25, ..Default::default() };
+    hub.on_response(compacted, &mut out);
+    for (key, item) in out {
+        let mut cb = hub.take_callback(key).expect("callback for every delivery");
+        let last = item.is_err();
+        cb(item);
+        hub.restore_callback(key, cb, last);
+    }
+    assert_eq!(seen.borrow().len(), 2);
+    assert_eq!(seen.borrow()[1].clone().unwrap_err().compact_revision(), Some(25));
+    assert!(hub.is_empty());
+}
+
+#[test]
+fn a_watch_that_failed_before_sending_is_never_created() {
+    let mut hub = WatchHub::default();
+    let seen: Seen = Default::default();
+    hub.on_stream_opened();
+    let (key, (k, item)) = hub.add_failed(callback(&seen), EtcdError::invalid("too big", "watch"));
+    assert_eq!(key, k);
+    assert_eq!(sent(&mut hub).0, Vec::<i64>::new(), "nothing sent");
+    assert!(!hub.wants_stream());
+    assert_eq!(item.unwrap_err().code(), Code::InvalidArgument);
 }
