@@ -9,8 +9,10 @@
 //! ```
 //!
 //! A re-opened Observe starts with the current leader, which the observer may have seen
-//! already: a response is delivered only if its kv's mod revision is above the last one
-//! delivered, so each leader (and each proclaimed value) arrives once, in order.
+//! already: a response is skipped only if it carries the same leader key as the last one
+//! delivered, at a mod revision not above it. A new leader always has another key (and its
+//! key may well be older than the last proclaimed value: it was waiting), so each leader and
+//! each proclaimed value arrives once, in order.
 
 use super::call::CallKey;
 use super::shared::backoff;
@@ -44,8 +46,8 @@ struct Entry {
     call: Option<CallKey>,
     backoff: Option<TimerKey>,
     attempts: u32,
-    /// The mod revision of the last leader kv delivered.
-    last_rev: i64,
+    /// The key and mod revision of the last leader kv delivered.
+    last: Option<(Bytes, i64)>,
     callback: Option<ObserveCallback>,
     ended: bool,
 }
@@ -80,7 +82,7 @@ impl Session {
             call: None,
             backoff: None,
             attempts: 0,
-            last_rev: 0,
+            last: None,
             callback: Some(callback),
             ended: false,
         });
@@ -173,9 +175,11 @@ impl Session {
                 return Ok(());
             };
             entry.attempts = 0; // the stream works
-            let rev = resp.kv.as_ref().map_or(0, |kv| kv.mod_revision);
-            if rev > entry.last_rev {
-                entry.last_rev = rev;
+            let Some(kv) = resp.kv.as_ref() else { continue };
+            let seen =
+                entry.last.as_ref().is_some_and(|(k, rev)| *k == kv.key && kv.mod_revision <= *rev);
+            if !seen {
+                entry.last = Some((kv.key.clone(), kv.mod_revision));
                 self.events.push_back(Event::Observe((key, Ok(resp))));
             }
         }
