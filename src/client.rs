@@ -170,17 +170,26 @@ impl Client {
         match event {
             Event::Call(c) => (c.done)(c.result),
             // An error is a stream's final delivery: its entry goes once it has run.
+            Event::Sink((key, item)) => self.run_stream_callback(
+                matches!(item, Err(_) | Ok(None)),
+                item,
+                |s| s.take_sink_callback(key),
+                |s, cb, last| s.restore_sink_callback(key, cb, last),
+            ),
             Event::Watch((key, item)) => self.run_stream_callback(
+                item.is_err(),
                 item,
                 |s| s.take_watch_callback(key),
                 |s, cb, last| s.restore_watch_callback(key, cb, last),
             ),
             Event::Keepalive((key, item)) => self.run_stream_callback(
+                item.is_err(),
                 item,
                 |s| s.take_keepalive_callback(key),
                 |s, cb, last| s.restore_keepalive_callback(key, cb, last),
             ),
             Event::Observe((key, item)) => self.run_stream_callback(
+                item.is_err(),
                 item,
                 |s| s.take_observe_callback(key),
                 |s, cb, last| s.restore_observe_callback(key, cb, last),
@@ -191,15 +200,15 @@ impl Client {
     /// Take, call, put back: the session is borrowed only to take and to restore.
     /// A callback that is not put back is dropped only after the borrow is released: what
     /// it captured may run code (a `Drop`) that uses the client.
-    fn run_stream_callback<T, E, C: FnMut(Result<T, E>)>(
+    fn run_stream_callback<T, C: FnMut(T)>(
         &self,
-        item: Result<T, E>,
+        last: bool,
+        item: T,
         take: impl FnOnce(&mut Session) -> Option<C>,
         restore: impl FnOnce(&mut Session, C, bool) -> Option<C>,
     ) {
         let taken = take(&mut self.inner.core.borrow_mut().session);
         if let Some(mut callback) = taken {
-            let last = item.is_err();
             callback(item);
             let leftover = restore(&mut self.inner.core.borrow_mut().session, callback, last);
             drop(leftover);

@@ -77,8 +77,8 @@ impl Keepalive {
     }
 }
 
-/// A lock or campaign that waits for as long as it takes, returned by [`Client::lock`] and
-/// [`Client::election_campaign`].
+/// A call that waits for as long as it takes, returned by [`Client::lock`],
+/// [`Client::election_campaign`] and [`Client::snapshot`].
 ///
 /// Dropping the handle does not abandon the call.
 #[derive(Clone)]

@@ -1,12 +1,17 @@
 //! Maintenance: status, alarms, defragment, hashes, leadership transfer.
 
 use crate::client::Client;
-use crate::error::EtcdError;
+use crate::error::{Code, EtcdError};
+use crate::grpc::{codec, Rpc};
+use crate::handle::Pending;
 use crate::pb::etcdserverpb::{
     alarm_request::AlarmAction, maintenance_rpc, AlarmRequest, AlarmResponse, AlarmType,
     DefragmentRequest, DefragmentResponse, HashKvRequest, HashKvResponse, HashRequest,
-    HashResponse, MoveLeaderRequest, MoveLeaderResponse, StatusRequest, StatusResponse,
+    HashResponse, MoveLeaderRequest, MoveLeaderResponse, SnapshotRequest, SnapshotResponse,
+    StatusRequest, StatusResponse,
 };
+use bytes::Bytes;
+use prost::Message;
 
 impl Client {
     /// The status of the member the client is connected to: version, database size, leader,
@@ -50,6 +55,47 @@ impl Client {
         callback: impl FnOnce(Result<HashKvResponse, EtcdError>) + 'static,
     ) {
         self.call::<maintenance_rpc::HashKV>("hash_kv", &HashKvRequest { revision }, callback);
+    }
+
+    /// Streams a snapshot of the connected member's backend to `callback`, chunk by chunk,
+    /// so that a caller can write it to a file without holding it in memory. Chunks arrive
+    /// in order; the last has `remaining_bytes == 0`. Otherwise the callback's last call is
+    /// one error. There is no deadline (a large database takes a while); the returned
+    /// [`Pending`] abandons it.
+    pub fn snapshot(
+        &self,
+        mut callback: impl FnMut(Result<SnapshotResponse, EtcdError>) + 'static,
+    ) -> Pending {
+        let (mut complete, mut failed) = (false, false);
+        let sink = Box::new(move |item: Result<Option<Bytes>, EtcdError>| {
+            if failed || complete {
+                return;
+            }
+            let result = match item {
+                Ok(Some(bytes)) => SnapshotResponse::decode(bytes).map_err(|e| {
+                    EtcdError::new(
+                        Code::Internal,
+                        format!("cannot decode a chunk: {e}"),
+                        "snapshot",
+                    )
+                }),
+                Ok(None) => Err(EtcdError::new(
+                    Code::Internal,
+                    "the snapshot stream ended before its last chunk",
+                    "snapshot",
+                )),
+                Err(e) => Err(e),
+            };
+            match &result {
+                Ok(chunk) => complete = chunk.remaining_bytes == 0,
+                Err(_) => failed = true,
+            }
+            callback(result);
+        });
+        let body = codec::encode(&SnapshotRequest {});
+        let path = <maintenance_rpc::Snapshot as Rpc>::PATH;
+        let key = self.with_session(|s| s.start_sink(path, "snapshot", body, sink));
+        Pending::new(self, Some(key))
     }
 
     /// Transfers leadership to member `target_id`; must be sent to the current leader.

@@ -49,6 +49,8 @@ pub(crate) enum CallKind {
     Shared(super::shared::Shared),
     /// An election observer's own server stream.
     Observe(super::observe::ObserveKey),
+    /// A one-shot server stream whose messages go to the caller (snapshot).
+    Sink(super::sink::SinkKey),
 }
 
 /// Where a call is in its life.

@@ -26,6 +26,7 @@ pub(crate) mod call;
 pub(crate) mod keepalive;
 pub(crate) mod observe;
 mod shared;
+pub(crate) mod sink;
 #[cfg(test)]
 mod tests;
 pub(crate) mod watch;
@@ -42,6 +43,7 @@ use http::{HeaderValue, Request};
 use keepalive::{KeepaliveDelivery, KeepaliveKey, Keepalives};
 use observe::{ObserveDelivery, ObserveKey, Observes};
 use shared::{Shared, SharedStream};
+use sink::{SinkDelivery, Sinks};
 use slab::Slab;
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -86,6 +88,8 @@ pub(crate) enum Event {
     Keepalive(KeepaliveDelivery),
     /// A leader or final error for an observer's callback.
     Observe(ObserveDelivery),
+    /// A message, the clean end or the error of a one-shot server stream.
+    Sink(SinkDelivery),
 }
 
 /// Timers on the wheel.
@@ -143,6 +147,8 @@ pub(crate) struct Session {
     keepalive_stream: SharedStream,
     /// Every election observer (each on its own stream).
     observes: Observes,
+    /// Every one-shot server stream (snapshot).
+    sinks: Sinks,
 }
 
 impl Session {
@@ -167,6 +173,7 @@ impl Session {
             keepalives: Keepalives::default(),
             keepalive_stream: SharedStream::default(),
             observes: Observes::default(),
+            sinks: Sinks::default(),
         }
     }
 
@@ -209,7 +216,9 @@ impl Session {
     /// Abandons a pending unary call: its completion gets `CANCELLED` on the next turn and
     /// its stream is reset. A call that already ended is left alone.
     pub(crate) fn cancel_call(&mut self, key: CallKey) {
-        if self.call_mut(key).is_some_and(|c| matches!(c.kind, CallKind::Unary { .. })) {
+        let cancellable =
+            |c: &mut Call| matches!(c.kind, CallKind::Unary { .. } | CallKind::Sink(_));
+        if self.call_mut(key).is_some_and(cancellable) {
             let msg = "cancelled by the caller".to_string();
             self.finish(key.index, Err((Code::Cancelled, msg)));
         }
@@ -432,6 +441,7 @@ impl Session {
             && self.watches.is_empty()
             && self.keepalives.is_empty()
             && self.observes.is_empty()
+            && self.sinks.is_empty()
             && self.events.is_empty()
     }
 
@@ -449,9 +459,16 @@ impl Session {
             if let CallState::Open(stream, _) = call.state {
                 stream.cancel();
             }
-            if let CallKind::Unary { done, .. } = call.kind {
-                let result = Err(EtcdError::new(Code::Cancelled, reason, call.operation));
-                out.push(Event::Call(Completed { done, result }));
+            let cancelled = EtcdError::new(Code::Cancelled, reason, call.operation);
+            match call.kind {
+                CallKind::Unary { done, .. } => {
+                    out.push(Event::Call(Completed { done, result: Err(cancelled) }));
+                }
+                CallKind::Sink(key) => {
+                    self.sink_ended(key, call.operation, Err((Code::Cancelled, reason.into())));
+                    out.extend(self.events.pop_back());
+                }
+                CallKind::Shared(_) | CallKind::Observe(_) => {}
             }
         }
         self.unary_calls = 0;
@@ -520,7 +537,7 @@ impl Session {
             let (path, body) = (call.path, body.clone());
             let shared = match call.kind {
                 CallKind::Shared(kind) => Some(kind),
-                CallKind::Unary { .. } | CallKind::Observe(_) => None,
+                CallKind::Unary { .. } | CallKind::Observe(_) | CallKind::Sink(_) => None,
             };
             let Link::Up(t) = &mut self.link else { return };
             match t.poll_ready(&self.wakers) {
@@ -573,6 +590,10 @@ impl Session {
                         }
                         *response = msgs.into_iter().next();
                     }
+                    CallKind::Sink(key) => {
+                        let key = *key;
+                        self.on_sink_messages(key, msgs);
+                    }
                     CallKind::Observe(key) => {
                         let key = *key;
                         if let Err(e) = self.on_observe_messages(key, msgs) {
@@ -605,6 +626,7 @@ impl Session {
             CallKind::Unary { done, response } => (done, response),
             CallKind::Shared(kind) => return self.shared_ended(kind, result),
             CallKind::Observe(key) => return self.observe_ended(key, result),
+            CallKind::Sink(key) => return self.sink_ended(key, call.operation, result),
         };
         self.unary_calls -= 1;
         let result = match result {
