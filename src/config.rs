@@ -33,6 +33,7 @@ pub struct Config {
     max_request_bytes: usize,
     auth_token: Option<String>,
     connect_timeout: Duration,
+    credentials: Option<(String, String)>,
 }
 
 impl Default for Config {
@@ -43,6 +44,7 @@ impl Default for Config {
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             auth_token: None,
             connect_timeout: Duration::from_secs(3),
+            credentials: None,
         }
     }
 }
@@ -84,6 +86,16 @@ impl Config {
         self
     }
 
+    /// Authenticate as `user` on every connection, before any other call, and again when
+    /// the server reports the token stale ("invalid auth token", "revision of auth store is
+    /// old"): the calls that failed are retried once with the new token, and watches are
+    /// re-created on a stream that carries it. A wrong password is reported to the calls
+    /// that waited, and never retried.
+    pub fn user(mut self, user: impl Into<String>, password: impl Into<String>) -> Config {
+        self.credentials = Some((user.into(), password.into()));
+        self
+    }
+
     /// An auth token obtained elsewhere, sent with every call as the `token` metadata.
     pub fn auth_token(mut self, token: impl Into<String>) -> Config {
         self.auth_token = Some(token.into());
@@ -112,6 +124,7 @@ impl Config {
             endpoints,
             timeout: self.timeout.clamp(MIN_TIMEOUT, MAX_TIMEOUT),
             connect_timeout: self.connect_timeout.clamp(Duration::from_millis(1), MAX_TIMEOUT),
+            credentials: self.credentials.clone(),
             max_request_bytes: self.max_request_bytes,
             token,
         })

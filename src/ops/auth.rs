@@ -22,19 +22,24 @@ pub use permission::Type as PermissionType;
 
 impl Client {
     /// Authenticates as `user`; the token is kept and sent with every later call and stream
-    /// (as the `token` metadata).
+    /// (as the `token` metadata), and the credentials too, to authenticate again when the
+    /// token goes stale (see [`Config::user`](crate::Config::user)).
     pub fn authenticate(
         &self,
         user: impl Into<String>,
         password: impl Into<String>,
         callback: impl FnOnce(Result<AuthenticateResponse, EtcdError>) + 'static,
     ) {
-        let req = AuthenticateRequest { name: user.into(), password: password.into() };
+        let (user, password) = (user.into(), password.into());
+        let req = AuthenticateRequest { name: user.clone(), password: password.clone() };
         let weak = self.downgrade();
         self.call::<auth_rpc::Authenticate>("authenticate", &req, move |res| {
             if let (Ok(resp), Some(client)) = (&res, Client::upgrade(&weak)) {
                 if let Ok(token) = HeaderValue::from_str(&resp.token) {
-                    client.with_session(|s| s.set_token(Some(token)));
+                    client.with_session(|s| {
+                        s.set_token(Some(token));
+                        s.set_credentials(user, password);
+                    });
                 }
             }
             callback(res);

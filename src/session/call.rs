@@ -44,6 +44,15 @@ pub(crate) enum CallKind {
         done: Completion,
         /// The response message, once read (exactly one).
         response: Option<Bytes>,
+        /// The framed request, kept to retry it once after authenticating again.
+        request: Bytes,
+        /// Already retried after a stale token.
+        retried: bool,
+    },
+    /// The client's own Authenticate call (see `session/auth.rs`).
+    Auth {
+        /// The response message, once read.
+        response: Option<Bytes>,
     },
     /// A shared stream (watch, lease keepalive): its messages go to their owner.
     Shared(super::shared::Shared),

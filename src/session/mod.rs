@@ -22,6 +22,7 @@
 //! (never sent) wait for a new connection. When a connection attempt fails, the queued calls
 //! fail with `UNAVAILABLE`: they had their chance. The endpoint rotates either way.
 
+mod auth;
 pub(crate) mod call;
 pub(crate) mod keepalive;
 pub(crate) mod observe;
@@ -36,6 +37,7 @@ use crate::h2io::pipe::PipeBuffers;
 use crate::h2io::wake::CONNECTION;
 use crate::h2io::{StreamEvent, Transport, Wakers};
 use crate::timer::{TimerKey, TimerWheel};
+use auth::AuthGate;
 use bytes::Bytes;
 use call::{h2_error, Call, CallKey, CallKind, CallState, Completion, Reader, Step};
 use http::uri::{Authority, PathAndQuery};
@@ -68,6 +70,8 @@ pub(crate) struct SessionConfig {
     pub(crate) token: Option<HeaderValue>,
     /// How long a TCP connect may take before the endpoint counts as failed.
     pub(crate) connect_timeout: Duration,
+    /// User and password: authenticate on every connection, and again on a stale token.
+    pub(crate) credentials: Option<(String, String)>,
 }
 
 /// A finished call, for the client to run once no borrow is held.
@@ -149,11 +153,15 @@ pub(crate) struct Session {
     observes: Observes,
     /// Every one-shot server stream (snapshot).
     sinks: Sinks,
+    /// Whether an Authenticate call holds the other calls back.
+    auth: AuthGate,
 }
 
 impl Session {
     /// A session with no connection yet; `now` anchors its timer wheel.
     pub(crate) fn new(cfg: SessionConfig, now: Instant) -> Session {
+        let mut watches = WatchHub::default();
+        watches.reauth = cfg.credentials.is_some();
         Session {
             cfg,
             calls: Slab::new(),
@@ -168,12 +176,13 @@ impl Session {
             events: VecDeque::new(),
             unary_calls: 0,
             now,
-            watches: WatchHub::default(),
+            watches,
             watch_stream: SharedStream::default(),
             keepalives: Keepalives::default(),
             keepalive_stream: SharedStream::default(),
             observes: Observes::default(),
             sinks: Sinks::default(),
+            auth: AuthGate::default(),
         }
     }
 
@@ -203,7 +212,7 @@ impl Session {
             return None;
         }
         self.now = now;
-        let kind = CallKind::Unary { done, response: None };
+        let kind = CallKind::Unary { done, response: None, request: body.clone(), retried: false };
         let key = self.queue_call(path, operation, kind, body);
         if timed {
             let deadline = self.timers.insert(now + self.cfg.timeout, Timer::Deadline(key));
@@ -271,6 +280,13 @@ impl Session {
         self.cfg.token = token;
     }
 
+    /// The credentials to authenticate with from now on (on every new connection, and
+    /// again when the token goes stale).
+    pub(crate) fn set_credentials(&mut self, user: String, password: String) {
+        self.cfg.credentials = Some((user, password));
+        self.watches.reauth = true;
+    }
+
     // ===== inputs =====
 
     /// Bytes received from the server.
@@ -295,6 +311,8 @@ impl Session {
             Ok(t) => {
                 self.link = Link::Up(Box::new(t));
                 self.wakers.wake(CONNECTION);
+                // With credentials, a new connection authenticates before anything else.
+                self.start_auth();
                 self.cut_backoffs();
             }
             Err(e) => self.link_lost(&h2_error(&e).1, false),
@@ -468,11 +486,12 @@ impl Session {
                     self.sink_ended(key, call.operation, Err((Code::Cancelled, reason.into())));
                     out.extend(self.events.pop_back());
                 }
-                CallKind::Shared(_) | CallKind::Observe(_) => {}
+                CallKind::Shared(_) | CallKind::Observe(_) | CallKind::Auth { .. } => {}
             }
         }
         self.unary_calls = 0;
         self.queued.clear();
+        self.auth = AuthGate::Open;
         out.extend(self.watches.close(reason).into_iter().map(Event::Watch));
         self.close_shared_if_unused(Shared::Watch);
         out.extend(self.close_keepalives(reason).into_iter().map(Event::Keepalive));
@@ -537,7 +556,18 @@ impl Session {
             let (path, body) = (call.path, body.clone());
             let shared = match call.kind {
                 CallKind::Shared(kind) => Some(kind),
-                CallKind::Unary { .. } | CallKind::Observe(_) | CallKind::Sink(_) => None,
+                CallKind::Unary { .. }
+                | CallKind::Auth { .. }
+                | CallKind::Observe(_)
+                | CallKind::Sink(_) => None,
+            };
+            if !self.auth_allows(key) {
+                return; // calls wait behind the Authenticate call
+            }
+            // Authenticate never carries the (stale) token it replaces.
+            let token = match call.kind {
+                CallKind::Auth { .. } => None,
+                _ => self.cfg.token.clone(),
             };
             let Link::Up(t) = &mut self.link else { return };
             match t.poll_ready(&self.wakers) {
@@ -552,8 +582,7 @@ impl Session {
                 Some(kind) => (self.shared_opened(kind), false),
                 None => (body, true),
             };
-            let request =
-                build_request(&self.cfg.endpoints[self.endpoint], path, self.cfg.token.as_ref());
+            let request = build_request(&self.cfg.endpoints[self.endpoint], path, token.as_ref());
             let Link::Up(t) = &mut self.link else { return };
             match t.open(request, body, end) {
                 Ok(stream) => {
@@ -583,7 +612,7 @@ impl Session {
             match reader.apply(event) {
                 Step::Continue => {}
                 Step::Messages(msgs) => match &mut call.kind {
-                    CallKind::Unary { response, .. } => {
+                    CallKind::Unary { response, .. } | CallKind::Auth { response } => {
                         if msgs.len() > 1 || response.is_some() {
                             let msg = "more than one response message for a unary call";
                             return self.finish(index, Err((Code::Internal, msg.to_string())));
@@ -612,9 +641,20 @@ impl Session {
         }
     }
 
+    /// Ends call slot `index` with `result`, unless a unary call failed for a stale token
+    /// and is retried after authenticating again.
+    fn finish(&mut self, index: usize, result: Result<(), (Code, String)>) {
+        if let Err((_, msg)) = &result {
+            if self.retry_after_auth(index, msg) {
+                return;
+            }
+        }
+        self.finish_now(index, result);
+    }
+
     /// Ends call slot `index` with `result`: a unary call's completion is queued; a stream's
     /// owner learns that it ended.
-    fn finish(&mut self, index: usize, result: Result<(), (Code, String)>) {
+    fn finish_now(&mut self, index: usize, result: Result<(), (Code, String)>) {
         let call = self.calls.remove(index);
         if let Some(deadline) = call.deadline {
             self.timers.cancel(deadline);
@@ -623,7 +663,8 @@ impl Session {
             stream.cancel();
         }
         let (done, response) = match call.kind {
-            CallKind::Unary { done, response } => (done, response),
+            CallKind::Unary { done, response, .. } => (done, response),
+            CallKind::Auth { response } => return self.auth_done(response, result),
             CallKind::Shared(kind) => return self.shared_ended(kind, result),
             CallKind::Observe(key) => return self.observe_ended(key, result),
             CallKind::Sink(key) => return self.sink_ended(key, call.operation, result),

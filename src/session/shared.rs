@@ -255,6 +255,9 @@ impl Session {
         if works {
             self.shared_mut(kind).attempts = 0;
         }
+        if kind == Shared::Watch && self.watches.take_needs_reauth() {
+            self.reauth_watches();
+        }
         Ok(())
     }
 
@@ -276,6 +279,26 @@ impl Session {
             let timer = self.timers.insert(self.now + delay, Timer::Reopen(kind));
             self.shared_mut(kind).state = State::Backoff(timer);
         }
+    }
+
+    /// Ends the stream now and opens a new one (queued behind any Authenticate call, so it
+    /// carries the new token); its users resume on it.
+    pub(super) fn restart_shared(&mut self, kind: Shared) {
+        match std::mem::take(&mut self.shared_mut(kind).state) {
+            State::Call(key) => {
+                if self.calls.get(key.index).is_some_and(|c| c.generation == key.generation) {
+                    if let CallState::Open(stream, _) = self.calls.remove(key.index).state {
+                        stream.cancel();
+                    }
+                }
+            }
+            State::Backoff(timer) => {
+                self.timers.cancel(timer);
+            }
+            State::Idle => {}
+        }
+        self.shared_lost(kind);
+        self.ensure_shared(kind);
     }
 
     /// A connection came up: streams waiting out a backoff re-open now instead of when their

@@ -26,6 +26,7 @@ impl World {
             max_request_bytes: 1000,
             token: Some(HeaderValue::from_static("tok")),
             connect_timeout: Duration::from_secs(3),
+            credentials: None,
         };
         let t0 = Instant::now();
         World {
@@ -66,7 +67,7 @@ impl World {
         while let Some(event) = self.s.poll_event() {
             match event {
                 Event::Call(c) => (c.done)(c.result),
-                Event::Watch(_) | Event::Keepalive(_) | Event::Observe(_) => {
+                Event::Watch(_) | Event::Keepalive(_) | Event::Observe(_) | Event::Sink(_) => {
                     panic!("no stream in these tests")
                 }
             }
@@ -456,4 +457,99 @@ fn a_keepalive_stream_that_ends_reopens_and_renews_every_lease_at_once() {
     assert_eq!(renewals(&mut again[0]), [1, 2, 3]);
     w.run_keepalives();
     assert!(seen.borrow().iter().all(|r| r.is_ok()));
+}
+
+// ===== authentication in virtual time =====
+
+use crate::pb::etcdserverpb::{AuthenticateRequest, AuthenticateResponse};
+
+const AUTHENTICATE: &str = "/etcdserverpb.Auth/Authenticate";
+
+fn with_credentials() -> World {
+    let mut w = World::new(&["127.0.0.1:2379"]);
+    w.s.cfg.token = None;
+    w.s.set_credentials("root".into(), "pw".into());
+    w
+}
+
+fn token(t: &str) -> Bytes {
+    codec::encode(&AuthenticateResponse { token: t.into(), ..Default::default() })
+}
+
+#[test]
+fn a_new_connection_authenticates_first_and_the_other_calls_wait_for_the_token() {
+    let mut w = with_credentials();
+    w.start(1, "a");
+    w.connect();
+    w.pump();
+    let mut calls = w.server.take_calls();
+    assert_eq!(calls.len(), 1, "only Authenticate goes out first");
+    assert_eq!(calls[0].path, AUTHENTICATE);
+    assert!(calls[0].headers.get("token").is_none(), "no stale token on Authenticate");
+    let (bytes, _) = calls[0].read();
+    assert_eq!(AuthenticateRequest::decode(&bytes[5..]).unwrap().name, "root");
+    calls[0].message(token("T1"));
+    calls[0].trailers(0, "");
+    w.pump();
+    let mut calls = w.server.take_calls();
+    assert_eq!(calls[0].path, RANGE);
+    assert_eq!(calls[0].headers["token"], "T1");
+    calls[0].message(response(3));
+    calls[0].trailers(0, "");
+    w.pump();
+    assert_eq!(decoded(&w.collect()[0].1).header.unwrap().revision, 3);
+}
+
+#[test]
+fn calls_failing_with_a_stale_token_share_one_reauthentication_and_are_retried_once() {
+    let mut w = with_credentials();
+    w.start(1, "a");
+    w.start(2, "b");
+    w.connect();
+    w.pump();
+    let mut auth = w.server.take_calls();
+    auth[0].message(token("T1"));
+    auth[0].trailers(0, "");
+    w.pump();
+    let mut calls = w.server.take_calls();
+    assert_eq!(calls.len(), 2);
+    calls[0].trailers_only(16, "etcdserver: invalid auth token");
+    calls[1].trailers_only(3, "etcdserver: revision of auth store is old");
+    w.pump();
+    assert!(w.collect().is_empty(), "nothing reported: both wait for a new token");
+    let mut again = w.server.take_calls();
+    assert_eq!(again.len(), 1, "one Authenticate for both");
+    assert_eq!(again[0].path, AUTHENTICATE);
+    again[0].message(token("T2"));
+    again[0].trailers(0, "");
+    w.pump();
+    let mut retried = w.server.take_calls();
+    assert_eq!(retried.len(), 2);
+    assert!(retried.iter().all(|c| c.headers["token"] == "T2"));
+    // A second stale-token failure is final: no loop.
+    retried[0].message(response(5));
+    retried[0].trailers(0, "");
+    retried[1].trailers_only(16, "etcdserver: invalid auth token");
+    w.pump();
+    let mut done = w.collect();
+    done.sort_by_key(|d| d.0);
+    assert_eq!(decoded(&done[0].1).header.unwrap().revision, 5);
+    assert_eq!(done[1].1.clone().unwrap_err().code(), Code::Unauthenticated);
+    assert!(w.server.take_calls().is_empty(), "no further Authenticate");
+}
+
+#[test]
+fn a_wrong_password_reaches_the_waiting_calls_and_is_never_retried() {
+    let mut w = with_credentials();
+    w.start(1, "a");
+    w.connect();
+    w.pump();
+    let mut auth = w.server.take_calls();
+    auth[0].trailers_only(3, "etcdserver: authentication failed, invalid user ID or password");
+    w.pump();
+    let done = w.collect();
+    let err = done[0].1.clone().unwrap_err();
+    assert_eq!((err.code(), err.operation()), (Code::InvalidArgument, "get"));
+    assert!(err.message().contains("invalid user ID or password"), "{err}");
+    assert!(w.server.take_calls().is_empty(), "not retried");
 }

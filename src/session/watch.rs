@@ -20,6 +20,7 @@
 //! (etcd 3.5 answers them even while a watcher is still catching up). A re-created watch starts
 //! at `next_rev`, and any event below it is dropped.
 
+use super::auth::is_stale_token;
 use crate::error::{Code, EtcdError};
 use crate::pb::etcdserverpb::{
     watch_request, WatchCancelRequest, WatchCreateRequest, WatchProgressRequest, WatchRequest,
@@ -50,6 +51,8 @@ enum State {
 
 struct Entry {
     generation: u64,
+    /// Its create was refused for a stale token once already (a second time is final).
+    reauthed: bool,
     /// The create request as the caller asked for it.
     create: WatchCreateRequest,
     /// The first revision not yet delivered; 0 until known for a watch from "now".
@@ -79,6 +82,11 @@ pub(crate) struct WatchHub {
     /// Unknown ids a cancel was already sent for on this stream (to send it once).
     cancelled_ids: HashSet<i64>,
     stream_open: bool,
+    /// The client holds credentials: creates refused for a stale token are retried.
+    pub(crate) reauth: bool,
+    /// A create was refused for a stale token: the client must authenticate again and
+    /// re-open the stream.
+    needs_reauth: bool,
 }
 
 impl WatchHub {
@@ -95,6 +103,7 @@ impl WatchHub {
             partial: None,
             callback: Some(callback),
             ended: false,
+            reauthed: false,
         });
         let key = WatchKey { index, generation };
         if self.stream_open {
@@ -177,6 +186,11 @@ impl WatchHub {
             e.state = State::Unsent;
             e.partial = None;
         }
+    }
+
+    /// Whether a create was refused for a stale token since the last call (clears it).
+    pub(crate) fn take_needs_reauth(&mut self) -> bool {
+        std::mem::take(&mut self.needs_reauth)
     }
 
     /// Requests queued for the stream.
@@ -280,6 +294,7 @@ impl WatchHub {
     }
 
     fn on_created(&mut self, resp: WatchResponse, out: &mut Vec<Delivery>) {
+        let reauth = self.reauth;
         let Some(key) = self.creating.pop_front() else {
             // A create reply nobody waits for: make sure the server drops that watch.
             return self.cancel_unknown(resp.watch_id);
@@ -289,8 +304,16 @@ impl WatchHub {
             return self.cancel_unknown(resp.watch_id);
         };
         if resp.canceled {
+            if reauth && !entry.reauthed && is_stale_token(&resp.cancel_reason) {
+                // Refused for a stale token: re-created once the client has a fresh one.
+                entry.reauthed = true;
+                entry.state = State::Unsent;
+                self.needs_reauth = true;
+                return;
+            }
             return self.end(key, cancel_error(&resp), out);
         }
+        entry.reauthed = false;
         entry.state = State::Active(resp.watch_id);
         if entry.next_rev == 0 {
             // A watch from "now" sees the revisions after the one it was created at.

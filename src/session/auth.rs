@@ -1,0 +1,141 @@
+//! Authentication with stored credentials: on every new connection, and again (once, for
+//! every call that needs it) when the server says the token is stale.
+//!
+//! ```text
+//!   Open ──new connection, or a call failed with a stale token──► Authenticating(call)
+//!    ▲                                                                  │
+//!    └──────────── answered: new token (or the failure, reported) ──────┘
+//! ```
+//!
+//! While `Authenticating`, no other call is opened: they wait in the queue behind the
+//! Authenticate call, so that streams re-open with the new token and the calls that failed
+//! are retried with it. A call is retried at most once; "authentication failed" is final.
+
+use super::call::{CallKey, CallKind, CallState};
+use super::shared::Shared;
+use super::Session;
+use crate::error::Code;
+use crate::grpc::{codec, Rpc};
+use crate::pb::etcdserverpb::{auth_rpc, AuthenticateRequest, AuthenticateResponse};
+use bytes::Bytes;
+use http::HeaderValue;
+use prost::Message;
+
+/// Whether a server error means "authenticate again and retry": etcd's invalid token and
+/// old auth revision (the code varies between versions, so the message decides).
+pub(crate) fn is_stale_token(message: &str) -> bool {
+    message.contains("invalid auth token") || message.contains("revision of auth store is old")
+}
+
+/// The authentication gate.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) enum AuthGate {
+    /// Calls go out as they come.
+    #[default]
+    Open,
+    /// This Authenticate call goes first; the others wait behind it.
+    Authenticating(CallKey),
+}
+
+impl Session {
+    /// Starts an Authenticate call at the front of the queue, unless one is under way or no
+    /// credentials are held.
+    pub(super) fn start_auth(&mut self) {
+        let Some((name, password)) = self.cfg.credentials.clone() else { return };
+        if matches!(self.auth, AuthGate::Authenticating(_)) {
+            return;
+        }
+        let body = codec::encode(&AuthenticateRequest { name, password });
+        let path = <auth_rpc::Authenticate as Rpc>::PATH;
+        let key = self.queue_call(path, "authenticate", CallKind::Auth { response: None }, body);
+        // queue_call appended it: it goes first instead.
+        self.queued.pop_back();
+        self.queued.push_front(key);
+        let deadline = self.timers.insert(self.now + self.cfg.timeout, super::Timer::Deadline(key));
+        self.calls[key.index].deadline = Some(deadline);
+        self.auth = AuthGate::Authenticating(key);
+    }
+
+    /// Whether call `key` may be opened now (the gate lets only its own call through).
+    pub(super) fn auth_allows(&self, key: CallKey) -> bool {
+        match self.auth {
+            AuthGate::Open => true,
+            AuthGate::Authenticating(auth) => auth == key,
+        }
+    }
+
+    /// The Authenticate call ended: keep the token, or report the failure to every call
+    /// that was waiting for it.
+    pub(super) fn auth_done(
+        &mut self,
+        response: Option<Bytes>,
+        result: Result<(), (Code, String)>,
+    ) {
+        self.auth = AuthGate::Open;
+        self.wakers.wake(crate::h2io::wake::CONNECTION);
+        let token = result.and_then(|()| {
+            let bytes = response.ok_or((Code::Internal, "no authenticate response".into()))?;
+            let resp = AuthenticateResponse::decode(bytes)
+                .map_err(|e| (Code::Internal, format!("cannot decode: {e}")))?;
+            HeaderValue::from_str(&resp.token)
+                .map_err(|_| (Code::Internal, "the server's token is not a valid header".into()))
+        });
+        match token {
+            Ok(token) => self.cfg.token = Some(token),
+            // Lost with its connection, or late: the next connection authenticates first.
+            Err((Code::Unavailable | Code::DeadlineExceeded, _)) => {}
+            Err((code, msg)) => self.fail_waiting_calls(code, &msg),
+        }
+    }
+
+    /// Fails every queued unary call with the authentication error (it had been waiting for
+    /// a token that will not come).
+    fn fail_waiting_calls(&mut self, code: Code, msg: &str) {
+        let waiting: Vec<usize> = self
+            .queued
+            .iter()
+            .filter(|k| {
+                self.calls.get(k.index).is_some_and(|c| {
+                    c.generation == k.generation && matches!(c.kind, CallKind::Unary { .. })
+                })
+            })
+            .map(|k| k.index)
+            .collect();
+        for index in waiting {
+            let msg = format!("authentication failed: {msg}");
+            self.finish_now(index, Err((code, msg)));
+        }
+    }
+
+    /// Whether unary call `index`, failing with `message`, should instead be retried once
+    /// after authenticating again.
+    pub(super) fn retry_after_auth(&mut self, index: usize, message: &str) -> bool {
+        if self.cfg.credentials.is_none() || !is_stale_token(message) {
+            return false;
+        }
+        let call = &mut self.calls[index];
+        let CallKind::Unary { request, retried, response, .. } = &mut call.kind else {
+            return false;
+        };
+        if *retried {
+            return false;
+        }
+        *retried = true;
+        *response = None;
+        let queued = CallState::Queued(request.clone());
+        if let CallState::Open(stream, _) = std::mem::replace(&mut call.state, queued) {
+            stream.cancel();
+        }
+        let key = CallKey { index, generation: call.generation };
+        self.queued.push_back(key);
+        self.start_auth();
+        true
+    }
+
+    /// A watch create was refused for a stale token: authenticate again, then re-open the
+    /// watch stream (its token is the one it was opened with), resuming every watch.
+    pub(super) fn reauth_watches(&mut self) {
+        self.start_auth();
+        self.restart_shared(Shared::Watch);
+    }
+}
