@@ -22,9 +22,13 @@ use http::HeaderValue;
 use prost::Message;
 
 /// Whether a server error means "authenticate again and retry": etcd's invalid token and
-/// old auth revision (the code varies between versions, so the message decides).
+/// old auth revision. The code varies (UNAUTHENTICATED, INVALID_ARGUMENT, UNKNOWN), and so
+/// does the wording: etcd 3.5.1 reports a JWT token issued before an auth-store change as
+/// UNKNOWN "auth: revision in header is old". So the message decides.
 pub(crate) fn is_stale_token(message: &str) -> bool {
-    message.contains("invalid auth token") || message.contains("revision of auth store is old")
+    ["invalid auth token", "revision of auth store is old", "revision in header is old"]
+        .iter()
+        .any(|m| message.contains(m))
 }
 
 /// The authentication gate.

@@ -553,3 +553,13 @@ fn a_wrong_password_reaches_the_waiting_calls_and_is_never_retried() {
     assert!(err.message().contains("invalid user ID or password"), "{err}");
     assert!(w.server.take_calls().is_empty(), "not retried");
 }
+
+#[test]
+fn stale_token_messages_of_every_etcd_version_are_recognised() {
+    use super::auth::is_stale_token;
+    assert!(is_stale_token("etcdserver: invalid auth token"));
+    assert!(is_stale_token("etcdserver: revision of auth store is old"));
+    assert!(is_stale_token("auth: revision in header is old"));
+    assert!(!is_stale_token("etcdserver: authentication failed, invalid user ID or password"));
+    assert!(!is_stale_token("etcdserver: permission denied"));
+}

@@ -7,12 +7,8 @@ use std::time::Duration;
 
 /// A client for `endpoint` with a deadline short enough for tests.
 pub fn client(endpoint: &str) -> Client {
-    Client::new(
-        Config::new()
-            .endpoints([endpoint])
-            .timeout(Duration::from_secs(10)),
-    )
-    .expect("valid config")
+    Client::new(Config::new().endpoints([endpoint]).timeout(Duration::from_secs(10)))
+        .expect("valid config")
 }
 
 /// A callback boxed for [`block`].
@@ -26,10 +22,7 @@ pub fn block<T: 'static>(client: &Client, start: impl FnOnce(Cb<T>)) -> Result<T
     start(Box::new(move |r| {
         assert!(s.borrow_mut().replace(r).is_none(), "callback ran twice");
     }));
-    assert!(
-        slot.borrow().is_none(),
-        "callback ran inside the call that registered it"
-    );
+    assert!(slot.borrow().is_none(), "callback ran inside the call that registered it");
     client.run();
     let r = slot.borrow_mut().take();
     r.expect("run() returned before the callback ran")
@@ -48,9 +41,7 @@ pub fn connections_to(port: u16) -> usize {
         .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
         .filter_map(|l| {
             let s = l.to_string_lossy().into_owned();
-            s.strip_prefix("socket:[")?
-                .strip_suffix(']')
-                .map(str::to_string)
+            s.strip_prefix("socket:[")?.strip_suffix(']').map(str::to_string)
         })
         .collect();
     let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
@@ -59,11 +50,63 @@ pub fn connections_to(port: u16) -> usize {
         .skip(1)
         .filter(|line| {
             let f: Vec<&str> = line.split_whitespace().collect();
-            let remote_port = f[2]
-                .rsplit(':')
-                .next()
-                .and_then(|h| u16::from_str_radix(h, 16).ok());
+            let remote_port = f[2].rsplit(':').next().and_then(|h| u16::from_str_radix(h, 16).ok());
             f[3] == "01" && remote_port == Some(port) && ours.contains(f[9])
         })
         .count()
+}
+
+/// Drives every client in `clients` from one poll(2) loop (all their fds, the earliest
+/// `next_timeout`, capped at 100 ms, then `process()` on each) until `done()`, which is
+/// checked before every turn. Panics after `limit` instead of hanging, so a response that
+/// never comes fails the test. For tests in which several clients wait on each other (a lock
+/// holder and a waiter) and so cannot each run their own `run()`.
+pub fn drive_until(clients: &[&Client], limit: Duration, mut done: impl FnMut() -> bool) {
+    use std::os::fd::AsRawFd;
+    let deadline = std::time::Instant::now() + limit;
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still waiting after {limit:?} (a callback never got what it waited for)"
+        );
+        let timeout_ms = clients
+            .iter()
+            .filter_map(|c| c.next_timeout())
+            .min()
+            .map_or(100, |t| t.as_millis().min(100) as i32);
+        let mut fds: Vec<libc::pollfd> = clients
+            .iter()
+            .map(|c| libc::pollfd { fd: c.as_raw_fd(), events: libc::POLLIN, revents: 0 })
+            .collect();
+        // SAFETY: `fds` is a valid array of `fds.len()` pollfds for the duration of the call.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+        assert!(n >= 0, "poll failed: {}", std::io::Error::last_os_error());
+        for c in clients {
+            c.process();
+        }
+    }
+}
+
+/// [`drive_until`] every client is idle (no call pending, no live watch, keepalive or
+/// observer), which is when `run()` returns; then checks that `run()` agrees.
+pub fn drive_all(clients: &[&Client], limit: Duration) {
+    drive_all_explained(clients, limit, String::new);
+}
+
+/// [`drive_all`], with `explain()` (what the test saw so far) in the panic message when
+/// `limit` passes.
+pub fn drive_all_explained(clients: &[&Client], limit: Duration, explain: impl Fn() -> String) {
+    let deadline = std::time::Instant::now() + limit;
+    // The inner limit is a backstop: the check below fails first, with the explanation.
+    drive_until(clients, limit + Duration::from_secs(1), || {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still waiting after {limit:?} (a callback never got what it waited for) {}",
+            explain()
+        );
+        clients.iter().all(|c| c.is_idle())
+    });
+    for c in clients {
+        c.run(); // nothing pending: returns at once
+    }
 }

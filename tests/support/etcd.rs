@@ -122,9 +122,7 @@ impl Etcd {
     pub fn kill(&mut self) {
         self.signal(libc::SIGKILL);
         let mut child = self.child.take().expect("checked by signal");
-        child
-            .wait()
-            .unwrap_or_else(|e| panic!("waiting for etcd {}: {e}", self.name));
+        child.wait().unwrap_or_else(|e| panic!("waiting for etcd {}: {e}", self.name));
         self.paused = false;
     }
 
@@ -137,9 +135,7 @@ impl Etcd {
             self.signal(libc::SIGCONT);
         }
         // Stderr reaching EOF is the exit event; no polling of the pid.
-        let exited = self
-            .log
-            .wait_for(Instant::now() + STOP_TIMEOUT, |s| s.closed);
+        let exited = self.log.wait_for(Instant::now() + STOP_TIMEOUT, |s| s.closed);
         if !exited {
             self.kill();
             panic!(
@@ -149,9 +145,7 @@ impl Etcd {
             );
         }
         let mut child = self.child.take().expect("checked by signal");
-        child
-            .wait()
-            .unwrap_or_else(|e| panic!("waiting for etcd {}: {e}", self.name));
+        child.wait().unwrap_or_else(|e| panic!("waiting for etcd {}: {e}", self.name));
         self.paused = false;
     }
 
@@ -174,11 +168,7 @@ impl Etcd {
     /// Like [`Etcd::restart`] without waiting for readiness; panics if the
     /// process is still running. Pair with [`Etcd::wait_ready`].
     pub fn start_again(&mut self) {
-        assert!(
-            !self.is_running(),
-            "etcd {} is still running; stop or kill it first",
-            self.name
-        );
+        assert!(!self.is_running(), "etcd {} is still running; stop or kill it first", self.name);
         self.child = None;
         self.spawn();
     }
@@ -201,11 +191,7 @@ impl Etcd {
         let deadline = Instant::now() + Duration::from_secs(5);
         // Delivery is asynchronous; callers want "paused" to be true on return.
         while !proc_state_is_stopped(&stat) {
-            assert!(
-                Instant::now() < deadline,
-                "etcd {} did not stop on SIGSTOP",
-                self.name
-            );
+            assert!(Instant::now() < deadline, "etcd {} did not stop on SIGSTOP", self.name);
             thread::yield_now();
         }
     }
@@ -217,9 +203,7 @@ impl Etcd {
     }
 
     fn child(&self) -> &Child {
-        self.child
-            .as_ref()
-            .unwrap_or_else(|| panic!("etcd {} is not running", self.name))
+        self.child.as_ref().unwrap_or_else(|| panic!("etcd {} is not running", self.name))
     }
 
     /// Signals by pid. Safe from pid reuse: the child is not reaped until we
@@ -228,21 +212,14 @@ impl Etcd {
         let pid = self.pid() as libc::pid_t;
         // SAFETY: plain syscall on a pid we own.
         if unsafe { libc::kill(pid, sig) } != 0 {
-            panic!(
-                "kill({pid}, {sig}) for etcd {}: {}",
-                self.name,
-                io::Error::last_os_error()
-            );
+            panic!("kill({pid}, {sig}) for etcd {}: {}", self.name, io::Error::last_os_error());
         }
     }
 
     fn spawn(&mut self) {
         let bin = etcd_bin_dir().join("etcd");
         let mut cmd = Command::new(&bin);
-        cmd.args(&self.args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+        cmd.args(&self.args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
         die_with_parent(&mut cmd);
         let mut child = spawn_from_long_lived_thread(cmd)
             .unwrap_or_else(|e| panic!("spawning {}: {e}", bin.display()));
@@ -335,9 +312,7 @@ impl Cluster {
             let text = String::from_utf8_lossy(&out.stdout);
             let field = |name: &str| {
                 let prefix = format!("\"{name}\" : ");
-                text.lines()
-                    .find_map(|l| l.strip_prefix(&prefix))
-                    .map(str::to_owned)
+                text.lines().find_map(|l| l.strip_prefix(&prefix)).map(str::to_owned)
             };
             let id = field("MemberID");
             out.status.success() && id.is_some() && id == field("Leader")
@@ -377,14 +352,9 @@ fn launch(members: &mut Vec<Etcd>, n: usize, extra: &[&str]) -> Result<(), Strin
     let deadline = deadline();
     let pid = std::process::id();
     let token = format!("evetcd-{pid}-{}-{}", next_id(), nanos());
-    let (heartbeat, election) = if n == 1 {
-        SINGLE_TIMING
-    } else {
-        CLUSTER_TIMING
-    };
-    let ports: Vec<(String, u16, u16)> = (0..n)
-        .map(|i| (format!("m{i}"), free_port(), free_port()))
-        .collect();
+    let (heartbeat, election) = if n == 1 { SINGLE_TIMING } else { CLUSTER_TIMING };
+    let ports: Vec<(String, u16, u16)> =
+        (0..n).map(|i| (format!("m{i}"), free_port(), free_port())).collect();
     let initial_cluster = ports
         .iter()
         .map(|(name, _, peer)| format!("{name}=http://127.0.0.1:{peer}"))
@@ -502,9 +472,7 @@ fn wait_all(members: &mut [Etcd], deadline: Instant, stage: Stage) -> Result<(),
         // Woken by this member's log event; the short cap re-checks the
         // others for an early exit.
         let slice = deadline.min(Instant::now() + Duration::from_millis(100));
-        waiting
-            .log
-            .wait_for(slice, |s| stage.reached(s) || s.closed);
+        waiting.log.wait_for(slice, |s| stage.reached(s) || s.closed);
     }
 }
 
@@ -577,10 +545,7 @@ fn proc_state_is_stopped(stat_path: &str) -> bool {
     // Format: "pid (comm) S ..."; comm may contain spaces, so split after ')'.
     fs::read_to_string(stat_path)
         .ok()
-        .and_then(|s| {
-            s.rsplit_once(')')
-                .map(|(_, rest)| rest.trim_start().starts_with('T'))
-        })
+        .and_then(|s| s.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with('T')))
         .unwrap_or(false)
 }
 
@@ -624,12 +589,8 @@ fn spawn_from_long_lived_thread(cmd: Command) -> io::Result<Child> {
         tx
     });
     let (reply_tx, reply_rx) = mpsc::channel();
-    spawner
-        .send((cmd, reply_tx))
-        .map_err(|_| io::Error::other("etcd-spawner thread is gone"))?;
-    reply_rx
-        .recv()
-        .map_err(|_| io::Error::other("etcd-spawner thread is gone"))?
+    spawner.send((cmd, reply_tx)).map_err(|_| io::Error::other("etcd-spawner thread is gone"))?;
+    reply_rx.recv().map_err(|_| io::Error::other("etcd-spawner thread is gone"))?
 }
 
 /// A fresh 0700 data dir (etcd warns about looser modes). `create_dir`
@@ -649,7 +610,5 @@ fn make_data_dir() -> PathBuf {
 }
 
 fn nanos() -> u128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos())
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos())
 }

@@ -15,10 +15,7 @@ pub fn metric(endpoint: &str, name: &str) -> f64 {
         .lines()
         .find_map(|l| l.strip_prefix(&prefix))
         .unwrap_or_else(|| panic!("no metric {name} at http://{endpoint}/metrics"));
-    value
-        .trim()
-        .parse()
-        .unwrap_or_else(|e| panic!("metric {name} = {value:?}: {e}"))
+    value.trim().parse().unwrap_or_else(|e| panic!("metric {name} = {value:?}: {e}"))
 }
 
 /// Polls [`metric`] until it equals `want`, for server-side effects that happen after the
@@ -50,8 +47,7 @@ fn fetch(endpoint: &str, path: &str) -> String {
     write!(s, "GET {path} HTTP/1.0\r\nHost: {endpoint}\r\n\r\n")
         .unwrap_or_else(|e| panic!("sending GET {path} to {endpoint}: {e}"));
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw)
-        .unwrap_or_else(|e| panic!("reading GET {path} from {endpoint}: {e}"));
+    s.read_to_end(&mut raw).unwrap_or_else(|e| panic!("reading GET {path} from {endpoint}: {e}"));
     let text = String::from_utf8_lossy(&raw).into_owned();
     let (head, body) = text
         .split_once("\r\n\r\n")

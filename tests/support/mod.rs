@@ -50,10 +50,7 @@ fn resolve_bin_dir() -> Result<PathBuf, String> {
         return if is_executable(&dir.join("etcd")) {
             Ok(dir)
         } else {
-            Err(format!(
-                "{BIN_DIR_ENV}={} has no executable `etcd`",
-                dir.display()
-            ))
+            Err(format!("{BIN_DIR_ENV}={} has no executable `etcd`", dir.display()))
         };
     }
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -95,9 +92,7 @@ fn resolve_bin_dir() -> Result<PathBuf, String> {
 
 fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    path.metadata()
-        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
+    path.metadata().map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
 }
 
 /// Runs the bundled `etcdctl` (v3 API) against `endpoints` (comma-separated

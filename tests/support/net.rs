@@ -14,17 +14,12 @@ use std::sync::{Mutex, OnceLock};
 /// restart on its old ports without another member having taken them.
 pub(crate) fn free_port() -> u16 {
     static HANDED_OUT: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
-    let mut handed_out = HANDED_OUT
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
+    let mut handed_out =
+        HANDED_OUT.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
     loop {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
             .unwrap_or_else(|e| panic!("binding 127.0.0.1:0: {e}"));
-        let port = listener
-            .local_addr()
-            .unwrap_or_else(|e| panic!("local_addr: {e}"))
-            .port();
+        let port = listener.local_addr().unwrap_or_else(|e| panic!("local_addr: {e}")).port();
         if handed_out.insert(port) {
             return port;
         }
@@ -52,10 +47,7 @@ impl SilentListener {
 
     /// `127.0.0.1:PORT`.
     pub fn endpoint(&self) -> String {
-        let addr = self
-            .listener
-            .local_addr()
-            .unwrap_or_else(|e| panic!("local_addr: {e}"));
+        let addr = self.listener.local_addr().unwrap_or_else(|e| panic!("local_addr: {e}"));
         format!("127.0.0.1:{}", addr.port())
     }
 }
