@@ -159,3 +159,43 @@ fn authenticate_keeps_its_credentials_for_later_reauthentication() {
     let_the_token_expire();
     ok(&c, |cb| c.put("a", "1", PutOptions::new(), cb));
 }
+
+#[test]
+fn a_watch_created_after_an_auth_store_change_gets_a_fresh_stream() {
+    let etcd = Etcd::start_with(&[&jwt_flag()]);
+    let ep = etcd.endpoint();
+    enable_auth(&ep);
+    let c = root_client(&ep);
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    let created = Rc::new(Cell::new(0));
+    let watch = |key: &'static str| {
+        let (s, cr) = (seen.clone(), created.clone());
+        c.watch(key, WatchOptions::new(), move |r| {
+            let resp = r.unwrap_or_else(|e| panic!("watch {key}: {e}"));
+            if resp.created {
+                cr.set(cr.get() + 1);
+            }
+            for ev in resp.events {
+                s.borrow_mut().push(String::from_utf8_lossy(&ev.kv.unwrap().key).into_owned());
+            }
+        })
+    };
+    let a = watch("a");
+    support::client::drive_until(&[&c], Duration::from_secs(10), || created.get() == 1);
+    // The stream's token is now from an older auth revision: etcd refuses new creates on it.
+    let other = root_client(&ep);
+    ok(&other, |cb| other.role_add("reader", cb));
+    let b = watch("b");
+    // b's first create is refused; it is created on a fresh stream with a fresh token, and
+    // a is re-created there too (3 created replies in all). Then both see their writes.
+    support::client::drive_until(&[&c], Duration::from_secs(10), || created.get() == 3);
+    ok(&other, |cb| other.put("a", "1", PutOptions::new(), cb));
+    ok(&other, |cb| other.put("b", "1", PutOptions::new(), cb));
+    support::client::drive_until(&[&c], Duration::from_secs(10), || seen.borrow().len() == 2);
+    a.cancel(|_| ());
+    b.cancel(|_| ());
+    c.run();
+    let mut keys = seen.borrow().clone();
+    keys.sort();
+    assert_eq!(keys, ["a", "b"], "both watches, each event once");
+}

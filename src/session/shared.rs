@@ -25,6 +25,8 @@ use std::time::Duration;
 /// Backoff step: attempt n (n ≥ 1) waits n × this, up to [`MAX_BACKOFF`].
 const BACKOFF_STEP: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// The keepalive stream's longest wait before re-opening.
+const KEEPALIVE_MAX_BACKOFF: Duration = Duration::from_millis(500);
 
 /// Which shared stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -271,7 +273,13 @@ impl Session {
             return;
         }
         let stream = self.shared_mut(kind);
-        let delay = backoff(stream.attempts);
+        let mut delay = backoff(stream.attempts);
+        if kind == Shared::Keepalive {
+            // A lease lives for its TTL: a renewal must go out soon after the server is back,
+            // not at the end of a long backoff (etcd grants every lease a fresh TTL on
+            // restart, so the lease survives if the renewal is prompt).
+            delay = delay.min(KEEPALIVE_MAX_BACKOFF);
+        }
         stream.attempts += 1;
         if delay.is_zero() {
             self.ensure_shared(kind);

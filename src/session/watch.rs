@@ -304,8 +304,18 @@ impl WatchHub {
             return self.cancel_unknown(resp.watch_id);
         };
         if resp.canceled {
-            if reauth && !entry.reauthed && is_stale_token(&resp.cancel_reason) {
-                // Refused for a stale token: re-created once the client has a fresh one.
+            // etcd 3.5 refuses a create on a stream whose token went stale as "permission
+            // denied" (its watch permission check swallows the real reason): with
+            // credentials, one fresh token and stream decide.
+            let stale = is_stale_token(&resp.cancel_reason)
+                || resp.cancel_reason.contains("permission denied");
+            if reauth && !entry.reauthed && stale {
+                // Refused for a stale token: re-created once the client has a fresh one,
+                // from where it asked to start (a watch from "now" starts after the revision
+                // of the refusal, so that nothing written since is missed).
+                if entry.next_rev == 0 {
+                    entry.next_rev = resp.header.as_ref().map_or(0, |h| h.revision) + 1;
+                }
                 entry.reauthed = true;
                 entry.state = State::Unsent;
                 self.needs_reauth = true;
