@@ -10,7 +10,7 @@ use crate::pb::etcdserverpb::{
     HashResponse, MoveLeaderRequest, MoveLeaderResponse, SnapshotRequest, SnapshotResponse,
     StatusRequest, StatusResponse,
 };
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use prost::Message;
 
 impl Client {
@@ -59,19 +59,24 @@ impl Client {
 
     /// Streams a snapshot of the connected member's backend to `callback`, chunk by chunk,
     /// so that a caller can write it to a file without holding it in memory. Chunks arrive
-    /// in order; the last has `remaining_bytes == 0`. Otherwise the callback's last call is
-    /// one error. There is no deadline (a large database takes a while); the returned
-    /// [`Pending`] abandons it.
+    /// in order; the last has `remaining_bytes == 0` and ends with the database's 32-byte
+    /// SHA-256, which etcd sends after the data and `etcdutl snapshot restore` checks: write
+    /// every blob as it comes and the file is what `etcdctl snapshot save` writes. Otherwise
+    /// the callback's last call is one error. There is no deadline (a large database takes
+    /// a while); the returned [`Pending`] abandons it.
     pub fn snapshot(
         &self,
         mut callback: impl FnMut(Result<SnapshotResponse, EtcdError>) + 'static,
     ) -> Pending {
-        let (mut complete, mut failed) = (false, false);
+        // The chunk with remaining_bytes 0 is held until the stream ends, gathering what
+        // follows it (the checksum), so that the callback sees it last and whole.
+        let mut last: Option<(SnapshotResponse, BytesMut)> = None;
+        let mut failed = false;
         let sink = Box::new(move |item: Result<Option<Bytes>, EtcdError>| {
-            if failed || complete {
+            if failed {
                 return;
             }
-            let result = match item {
+            let chunk = match item {
                 Ok(Some(bytes)) => SnapshotResponse::decode(bytes).map_err(|e| {
                     EtcdError::new(
                         Code::Internal,
@@ -79,18 +84,33 @@ impl Client {
                         "snapshot",
                     )
                 }),
-                Ok(None) => Err(EtcdError::new(
-                    Code::Internal,
-                    "the snapshot stream ended before its last chunk",
-                    "snapshot",
-                )),
+                Ok(None) => match last.take() {
+                    Some((mut chunk, blob)) => {
+                        chunk.blob = blob.freeze();
+                        return callback(Ok(chunk));
+                    }
+                    None => Err(EtcdError::new(
+                        Code::Internal,
+                        "the snapshot stream ended before its last chunk",
+                        "snapshot",
+                    )),
+                },
                 Err(e) => Err(e),
             };
-            match &result {
-                Ok(chunk) => complete = chunk.remaining_bytes == 0,
-                Err(_) => failed = true,
+            match chunk {
+                Ok(chunk) => match &mut last {
+                    Some((_, blob)) => blob.extend_from_slice(&chunk.blob),
+                    None if chunk.remaining_bytes == 0 => {
+                        let blob = BytesMut::from(&chunk.blob[..]);
+                        last = Some((chunk, blob));
+                    }
+                    None => callback(Ok(chunk)),
+                },
+                Err(e) => {
+                    failed = true;
+                    callback(Err(e));
+                }
             }
-            callback(result);
         });
         let body = codec::encode(&SnapshotRequest {});
         let path = <maintenance_rpc::Snapshot as Rpc>::PATH;
