@@ -9,7 +9,7 @@ use crate::grpc::{codec, Rpc, RpcKind};
 use crate::handle::Pending;
 use crate::reactor::Reactor;
 use crate::session::call::CallKey;
-use crate::session::watch::WatchKey;
+
 use crate::session::{Event, Session};
 use bytes::Bytes;
 use std::cell::{Cell, RefCell};
@@ -225,14 +225,15 @@ impl Client {
         inner.upgrade().map(|inner| Client { inner })
     }
 
-    /// Cancels watch `key`; `callback` gets `Ok(())` on the next turn.
-    pub(crate) fn cancel_watch(
+    /// Cancels a stream with `cancel`; `callback` gets `Ok(())` on the next turn. The
+    /// stream's callback, which `cancel` hands back, is dropped once no borrow is held.
+    pub(crate) fn cancel_stream<C>(
         &self,
-        key: WatchKey,
+        cancel: impl FnOnce(&mut Session) -> Option<C>,
         callback: impl FnOnce(Result<(), EtcdError>) + 'static,
     ) {
         let dropped = self.with_session(|s| {
-            let dropped = s.cancel_watch(key);
+            let dropped = cancel(s);
             s.complete_soon(Box::new(move |_| callback(Ok(()))), Ok(Bytes::new()));
             dropped
         });

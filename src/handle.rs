@@ -40,7 +40,7 @@ impl Watch {
     /// ended, is harmless and succeeds the same way.
     pub fn cancel(&self, callback: impl FnOnce(Result<(), EtcdError>) + 'static) {
         match Client::upgrade(&self.client) {
-            Some(client) => client.cancel_watch(self.key, callback),
+            Some(client) => client.cancel_stream(|s| s.cancel_watch(self.key), callback),
             None => callback(Ok(())),
         }
     }
@@ -71,7 +71,7 @@ impl Keepalive {
     /// for [`Watch::cancel`].
     pub fn cancel(&self, callback: impl FnOnce(Result<(), EtcdError>) + 'static) {
         match Client::upgrade(&self.client) {
-            Some(client) => client.cancel_keepalive(self.key, callback),
+            Some(client) => client.cancel_stream(|s| s.cancel_keepalive(self.key), callback),
             None => callback(Ok(())),
         }
     }
@@ -133,7 +133,7 @@ impl Observe {
     /// again. `callback` receives `Ok(())` as for [`Watch::cancel`].
     pub fn cancel(&self, callback: impl FnOnce(Result<(), EtcdError>) + 'static) {
         match Client::upgrade(&self.client) {
-            Some(client) => client.cancel_observe(self.key, callback),
+            Some(client) => client.cancel_stream(|s| s.cancel_observe(self.key), callback),
             None => callback(Ok(())),
         }
     }

@@ -19,7 +19,7 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::client::{block, client, connections_to, drive_all, drive_until, ok};
+use support::client::{block, client, connections_to, drive_all, drive_until, ok, Slot};
 use support::metrics::metric;
 use support::Etcd;
 
@@ -27,30 +27,6 @@ use support::Etcd;
 const KEEPALIVE_STREAMS: &str = r#"grpc_server_started_total{grpc_method="LeaseKeepAlive",grpc_service="etcdserverpb.Lease",grpc_type="bidi_stream"}"#;
 /// Renewal requests the server has received on LeaseKeepAlive streams.
 const KEEPALIVE_REQUESTS: &str = r#"grpc_server_msg_received_total{grpc_method="LeaseKeepAlive",grpc_service="etcdserverpb.Lease",grpc_type="bidi_stream"}"#;
-
-/// A handle its own callback needs (to cancel itself). The call that returns the handle never
-/// runs the callback, so the slot is filled before the callback can look.
-struct Slot<T>(Rc<RefCell<Option<T>>>);
-
-impl<T: Clone> Slot<T> {
-    fn new() -> Self {
-        Slot(Rc::new(RefCell::new(None)))
-    }
-
-    fn set(&self, value: T) {
-        *self.0.borrow_mut() = Some(value);
-    }
-
-    fn get(&self) -> T {
-        self.0.borrow().clone().expect("handle set before any callback")
-    }
-}
-
-impl<T> Clone for Slot<T> {
-    fn clone(&self) -> Self {
-        Slot(self.0.clone())
-    }
-}
 
 /// Cancels a keepalive: `stopped` is set once `cancel()` has returned (its callback must never
 /// run after that), and `acks` counts the cancel's callbacks, which must come later, with Ok.

@@ -24,37 +24,13 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
-use support::client::{block, client, drive_all, drive_all_explained, drive_until, ok};
+use support::client::{block, client, drive_all, drive_all_explained, drive_until, ok, Slot};
 use support::metrics::metric;
 use support::Etcd;
 
 const PUT: i32 = EventType::Put as i32;
 const DELETE: i32 = EventType::Delete as i32;
 const WATCHERS: &str = "etcd_debugging_mvcc_watcher_total";
-
-/// A handle a callback needs (to cancel its own call or stream). The call that returns the
-/// handle never runs the callback, so the slot is filled before the callback can look.
-struct Slot<T>(Rc<RefCell<Option<T>>>);
-
-impl<T: Clone> Slot<T> {
-    fn new() -> Self {
-        Slot(Rc::new(RefCell::new(None)))
-    }
-
-    fn set(&self, value: T) {
-        *self.0.borrow_mut() = Some(value);
-    }
-
-    fn get(&self) -> T {
-        self.0.borrow().clone().expect("handle set before any callback")
-    }
-}
-
-impl<T> Clone for Slot<T> {
-    fn clone(&self) -> Self {
-        Slot(self.0.clone())
-    }
-}
 
 /// How a stream is cancelled: `stopped` is set once `cancel()` has returned (its callback must
 /// never run after that), and `acks` counts the cancel's callbacks, which must come later,

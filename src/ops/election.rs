@@ -8,7 +8,7 @@ use crate::pb::v3electionpb::{
     election_rpc, CampaignRequest, CampaignResponse, LeaderKey, LeaderRequest, LeaderResponse,
     ProclaimRequest, ProclaimResponse, ResignRequest, ResignResponse,
 };
-use crate::session::observe::ObserveKey;
+
 use bytes::Bytes;
 
 /// Checks a leader key as Proclaim and Resign need it.
@@ -93,19 +93,5 @@ impl Client {
         let request = codec::encode(&LeaderRequest { name: name.into() });
         let key = self.with_session(|s| s.observe(request, Box::new(callback)));
         Observe::new(self, key)
-    }
-
-    /// Stops observer `key`; `callback` gets `Ok(())` on the next turn.
-    pub(crate) fn cancel_observe(
-        &self,
-        key: ObserveKey,
-        callback: impl FnOnce(Result<(), EtcdError>) + 'static,
-    ) {
-        let dropped = self.with_session(|s| {
-            let dropped = s.cancel_observe(key);
-            s.complete_soon(Box::new(move |_| callback(Ok(()))), Ok(Bytes::new()));
-            dropped
-        });
-        drop(dropped); // outside the borrow: what it captured may use the client
     }
 }

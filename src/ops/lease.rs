@@ -8,8 +8,6 @@ use crate::pb::etcdserverpb::{
     LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse, LeaseTimeToLiveRequest,
     LeaseTimeToLiveResponse,
 };
-use crate::session::keepalive::KeepaliveKey;
-use bytes::Bytes;
 
 /// Options of [`Client::lease_grant`].
 #[derive(Clone, Debug, Default)]
@@ -96,19 +94,5 @@ impl Client {
     ) -> Keepalive {
         let key = self.with_session(|s| s.keepalive(id, Box::new(callback)));
         Keepalive::new(self, key)
-    }
-
-    /// Stops keepalive `key`; `callback` gets `Ok(())` on the next turn.
-    pub(crate) fn cancel_keepalive(
-        &self,
-        key: KeepaliveKey,
-        callback: impl FnOnce(Result<(), EtcdError>) + 'static,
-    ) {
-        let dropped = self.with_session(|s| {
-            let dropped = s.cancel_keepalive(key);
-            s.complete_soon(Box::new(move |_| callback(Ok(()))), Ok(Bytes::new()));
-            dropped
-        });
-        drop(dropped); // outside the borrow: what it captured may use the client
     }
 }

@@ -163,9 +163,13 @@ impl Session {
         if self.shared_wanted(kind) {
             return;
         }
-        let stream = self.shared_mut(kind);
-        stream.attempts = 0;
-        match std::mem::take(&mut stream.state) {
+        self.shared_mut(kind).attempts = 0;
+        self.end_shared(kind);
+    }
+
+    /// Ends the stream, whatever its state: its call is reset, or its backoff cancelled.
+    fn end_shared(&mut self, kind: Shared) {
+        match std::mem::take(&mut self.shared_mut(kind).state) {
             State::Call(key) => {
                 if self.calls.get(key.index).is_some_and(|c| c.generation == key.generation) {
                     if let CallState::Open(stream, _) = self.calls.remove(key.index).state {
@@ -292,20 +296,7 @@ impl Session {
     /// Ends the stream now and opens a new one (queued behind any Authenticate call, so it
     /// carries the new token); its users resume on it.
     pub(super) fn restart_shared(&mut self, kind: Shared) {
-        match std::mem::take(&mut self.shared_mut(kind).state) {
-            State::Call(key) => {
-                if self.calls.get(key.index).is_some_and(|c| c.generation == key.generation) {
-                    if let CallState::Open(stream, _) = self.calls.remove(key.index).state {
-                        stream.cancel();
-                    }
-                }
-            }
-            State::Backoff(timer) => {
-                self.timers.cancel(timer);
-            }
-            State::Idle => {}
-        }
-        self.shared_lost(kind);
+        self.end_shared(kind);
         self.ensure_shared(kind);
     }
 

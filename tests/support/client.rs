@@ -110,3 +110,27 @@ pub fn drive_all_explained(clients: &[&Client], limit: Duration, explain: impl F
         c.run(); // nothing pending: returns at once
     }
 }
+
+/// A handle a callback needs (to cancel its own call or stream). The call that returns the
+/// handle never runs the callback, so the slot is filled before the callback can look.
+pub struct Slot<T>(Rc<RefCell<Option<T>>>);
+
+impl<T: Clone> Slot<T> {
+    pub fn new() -> Self {
+        Slot(Rc::new(RefCell::new(None)))
+    }
+
+    pub fn set(&self, value: T) {
+        *self.0.borrow_mut() = Some(value);
+    }
+
+    pub fn get(&self) -> T {
+        self.0.borrow().clone().expect("handle set before any callback")
+    }
+}
+
+impl<T> Clone for Slot<T> {
+    fn clone(&self) -> Self {
+        Slot(self.0.clone())
+    }
+}
