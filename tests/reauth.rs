@@ -199,3 +199,39 @@ fn a_watch_created_after_an_auth_store_change_gets_a_fresh_stream() {
     keys.sort();
     assert_eq!(keys, ["a", "b"], "both watches, each event once");
 }
+
+#[test]
+fn credentials_work_against_an_etcd_without_auth() {
+    let etcd = Etcd::start();
+    let c = root_client(&etcd.endpoint());
+    ok(&c, |cb| c.put("k", "v", PutOptions::new(), cb));
+    let got = ok(&c, |cb| c.get("k", GetOptions::new(), cb));
+    assert_eq!(&got.kvs[0].value[..], b"v");
+}
+
+#[test]
+fn a_real_permission_problem_ends_each_watch_with_at_most_one_extra_authenticate() {
+    let etcd = Etcd::start();
+    let ep = etcd.endpoint();
+    enable_auth(&ep);
+    let root = root_client(&ep);
+    ok(&root, |cb| root.user_add("u", "upw", cb));
+    ok(&root, |cb| root.role_add("reader", cb));
+    ok(&root, |cb| root.role_grant_permission("reader", PermissionType::Read, "a", "", cb));
+    ok(&root, |cb| root.user_grant_role("u", "reader", cb));
+    let before = authentications(&ep);
+    let c = Client::new(Config::new().endpoints([ep.clone()]).user("u", "upw")).unwrap();
+    let denied = Rc::new(RefCell::new(Vec::new()));
+    for key in ["x", "y", "z"] {
+        let d = denied.clone();
+        c.watch(key, WatchOptions::new(), move |r| {
+            if let Err(e) = r {
+                d.borrow_mut().push(e.code());
+            }
+        });
+    }
+    support::client::drive_until(&[&c], Duration::from_secs(10), || denied.borrow().len() == 3);
+    assert_eq!(*denied.borrow(), [Code::PermissionDenied; 3]);
+    let used = authentications(&ep) - before;
+    assert!(used <= 2.0, "{used} Authenticate calls: one on connect, at most one more");
+}

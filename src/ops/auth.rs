@@ -54,7 +54,7 @@ impl Client {
         self.call::<auth_rpc::AuthEnable>("auth_enable", &AuthEnableRequest {}, callback);
     }
 
-    /// Turns authentication off; the client then drops its token.
+    /// Turns authentication off; the client then drops its token and its credentials.
     pub fn auth_disable(
         &self,
         callback: impl FnOnce(Result<AuthDisableResponse, EtcdError>) + 'static,
@@ -62,7 +62,7 @@ impl Client {
         let weak = self.downgrade();
         self.call::<auth_rpc::AuthDisable>("auth_disable", &AuthDisableRequest {}, move |res| {
             if let (Ok(_), Some(client)) = (&res, Client::upgrade(&weak)) {
-                client.with_session(|s| s.set_token(None));
+                client.with_session(|s| s.clear_credentials());
             }
             callback(res);
         });

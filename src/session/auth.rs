@@ -13,10 +13,11 @@
 
 use super::call::{CallKey, CallKind, CallState};
 use super::shared::Shared;
-use super::Session;
+use super::{Session, Timer};
 use crate::error::Code;
 use crate::grpc::{codec, Rpc};
 use crate::pb::etcdserverpb::{auth_rpc, AuthenticateRequest, AuthenticateResponse};
+use crate::timer::TimerKey;
 use bytes::Bytes;
 use http::HeaderValue;
 use prost::Message;
@@ -39,15 +40,22 @@ pub(crate) enum AuthGate {
     Open,
     /// This Authenticate call goes first; the others wait behind it.
     Authenticating(CallKey),
+    /// The last Authenticate failed for a passing reason (a leader change, its deadline)
+    /// while the connection stayed up: it is tried again when this timer fires, and the
+    /// others keep waiting.
+    Backoff(TimerKey),
 }
+
+/// Transient Authenticate failures in a row before the waiting calls get the error.
+const MAX_AUTH_RETRIES: u32 = 5;
 
 impl Session {
     /// Starts an Authenticate call at the front of the queue, unless one is under way or no
     /// credentials are held.
     pub(super) fn start_auth(&mut self) {
         let Some((name, password)) = self.cfg.credentials.clone() else { return };
-        if matches!(self.auth, AuthGate::Authenticating(_)) {
-            return;
+        if !matches!(self.auth, AuthGate::Open) {
+            return; // one is under way, or scheduled
         }
         let body = codec::encode(&AuthenticateRequest { name, password });
         let path = <auth_rpc::Authenticate as Rpc>::PATH;
@@ -65,6 +73,7 @@ impl Session {
         match self.auth {
             AuthGate::Open => true,
             AuthGate::Authenticating(auth) => auth == key,
+            AuthGate::Backoff(_) => false,
         }
     }
 
@@ -85,10 +94,56 @@ impl Session {
                 .map_err(|_| (Code::Internal, "the server's token is not a valid header".into()))
         });
         match token {
-            Ok(token) => self.cfg.token = Some(token),
-            // Lost with its connection, or late: the next connection authenticates first.
-            Err((Code::Unavailable | Code::DeadlineExceeded, _)) => {}
-            Err((code, msg)) => self.fail_waiting_calls(code, &msg),
+            Ok(token) => {
+                self.cfg.token = Some(token);
+                self.auth_epoch += 1;
+                self.auth_failures = 0;
+            }
+            // The server has auth off: nothing to authenticate, and no token to send.
+            Err((_, msg)) if msg.contains("authentication is not enabled") => {
+                self.cfg.token = None;
+                self.auth_failures = 0;
+            }
+            Err((code @ (Code::Unavailable | Code::DeadlineExceeded), msg)) => {
+                self.auth_failed_for_now(code, &msg)
+            }
+            Err((code, msg)) => {
+                self.auth_failures = 0;
+                self.fail_waiting_calls(code, &msg);
+            }
+        }
+    }
+
+    /// A passing Authenticate failure. With the connection gone there is nothing to do: the
+    /// next one authenticates first. Otherwise try again after a backoff, the other calls
+    /// still waiting; after a few failures in a row they get the error.
+    fn auth_failed_for_now(&mut self, code: Code, msg: &str) {
+        if !matches!(self.link, super::Link::Up(_)) {
+            return;
+        }
+        self.auth_failures += 1;
+        if self.auth_failures > MAX_AUTH_RETRIES {
+            self.auth_failures = 0;
+            return self.fail_waiting_calls(code, msg);
+        }
+        let delay = super::shared::backoff(self.auth_failures);
+        let timer = self.timers.insert(self.now + delay, Timer::AuthRetry);
+        self.auth = AuthGate::Backoff(timer);
+    }
+
+    /// The Authenticate backoff is over: try again.
+    pub(super) fn auth_retry_due(&mut self) {
+        if let AuthGate::Backoff(_) = self.auth {
+            self.auth = AuthGate::Open;
+            self.start_auth();
+        }
+    }
+
+    /// Opens the gate without waiting (the connection is gone; the next one authenticates
+    /// before anything else).
+    pub(super) fn reset_auth_gate(&mut self) {
+        if let AuthGate::Backoff(timer) = std::mem::take(&mut self.auth) {
+            self.timers.cancel(timer);
         }
     }
 
@@ -124,6 +179,9 @@ impl Session {
         if *retried {
             return false;
         }
+        // Sent with a token older than the current one: retrying with the current token is
+        // enough, without authenticating again.
+        let newer_token_exists = call.auth_epoch < self.auth_epoch;
         *retried = true;
         *response = None;
         let queued = CallState::Queued(request.clone());
@@ -132,7 +190,9 @@ impl Session {
         }
         let key = CallKey { index, generation: call.generation };
         self.queued.push_back(key);
-        self.start_auth();
+        if !newer_token_exists {
+            self.start_auth();
+        }
         true
     }
 
@@ -141,5 +201,7 @@ impl Session {
     pub(super) fn reauth_watches(&mut self) {
         self.start_auth();
         self.restart_shared(Shared::Watch);
+        // Once per stream: refusals on the stream opened with the fresh token are final.
+        self.watches.reauth_spent = true;
     }
 }

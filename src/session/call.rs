@@ -35,6 +35,8 @@ pub(crate) struct Call {
     /// Unary calls have a deadline; streams have none.
     pub(crate) deadline: Option<TimerKey>,
     pub(crate) state: CallState,
+    /// Which token (see `Session::auth_epoch`) the call was sent with.
+    pub(crate) auth_epoch: u64,
 }
 
 /// What a call's messages are for.

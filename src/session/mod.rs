@@ -103,6 +103,8 @@ enum Timer {
     Deadline(CallKey),
     /// The connect timeout of the link with this generation.
     Connect(u64),
+    /// The end of a failed Authenticate's backoff.
+    AuthRetry,
     /// The end of a shared stream's reconnect backoff.
     Reopen(Shared),
     /// A keepalive's next renewal.
@@ -155,6 +157,10 @@ pub(crate) struct Session {
     sinks: Sinks,
     /// Whether an Authenticate call holds the other calls back.
     auth: AuthGate,
+    /// Counts the tokens obtained, so that a call knows whether it was sent with the latest.
+    auth_epoch: u64,
+    /// Transient Authenticate failures in a row.
+    auth_failures: u32,
 }
 
 impl Session {
@@ -183,6 +189,8 @@ impl Session {
             observes: Observes::default(),
             sinks: Sinks::default(),
             auth: AuthGate::default(),
+            auth_epoch: 0,
+            auth_failures: 0,
         }
     }
 
@@ -250,6 +258,7 @@ impl Session {
             kind,
             deadline: None,
             state: CallState::Queued(body),
+            auth_epoch: 0,
         });
         let key = CallKey { index, generation };
         self.queued.push_back(key);
@@ -285,6 +294,13 @@ impl Session {
     pub(crate) fn set_credentials(&mut self, user: String, password: String) {
         self.cfg.credentials = Some((user, password));
         self.watches.reauth = true;
+    }
+
+    /// Forgets the token and the credentials (auth was turned off).
+    pub(crate) fn clear_credentials(&mut self) {
+        self.cfg.token = None;
+        self.cfg.credentials = None;
+        self.watches.reauth = false;
     }
 
     // ===== inputs =====
@@ -345,6 +361,7 @@ impl Session {
                 Timer::Deadline(key) => self.expire(key),
                 Timer::Reopen(kind) => self.shared_backoff_over(kind),
                 Timer::Renew(key) => self.renewal_due(key),
+                Timer::AuthRetry => self.auth_retry_due(),
                 Timer::ObserveReopen(key) => self.observe_backoff_over(key),
                 Timer::Connect(generation) => {
                     if generation == self.link_generation
@@ -491,6 +508,7 @@ impl Session {
         }
         self.unary_calls = 0;
         self.queued.clear();
+        self.reset_auth_gate();
         self.auth = AuthGate::Open;
         out.extend(self.watches.close(reason).into_iter().map(Event::Watch));
         self.close_shared_if_unused(Shared::Watch);
@@ -586,7 +604,9 @@ impl Session {
             let Link::Up(t) = &mut self.link else { return };
             match t.open(request, body, end) {
                 Ok(stream) => {
-                    self.calls[key.index].state = CallState::Open(stream, Reader::default());
+                    let call = &mut self.calls[key.index];
+                    call.state = CallState::Open(stream, Reader::default());
+                    call.auth_epoch = self.auth_epoch;
                     self.wakers.wake(key.index);
                 }
                 Err(e) => self.finish(key.index, Err(h2_error(&e))),
@@ -697,6 +717,7 @@ impl Session {
         self.link_error = None;
         self.link_generation += 1;
         self.endpoint = (self.endpoint + 1) % self.cfg.endpoints.len();
+        self.reset_auth_gate();
         let doomed: Vec<usize> = self
             .calls
             .iter()

@@ -187,7 +187,12 @@ impl Session {
     }
 
     /// The observer's stream ended (already removed from the slab): re-open it.
-    pub(super) fn observe_ended(&mut self, key: ObserveKey, _result: Result<(), (Code, String)>) {
+    pub(super) fn observe_ended(&mut self, key: ObserveKey, result: Result<(), (Code, String)>) {
+        if let Err((_, msg)) = &result {
+            if super::auth::is_stale_token(msg) {
+                self.start_auth(); // the re-opened stream waits for the new token
+            }
+        }
         let now = self.now;
         let Some(entry) = self.observes.get_mut(key) else {
             return;

@@ -563,3 +563,58 @@ fn stale_token_messages_of_every_etcd_version_are_recognised() {
     assert!(!is_stale_token("etcdserver: authentication failed, invalid user ID or password"));
     assert!(!is_stale_token("etcdserver: permission denied"));
 }
+
+#[test]
+fn a_passing_authenticate_failure_keeps_the_gate_closed_and_tries_again() {
+    let mut w = with_credentials();
+    w.start(1, "a");
+    w.connect();
+    w.pump();
+    let mut auth = w.server.take_calls();
+    auth[0].trailers_only(14, "etcdserver: leader changed");
+    w.pump();
+    assert!(w.server.take_calls().is_empty(), "nothing goes out without a token");
+    assert!(w.collect().is_empty());
+    w.s.handle_timeout(w.at(500)); // the backoff
+    w.pump();
+    let mut again = w.server.take_calls();
+    assert_eq!(again[0].path, AUTHENTICATE);
+    again[0].message(token("T1"));
+    again[0].trailers(0, "");
+    w.pump();
+    let calls = w.server.take_calls();
+    assert_eq!(calls[0].headers["token"], "T1");
+}
+
+#[test]
+fn a_call_sent_with_an_older_token_is_retried_without_authenticating_again() {
+    let mut w = with_credentials();
+    w.start(1, "a");
+    w.start(2, "b");
+    w.connect();
+    w.pump();
+    let mut auth = w.server.take_calls();
+    auth[0].message(token("T1"));
+    auth[0].trailers(0, "");
+    w.pump();
+    let mut calls = w.server.take_calls(); // both sent with T1
+    calls[1].trailers_only(16, "etcdserver: invalid auth token");
+    w.pump();
+    let mut reauth = w.server.take_calls();
+    reauth[0].message(token("T2"));
+    reauth[0].trailers(0, "");
+    w.pump();
+    let mut b_again = w.server.take_calls();
+    assert_eq!(b_again[0].headers["token"], "T2");
+    // Now a's T1 is refused too: T2 exists already, so a is simply sent again with it.
+    calls[0].trailers_only(16, "etcdserver: invalid auth token");
+    w.pump();
+    let a_again = w.server.take_calls();
+    assert_eq!(a_again.len(), 1);
+    assert_eq!(a_again[0].path, RANGE);
+    assert_eq!(a_again[0].headers["token"], "T2");
+    b_again[0].message(response(1));
+    b_again[0].trailers(0, "");
+    w.pump();
+    assert_eq!(w.collect().len(), 1);
+}

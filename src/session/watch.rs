@@ -87,6 +87,9 @@ pub(crate) struct WatchHub {
     /// A create was refused for a stale token: the client must authenticate again and
     /// re-open the stream.
     needs_reauth: bool,
+    /// This stream was opened with a token fetched because of a refusal: refusals on it
+    /// are final (a real permission problem must not restart the stream again and again).
+    pub(crate) reauth_spent: bool,
 }
 
 impl WatchHub {
@@ -178,6 +181,7 @@ impl WatchHub {
     /// The stream ended: every watch waits to be re-created on the next one.
     pub(crate) fn on_stream_lost(&mut self) {
         self.stream_open = false;
+        self.reauth_spent = false;
         self.by_id.clear();
         self.creating.clear();
         self.outbox.clear();
@@ -294,7 +298,7 @@ impl WatchHub {
     }
 
     fn on_created(&mut self, resp: WatchResponse, out: &mut Vec<Delivery>) {
-        let reauth = self.reauth;
+        let reauth = self.reauth && !self.reauth_spent;
         let Some(key) = self.creating.pop_front() else {
             // A create reply nobody waits for: make sure the server drops that watch.
             return self.cancel_unknown(resp.watch_id);
@@ -313,8 +317,8 @@ impl WatchHub {
                 // Refused for a stale token: re-created once the client has a fresh one,
                 // from where it asked to start (a watch from "now" starts after the revision
                 // of the refusal, so that nothing written since is missed).
-                if entry.next_rev == 0 {
-                    entry.next_rev = resp.header.as_ref().map_or(0, |h| h.revision) + 1;
+                if let (0, Some(h)) = (entry.next_rev, resp.header.as_ref()) {
+                    entry.next_rev = h.revision + 1;
                 }
                 entry.reauthed = true;
                 entry.state = State::Unsent;
