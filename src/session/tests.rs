@@ -472,6 +472,17 @@ fn with_credentials() -> World {
     w
 }
 
+/// Connects, and answers the Authenticate call that goes first with `t`.
+fn connect_and_authenticate(w: &mut World, t: &str) {
+    w.connect();
+    w.pump();
+    let mut auth = w.server.take_calls();
+    assert_eq!(auth[0].path, AUTHENTICATE);
+    auth[0].message(token(t));
+    auth[0].trailers(0, "");
+    w.pump();
+}
+
 fn token(t: &str) -> Bytes {
     codec::encode(&AuthenticateResponse { token: t.into(), ..Default::default() })
 }
@@ -505,12 +516,7 @@ fn calls_failing_with_a_stale_token_share_one_reauthentication_and_are_retried_o
     let mut w = with_credentials();
     w.start(1, "a");
     w.start(2, "b");
-    w.connect();
-    w.pump();
-    let mut auth = w.server.take_calls();
-    auth[0].message(token("T1"));
-    auth[0].trailers(0, "");
-    w.pump();
+    connect_and_authenticate(&mut w, "T1");
     let mut calls = w.server.take_calls();
     assert_eq!(calls.len(), 2);
     calls[0].trailers_only(16, "etcdserver: invalid auth token");
@@ -591,12 +597,7 @@ fn a_call_sent_with_an_older_token_is_retried_without_authenticating_again() {
     let mut w = with_credentials();
     w.start(1, "a");
     w.start(2, "b");
-    w.connect();
-    w.pump();
-    let mut auth = w.server.take_calls();
-    auth[0].message(token("T1"));
-    auth[0].trailers(0, "");
-    w.pump();
+    connect_and_authenticate(&mut w, "T1");
     let mut calls = w.server.take_calls(); // both sent with T1
     calls[1].trailers_only(16, "etcdserver: invalid auth token");
     w.pump();
