@@ -76,6 +76,11 @@ impl Reactor {
         if session.needs_drive() {
             return Some(Duration::ZERO);
         }
+        if session.is_idle() {
+            // Nothing pending: the internal timers left (the idle connection's PING timer)
+            // have nothing to do until an operation starts, which makes this zero again.
+            return None;
+        }
         session.next_deadline().map(|d| d.saturating_duration_since(now))
     }
 

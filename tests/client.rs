@@ -386,3 +386,24 @@ fn an_oversized_watch_create_fails_alone_and_other_watches_work() {
     let err = big_err.borrow().clone().expect("one error");
     assert_eq!((err.code(), err.operation()), (Code::InvalidArgument, "watch"));
 }
+
+#[test]
+fn a_frozen_server_is_detected_by_keepalive_pings_not_by_deadlines() {
+    let mut etcd = Etcd::start();
+    let config = Config::new()
+        .endpoints([etcd.endpoint()])
+        .timeout(Duration::from_secs(30))
+        .keepalive(Duration::from_secs(5), Duration::from_secs(2));
+    let c = Client::new(config).unwrap();
+    ok(&c, |cb| c.put("k", "v", PutOptions::new(), cb));
+    etcd.pause(); // SIGSTOP: the TCP connection stays up, nothing answers
+    let start = Instant::now();
+    let err = block(&c, |cb| c.get("k", GetOptions::new(), cb)).unwrap_err();
+    let took = start.elapsed();
+    assert_eq!(err.code(), Code::Unavailable, "{err}");
+    assert!(err.message().contains("keepalive PING"), "{err}");
+    assert!(took < Duration::from_secs(10), "detected after {took:?}; the deadline is 30 s");
+    etcd.resume();
+    let got = ok(&c, |cb| c.get("k", GetOptions::new(), cb));
+    assert_eq!(&got.kvs[0].value[..], b"v");
+}

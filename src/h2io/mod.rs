@@ -36,6 +36,8 @@ pub(crate) struct Transport {
     pipe: Rc<RefCell<PipeBuffers>>,
     send: SendRequest<Bytes>,
     conn: Connection<Pipe, Bytes>,
+    /// The connection's user PINGs (keepalive).
+    ping: Option<h2::PingPong>,
 }
 
 impl std::fmt::Debug for Transport {
@@ -58,7 +60,10 @@ impl Transport {
         );
         let mut cx = Context::from_waker(wakers.connection());
         match fut.as_mut().poll(&mut cx) {
-            Poll::Ready(Ok((send, conn))) => Ok(Transport { pipe, send, conn }),
+            Poll::Ready(Ok((send, mut conn))) => {
+                let ping = conn.ping_pong();
+                Ok(Transport { pipe, send, conn, ping })
+            }
             Poll::Ready(Err(e)) => Err(e),
             // The pipe never blocks a write of the 24-byte preface.
             Poll::Pending => unreachable!("handshake on an empty pipe completes at once"),
@@ -76,6 +81,23 @@ impl Transport {
         let mut cx = Context::from_waker(wakers.connection());
         match Pin::new(&mut self.conn).poll(&mut cx) {
             Poll::Ready(r) => Some(r),
+            Poll::Pending => None,
+        }
+    }
+
+    /// Sends a PING (one at a time; see [`poll_pong`](Self::poll_pong)).
+    pub(crate) fn send_ping(&mut self) -> Result<(), h2::Error> {
+        match self.ping.as_mut() {
+            Some(p) => p.send_ping(h2::Ping::opaque()),
+            None => Ok(()),
+        }
+    }
+
+    /// The answer to the PING sent: `None` while none came.
+    pub(crate) fn poll_pong(&mut self, wakers: &Wakers) -> Option<Result<(), h2::Error>> {
+        let mut cx = Context::from_waker(wakers.connection());
+        match self.ping.as_mut()?.poll_pong(&mut cx) {
+            Poll::Ready(r) => Some(r.map(|_| ())),
             Poll::Pending => None,
         }
     }

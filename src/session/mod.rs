@@ -26,6 +26,7 @@ mod auth;
 pub(crate) mod call;
 pub(crate) mod keepalive;
 pub(crate) mod observe;
+mod ping;
 mod shared;
 pub(crate) mod sink;
 #[cfg(test)]
@@ -44,6 +45,7 @@ use http::uri::{Authority, PathAndQuery};
 use http::{HeaderValue, Request};
 use keepalive::{KeepaliveDelivery, KeepaliveKey, Keepalives};
 use observe::{ObserveDelivery, ObserveKey, Observes};
+use ping::PingState;
 use shared::{Shared, SharedStream};
 use sink::{SinkDelivery, Sinks};
 use slab::Slab;
@@ -72,6 +74,10 @@ pub(crate) struct SessionConfig {
     pub(crate) connect_timeout: Duration,
     /// User and password: authenticate on every connection, and again on a stale token.
     pub(crate) credentials: Option<(String, String)>,
+    /// Interval of keepalive PINGs while calls or streams are open (`None`: off).
+    pub(crate) keepalive_time: Option<Duration>,
+    /// How long a PING may go unanswered before the connection counts as dead.
+    pub(crate) keepalive_timeout: Duration,
 }
 
 /// A finished call, for the client to run once no borrow is held.
@@ -105,6 +111,10 @@ enum Timer {
     Connect(u64),
     /// The end of a failed Authenticate's backoff.
     AuthRetry,
+    /// A keepalive PING is due on the link with this generation.
+    PingDue(u64),
+    /// The keepalive PING on the link with this generation went unanswered.
+    PingTimeout(u64),
     /// The end of a shared stream's reconnect backoff.
     Reopen(Shared),
     /// A keepalive's next renewal.
@@ -161,6 +171,8 @@ pub(crate) struct Session {
     auth_epoch: u64,
     /// Transient Authenticate failures in a row.
     auth_failures: u32,
+    /// The keepalive PING on the current connection.
+    ping: PingState,
 }
 
 impl Session {
@@ -191,6 +203,7 @@ impl Session {
             auth: AuthGate::default(),
             auth_epoch: 0,
             auth_failures: 0,
+            ping: PingState::Off,
         }
     }
 
@@ -329,6 +342,7 @@ impl Session {
                 self.wakers.wake(CONNECTION);
                 // With credentials, a new connection authenticates before anything else.
                 self.start_auth();
+                self.schedule_ping();
                 self.cut_backoffs();
             }
             Err(e) => self.link_lost(&h2_error(&e).1, false),
@@ -362,6 +376,8 @@ impl Session {
                 Timer::Reopen(kind) => self.shared_backoff_over(kind),
                 Timer::Renew(key) => self.renewal_due(key),
                 Timer::AuthRetry => self.auth_retry_due(),
+                Timer::PingDue(generation) => self.ping_due(generation),
+                Timer::PingTimeout(generation) => self.ping_timeout(generation),
                 Timer::ObserveReopen(key) => self.observe_backoff_over(key),
                 Timer::Connect(generation) => {
                     if generation == self.link_generation
@@ -509,6 +525,7 @@ impl Session {
         self.unary_calls = 0;
         self.queued.clear();
         self.reset_auth_gate();
+        self.stop_ping();
         self.auth = AuthGate::Open;
         out.extend(self.watches.close(reason).into_iter().map(Event::Watch));
         self.close_shared_if_unused(Shared::Watch);
@@ -534,7 +551,7 @@ impl Session {
     fn poll_link(&mut self) {
         let Link::Up(t) = &mut self.link else { return };
         let Some(end) = t.poll_connection(&self.wakers) else {
-            return;
+            return self.poll_ping();
         };
         let reason = self.link_error.get_or_insert_with(|| match end {
             Ok(()) => "connection closed by the server".to_string(),
@@ -587,6 +604,9 @@ impl Session {
                 CallKind::Auth { .. } => None,
                 _ => self.cfg.token.clone(),
             };
+            // Streams ask etcd to end them when the member loses its leader, so that they
+            // move on instead of waiting on a partitioned member.
+            let stream = matches!(call.kind, CallKind::Shared(_) | CallKind::Observe(_));
             let Link::Up(t) = &mut self.link else { return };
             match t.poll_ready(&self.wakers) {
                 None => return,
@@ -600,7 +620,11 @@ impl Session {
                 Some(kind) => (self.shared_opened(kind), false),
                 None => (body, true),
             };
-            let request = build_request(&self.cfg.endpoints[self.endpoint], path, token.as_ref());
+            let mut request =
+                build_request(&self.cfg.endpoints[self.endpoint], path, token.as_ref());
+            if stream {
+                request.headers_mut().insert("hasleader", HeaderValue::from_static("true"));
+            }
             let Link::Up(t) = &mut self.link else { return };
             match t.open(request, body, end) {
                 Ok(stream) => {
@@ -718,6 +742,7 @@ impl Session {
         self.link_generation += 1;
         self.endpoint = (self.endpoint + 1) % self.cfg.endpoints.len();
         self.reset_auth_gate();
+        self.stop_ping();
         let doomed: Vec<usize> = self
             .calls
             .iter()

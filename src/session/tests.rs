@@ -27,6 +27,8 @@ impl World {
             token: Some(HeaderValue::from_static("tok")),
             connect_timeout: Duration::from_secs(3),
             credentials: None,
+            keepalive_time: Some(Duration::from_secs(5)),
+            keepalive_timeout: Duration::from_secs(2),
         };
         let t0 = Instant::now();
         World {
@@ -618,4 +620,70 @@ fn a_call_sent_with_an_older_token_is_retried_without_authenticating_again() {
     b_again[0].trailers(0, "");
     w.pump();
     assert_eq!(w.collect().len(), 1);
+}
+
+// ===== keepalive PINGs in virtual time =====
+
+fn output_len(w: &World) -> usize {
+    w.s.pipe().map_or(0, |p| p.borrow().output().len())
+}
+
+#[test]
+fn an_unanswered_ping_ends_the_link_long_before_the_call_deadline() {
+    let mut w = World::new(&["127.0.0.1:2379"]);
+    w.s.cfg.timeout = Duration::from_secs(30);
+    w.start(1, "k");
+    w.connect();
+    w.pump(); // the request reached the server, which now freezes
+    w.s.handle_timeout(w.at(5000));
+    w.s.drive();
+    assert!(output_len(&w) > 0, "a PING is written while the call is open");
+    w.s.handle_timeout(w.at(6999));
+    w.s.drive();
+    assert!(w.collect().is_empty());
+    w.s.handle_timeout(w.at(7000));
+    w.s.drive();
+    let err = w.collect()[0].1.clone().unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable);
+    assert!(err.message().contains("keepalive PING"), "{err}");
+}
+
+#[test]
+fn an_idle_link_sends_no_ping_and_an_answered_one_keeps_the_link() {
+    let mut w = World::new(&["127.0.0.1:2379"]);
+    w.s.cfg.timeout = Duration::from_secs(30);
+    w.start(1, "a");
+    w.connect();
+    w.pump();
+    let mut calls = w.server.take_calls();
+    calls[0].message(response(1));
+    calls[0].trailers(0, "");
+    w.pump();
+    assert_eq!(w.collect().len(), 1);
+    w.s.handle_timeout(w.at(5000));
+    w.s.drive();
+    assert_eq!(output_len(&w), 0, "no PING on an idle connection (etcd refuses those)");
+    w.start(2, "b");
+    w.pump();
+    w.s.handle_timeout(w.at(10_000));
+    w.pump(); // the server answers the PING
+    w.s.handle_timeout(w.at(12_000));
+    w.pump();
+    assert!(w.collect().is_empty(), "the link stays up; call 2 still waits for its answer");
+    assert!(w.s.wants_socket());
+}
+
+#[test]
+fn streams_carry_hasleader_and_unary_calls_do_not() {
+    let mut w = World::new(&["127.0.0.1:2379"]);
+    let seen: KaSeen = Default::default();
+    w.keepalive(7, &seen);
+    w.start(1, "k");
+    w.connect();
+    w.pump();
+    let calls = w.server.take_calls();
+    let stream = calls.iter().find(|c| c.path.ends_with("LeaseKeepAlive")).unwrap();
+    let unary = calls.iter().find(|c| c.path == RANGE).unwrap();
+    assert_eq!(stream.headers["hasleader"], "true");
+    assert!(unary.headers.get("hasleader").is_none());
 }
