@@ -438,6 +438,12 @@ impl Abandon {
             assert!(s.b_cancel_returned.get(), "b's callback ran before or inside cancel()");
             s.trace.borrow_mut().push("b called back".into());
             s.b_results.borrow_mut().push(r.expect_err("b gave up"));
+            // etcd deletes an abandoned waiter's key itself, unless the cancel races the
+            // handler's own write (its commit then fails and the key stays until its lease
+            // ends): revoking the lease settles it, as `Pending::cancel` advises.
+            s.b.lease_revoke(s.lb, |r| {
+                r.expect("revoke b's lease");
+            });
         }));
     }
 
@@ -703,6 +709,10 @@ impl Script {
             move |r| {
                 s.log("c called back");
                 s.c_results.borrow_mut().push(r.expect_err("c gave up"));
+                // As for the abandoned lock: the lease makes sure the key goes.
+                s.c.lease_revoke(s.leases[2], |r| {
+                    r.expect("revoke c's lease");
+                });
             },
         ));
     }
