@@ -39,6 +39,7 @@ pub struct Config {
     connect_timeout: Duration,
     credentials: Option<(String, String)>,
     keepalive: (Duration, Duration),
+    max_retries: u32,
 }
 
 impl Default for Config {
@@ -51,6 +52,7 @@ impl Default for Config {
             connect_timeout: Duration::from_secs(3),
             credentials: None,
             keepalive: (Duration::from_secs(10), Duration::from_secs(10)),
+            max_retries: 30,
         }
     }
 }
@@ -111,6 +113,16 @@ impl Config {
         self
     }
 
+    /// How many times in a row a stream (watch, keepalive, observe) is re-opened after it
+    /// breaks before its users get the error (one each); 0 never re-opens. Default 30. A
+    /// permanent status (`INVALID_ARGUMENT`, `NOT_FOUND`, `ALREADY_EXISTS`,
+    /// `PERMISSION_DENIED`, `FAILED_PRECONDITION`, `OUT_OF_RANGE`, `UNIMPLEMENTED`,
+    /// `UNAUTHENTICATED`) is reported at once.
+    pub fn max_retries(mut self, retries: u32) -> Config {
+        self.max_retries = retries;
+        self
+    }
+
     /// An auth token obtained elsewhere, sent with every call as the `token` metadata.
     pub fn auth_token(mut self, token: impl Into<String>) -> Config {
         self.auth_token = Some(token.into());
@@ -143,6 +155,7 @@ impl Config {
             keepalive_time: (!self.keepalive.0.is_zero())
                 .then(|| self.keepalive.0.clamp(MIN_KEEPALIVE_TIME, MAX_TIMEOUT)),
             keepalive_timeout: self.keepalive.1.clamp(Duration::from_millis(1), MAX_TIMEOUT),
+            max_retries: self.max_retries,
             max_request_bytes: self.max_request_bytes,
             token,
         })

@@ -407,3 +407,45 @@ fn a_frozen_server_is_detected_by_keepalive_pings_not_by_deadlines() {
     let got = ok(&c, |cb| c.get("k", GetOptions::new(), cb));
     assert_eq!(&got.kvs[0].value[..], b"v");
 }
+
+#[test]
+fn with_the_server_gone_each_stream_reports_exactly_one_error_when_retries_run_out() {
+    let mut etcd = Etcd::start();
+    let config = Config::new().endpoints([etcd.endpoint()]).max_retries(2);
+    let c = Client::new(config).unwrap();
+    let lease = ok(&c, |cb| c.lease_grant(60, evetcd::LeaseGrantOptions::new(), cb)).id;
+    type Failures = Vec<(&'static str, Code, Instant)>;
+    let errors: Rc<RefCell<Failures>> = Rc::default();
+    let created = Rc::new(Cell::new(false));
+    let (e1, cr) = (errors.clone(), created.clone());
+    c.watch("w", evetcd::WatchOptions::new(), move |r| match r {
+        Ok(resp) => cr.set(cr.get() || resp.created),
+        Err(e) => e1.borrow_mut().push(("watch", e.code(), Instant::now())),
+    });
+    let (e2, renewed) = (errors.clone(), Rc::new(Cell::new(false)));
+    let rn = renewed.clone();
+    c.lease_keepalive(lease, move |r| match r {
+        Ok(_) => rn.set(true),
+        Err(e) => e2.borrow_mut().push(("keepalive", e.code(), Instant::now())),
+    });
+    support::client::drive_until(&[&c], Duration::from_secs(10), || created.get() && renewed.get());
+    etcd.kill();
+    let killed = Instant::now();
+    // Both streams give up (a deadline, not run(): a regression must fail, not hang).
+    support::client::drive_until(&[&c], Duration::from_secs(20), || errors.borrow().len() == 2);
+    assert!(c.is_idle(), "nothing is left running");
+    let errors = errors.borrow();
+    let mut kinds: Vec<_> = errors.iter().map(|e| (e.0, e.1)).collect();
+    kinds.sort_by_key(|k| k.0);
+    assert_eq!(kinds, [("keepalive", Code::Unavailable), ("watch", Code::Unavailable)]);
+    for (what, _, at) in errors.iter() {
+        // Two re-opens: one at once, one after 0.5 s of backoff.
+        assert!(
+            *at - killed >= Duration::from_millis(450),
+            "{what} gave up after {:?}",
+            *at - killed
+        );
+    }
+    etcd.restart();
+    ok(&c, |cb| c.put("after", "outage", PutOptions::new(), cb));
+}

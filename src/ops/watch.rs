@@ -13,6 +13,8 @@ use bytes::Bytes;
 pub struct WatchOptions {
     range: KeyRange,
     req: WatchCreateRequest,
+    /// Set by `auto_reconnect(false)`.
+    no_reconnect: bool,
 }
 
 impl WatchOptions {
@@ -69,6 +71,13 @@ impl WatchOptions {
         self
     }
 
+    /// Whether the watch is re-created when its stream breaks (default on). Off, it ends
+    /// with the stream's error instead.
+    pub fn auto_reconnect(mut self, on: bool) -> Self {
+        self.no_reconnect = !on;
+        self
+    }
+
     fn set_filter(&mut self, filter: FilterType, on: bool) {
         self.req.filters.retain(|f| *f != filter as i32);
         if on {
@@ -113,8 +122,9 @@ impl Client {
         options: WatchOptions,
         callback: impl FnMut(Result<WatchResponse, EtcdError>) + 'static,
     ) -> Watch {
+        let reconnect = !options.no_reconnect;
         let create = options.request(key.into());
-        let key = self.with_session(|s| s.watch(create, Box::new(callback)));
+        let key = self.with_session(|s| s.watch(create, Box::new(callback), reconnect));
         Watch::new(self, key)
     }
 

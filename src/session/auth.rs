@@ -196,6 +196,16 @@ impl Session {
         true
     }
 
+    /// Whether a stream ended for a stale token that the client can renew (it holds
+    /// credentials): it then starts authenticating, and the stream is not given up.
+    pub(super) fn stale_token_to_renew(&mut self, message: &str) -> bool {
+        if self.cfg.credentials.is_none() || !is_stale_token(message) {
+            return false;
+        }
+        self.start_auth();
+        true
+    }
+
     /// A watch create was refused for a stale token: authenticate again, then re-open the
     /// watch stream (its token is the one it was opened with), resuming every watch.
     pub(super) fn reauth_watches(&mut self) {

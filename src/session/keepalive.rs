@@ -178,6 +178,12 @@ impl Session {
 
     /// Ends every live keepalive with `CANCELLED` (the client is closing).
     pub(super) fn close_keepalives(&mut self, reason: &str) -> Vec<KeepaliveDelivery> {
+        self.end_keepalives(Code::Cancelled, reason)
+    }
+
+    /// Ends every live keepalive with one error (the client is closing, or the stream gave
+    /// up: a permanent status, or its retries are used up).
+    pub(super) fn end_keepalives(&mut self, code: Code, message: &str) -> Vec<KeepaliveDelivery> {
         let mut out = Vec::new();
         for (index, e) in self.keepalives.entries.iter_mut().filter(|(_, e)| !e.ended) {
             e.ended = true;
@@ -185,7 +191,7 @@ impl Session {
                 self.timers.cancel(timer);
             }
             let key = KeepaliveKey { index, generation: e.generation };
-            out.push((key, Err(EtcdError::new(Code::Cancelled, reason, "keepalive"))));
+            out.push((key, Err(EtcdError::new(code, message, "keepalive"))));
         }
         self.keepalive_lost();
         out

@@ -78,6 +78,8 @@ pub(crate) struct SessionConfig {
     pub(crate) keepalive_time: Option<Duration>,
     /// How long a PING may go unanswered before the connection counts as dead.
     pub(crate) keepalive_timeout: Duration,
+    /// Re-opens of a stream in a row before its users get the error (0: never re-open).
+    pub(crate) max_retries: u32,
 }
 
 /// A finished call, for the client to run once no borrow is held.
@@ -528,6 +530,7 @@ impl Session {
         self.stop_ping();
         self.auth = AuthGate::Open;
         out.extend(self.watches.close(reason).into_iter().map(Event::Watch));
+        self.watches.on_stream_lost();
         self.close_shared_if_unused(Shared::Watch);
         out.extend(self.close_keepalives(reason).into_iter().map(Event::Keepalive));
         self.close_shared_if_unused(Shared::Keepalive);

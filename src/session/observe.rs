@@ -188,17 +188,22 @@ impl Session {
 
     /// The observer's stream ended (already removed from the slab): re-open it.
     pub(super) fn observe_ended(&mut self, key: ObserveKey, result: Result<(), (Code, String)>) {
-        if let Err((_, msg)) = &result {
-            if super::auth::is_stale_token(msg) {
-                self.start_auth(); // the re-opened stream waits for the new token
-            }
-        }
-        let now = self.now;
+        let (code, message) =
+            result.err().unwrap_or((Code::Unavailable, "stream ended by the server".into()));
+        // A stale token the client can renew is not final: the re-opened stream waits for it.
+        let renewing = self.stale_token_to_renew(&message);
+        let (now, max_retries) = (self.now, self.cfg.max_retries);
         let Some(entry) = self.observes.get_mut(key) else {
             return;
         };
         entry.call = None;
         if entry.ended {
+            return;
+        }
+        if !renewing && (super::shared::is_permanent(code) || entry.attempts >= max_retries) {
+            entry.ended = true;
+            let err = EtcdError::new(code, message, "election_observe");
+            self.events.push_back(Event::Observe((key, Err(err))));
             return;
         }
         let delay = backoff(entry.attempts);

@@ -62,6 +62,21 @@ pub(super) fn encode<M: Message>(messages: &[M]) -> Bytes {
     out.freeze()
 }
 
+/// Statuses that re-opening cannot fix: the stream's users get the error at once.
+pub(super) fn is_permanent(code: Code) -> bool {
+    matches!(
+        code,
+        Code::InvalidArgument
+            | Code::NotFound
+            | Code::AlreadyExists
+            | Code::PermissionDenied
+            | Code::FailedPrecondition
+            | Code::OutOfRange
+            | Code::Unimplemented
+            | Code::Unauthenticated
+    )
+}
+
 /// The wait before re-open attempt `n` (0: at once).
 pub(super) fn backoff(n: u32) -> Duration {
     (BACKOFF_STEP * n).min(MAX_BACKOFF)
@@ -75,6 +90,7 @@ impl Session {
         &mut self,
         create: WatchCreateRequest,
         callback: WatchCallback,
+        auto_reconnect: bool,
     ) -> WatchKey {
         // A create above the request size limit fails that watch alone (on the next turn):
         // sent, it would make etcd end the stream shared by every watch, again and again.
@@ -90,6 +106,7 @@ impl Session {
             return key;
         }
         let key = self.watches.add(create, callback);
+        self.watches.set_auto_reconnect(key, auto_reconnect);
         self.ensure_shared(Shared::Watch);
         self.wakers.wake(CONNECTION);
         key
@@ -269,9 +286,33 @@ impl Session {
 
     /// The stream call ended (already removed from the slab): its users wait, and it
     /// re-opens at once the first time, after a growing backoff after that.
-    pub(super) fn shared_ended(&mut self, kind: Shared, _result: Result<(), (Code, String)>) {
+    pub(super) fn shared_ended(&mut self, kind: Shared, result: Result<(), (Code, String)>) {
         self.shared_mut(kind).state = State::Idle;
         self.shared_lost(kind);
+        // A stream etcd ends with OK still ended: for its users that is "unavailable".
+        let (code, message) =
+            result.err().unwrap_or((Code::Unavailable, "stream ended by the server".into()));
+        if kind == Shared::Watch {
+            // Watches created with auto_reconnect off end here, whatever comes next.
+            let out = self.watches.end_all(true, (code, &message));
+            self.events.extend(out.into_iter().map(Event::Watch));
+        }
+        let retries_left = self.shared_mut(kind).attempts < self.cfg.max_retries;
+        if self.stale_token_to_renew(&message) {
+            // Not permanent: the re-opened stream waits for the new token.
+        } else if self.shared_wanted(kind) && (is_permanent(code) || !retries_left) {
+            // One error for each user; nothing re-opens.
+            match kind {
+                Shared::Watch => {
+                    let out = self.watches.end_all(false, (code, &message));
+                    self.events.extend(out.into_iter().map(Event::Watch));
+                }
+                Shared::Keepalive => {
+                    let out = self.end_keepalives(code, &message);
+                    self.events.extend(out.into_iter().map(Event::Keepalive));
+                }
+            }
+        }
         if !self.shared_wanted(kind) {
             self.shared_mut(kind).attempts = 0;
             return;

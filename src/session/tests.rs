@@ -29,6 +29,7 @@ impl World {
             credentials: None,
             keepalive_time: Some(Duration::from_secs(5)),
             keepalive_timeout: Duration::from_secs(2),
+            max_retries: 2,
         };
         let t0 = Instant::now();
         World {
@@ -686,4 +687,100 @@ fn streams_carry_hasleader_and_unary_calls_do_not() {
     let unary = calls.iter().find(|c| c.path == RANGE).unwrap();
     assert_eq!(stream.headers["hasleader"], "true");
     assert!(unary.headers.get("hasleader").is_none());
+}
+
+// ===== stream retries and permanent statuses in virtual time =====
+
+use crate::pb::etcdserverpb::{WatchCreateRequest, WatchResponse};
+
+type WSeen = Rc<RefCell<Vec<Result<WatchResponse, EtcdError>>>>;
+
+impl World {
+    fn watch(&mut self, key: &'static str, auto_reconnect: bool, seen: &WSeen) {
+        let seen = seen.clone();
+        let create =
+            WatchCreateRequest { key: key.into(), start_revision: 1, ..Default::default() };
+        self.s.watch(create, Box::new(move |r| seen.borrow_mut().push(r)), auto_reconnect);
+    }
+
+    fn run_watches(&mut self) {
+        while let Some(event) = self.s.poll_event() {
+            let Event::Watch((key, item)) = event else { panic!("unexpected event") };
+            if let Some(mut cb) = self.s.take_watch_callback(key) {
+                let last = item.is_err();
+                cb(item);
+                self.s.restore_watch_callback(key, cb, last);
+            }
+        }
+    }
+}
+
+fn errors(seen: &WSeen) -> Vec<Code> {
+    seen.borrow().iter().filter_map(|r| r.as_ref().err().map(|e| e.code())).collect()
+}
+
+#[test]
+fn a_permanent_status_ends_every_watch_once_and_nothing_reopens() {
+    let mut w = World::new(&["127.0.0.1:2379"]);
+    let (a, b): (WSeen, WSeen) = Default::default();
+    w.watch("a", true, &a);
+    w.watch("b", true, &b);
+    w.connect();
+    w.pump();
+    let mut calls = w.server.take_calls();
+    calls[0].trailers(7, "etcdserver: permission denied");
+    w.pump();
+    w.run_watches();
+    assert_eq!(
+        (errors(&a), errors(&b)),
+        (vec![Code::PermissionDenied], vec![Code::PermissionDenied])
+    );
+    w.s.handle_timeout(w.at(10_000));
+    w.pump();
+    assert!(w.server.take_calls().is_empty(), "not re-opened");
+    assert!(w.s.is_idle());
+}
+
+#[test]
+fn when_retries_run_out_each_watch_gets_exactly_one_error() {
+    let mut w = World::new(&["127.0.0.1:2379"]); // max_retries 2
+    let seen: WSeen = Default::default();
+    w.watch("a", true, &seen);
+    w.connect();
+    w.pump();
+    let mut ends = 0;
+    for at in [0, 0, 500] {
+        // the first re-open is at once, the second after 500 ms
+        w.s.handle_timeout(w.at(at));
+        w.pump();
+        let mut calls = w.server.take_calls();
+        assert_eq!(calls.len(), 1, "re-open number {ends}");
+        calls[0].trailers(14, "etcdserver: no leader");
+        w.pump();
+        ends += 1;
+        w.run_watches();
+        assert_eq!(errors(&seen).len(), usize::from(ends == 3));
+    }
+    assert_eq!(errors(&seen), [Code::Unavailable]);
+    w.s.handle_timeout(w.at(10_000));
+    w.pump();
+    assert!(w.server.take_calls().is_empty());
+}
+
+#[test]
+fn a_watch_without_auto_reconnect_ends_with_the_stream_and_the_others_go_on() {
+    let mut w = World::new(&["127.0.0.1:2379"]);
+    let (once, always): (WSeen, WSeen) = Default::default();
+    w.watch("once", false, &once);
+    w.watch("always", true, &always);
+    w.connect();
+    w.pump();
+    let mut calls = w.server.take_calls();
+    calls[0].trailers(14, "etcdserver: no leader");
+    w.pump();
+    w.run_watches();
+    assert_eq!(errors(&once), [Code::Unavailable]);
+    assert!(errors(&always).is_empty());
+    let reopened = w.server.take_calls();
+    assert_eq!(reopened.len(), 1, "the stream re-opens for the other watch");
 }

@@ -53,6 +53,8 @@ struct Entry {
     generation: u64,
     /// Its create was refused for a stale token once already (a second time is final).
     reauthed: bool,
+    /// Re-created when the stream breaks (otherwise it ends with the stream's error).
+    auto_reconnect: bool,
     /// The create request as the caller asked for it.
     create: WatchCreateRequest,
     /// The first revision not yet delivered; 0 until known for a watch from "now".
@@ -107,6 +109,7 @@ impl WatchHub {
             callback: Some(callback),
             ended: false,
             reauthed: false,
+            auto_reconnect: true,
         });
         let key = WatchKey { index, generation };
         if self.stream_open {
@@ -192,6 +195,13 @@ impl WatchHub {
         }
     }
 
+    /// Sets whether watch `key` is re-created after its stream breaks.
+    pub(crate) fn set_auto_reconnect(&mut self, key: WatchKey, on: bool) {
+        if let Some(e) = self.get_mut(key) {
+            e.auto_reconnect = on;
+        }
+    }
+
     /// Whether a create was refused for a stale token since the last call (clears it).
     pub(crate) fn take_needs_reauth(&mut self) -> bool {
         std::mem::take(&mut self.needs_reauth)
@@ -258,17 +268,27 @@ impl WatchHub {
 
     /// Ends every live watch with `CANCELLED` (the client is closing).
     pub(crate) fn close(&mut self, reason: &str) -> Vec<Delivery> {
+        self.end_all(false, (Code::Cancelled, reason))
+    }
+
+    /// Ends every live watch (or, with `only_non_reconnecting`, those created with
+    /// `auto_reconnect` off) with one error each: the stream gave up (a permanent status,
+    /// retries used up), or it broke and those watches do not reconnect.
+    pub(crate) fn end_all(
+        &mut self,
+        only_non_reconnecting: bool,
+        (code, message): (Code, &str),
+    ) -> Vec<Delivery> {
         let mut out = Vec::new();
-        let live: Vec<WatchKey> = self
+        let chosen: Vec<WatchKey> = self
             .entries
             .iter()
-            .filter(|(_, e)| !e.ended)
+            .filter(|(_, e)| !e.ended && (!only_non_reconnecting || !e.auto_reconnect))
             .map(|(index, e)| WatchKey { index, generation: e.generation })
             .collect();
-        for key in live {
-            self.end(key, EtcdError::new(Code::Cancelled, reason, "watch"), &mut out);
+        for key in chosen {
+            self.end(key, EtcdError::new(code, message, "watch"), &mut out);
         }
-        self.on_stream_lost();
         out
     }
 
