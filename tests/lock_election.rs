@@ -459,12 +459,7 @@ impl Abandon {
     fn on_keys(self: &Rc<Self>, r: Result<WatchResponse, EtcdError>) {
         assert!(!self.watch_stopped.get(), "watch callback after cancel returned");
         for (ty, key, _) in events(r) {
-            let who = ["a", "b", "c"][self
-                .keys
-                .iter()
-                .position(|k| *k == key)
-                .unwrap_or_else(|| panic!("unexpected key {key}"))];
-            let step = format!("{} {who}", if ty == PUT { "put" } else { "delete" });
+            let step = step_name(&self.keys, ty, &key);
             self.trace.borrow_mut().push(step.clone());
             match step.as_str() {
                 // b waits on the server: abandon it.
@@ -576,6 +571,13 @@ fn a_pending_lock_can_be_abandoned_and_never_gets_the_lock() {
     );
     assert_eq!(s.acks.get(), 1);
     assert_eq!(keys_under(&a, &format!("{name}/")), Vec::<String>::new());
+}
+
+/// "put a", "delete c", …: a watch event on one of the three participants' keys.
+fn step_name(keys: &[String], ty: i32, key: &str) -> String {
+    let who = ["a", "b", "c"]
+        [keys.iter().position(|k| k == key).unwrap_or_else(|| panic!("unexpected key {key}"))];
+    format!("{} {who}", if ty == PUT { "put" } else { "delete" })
 }
 
 /// What the observer saw: (value, key, mod_revision) per leader response.
@@ -736,12 +738,7 @@ impl Script {
     fn on_keys(self: &Rc<Self>, r: Result<WatchResponse, EtcdError>) {
         assert!(!self.watch_stopped.get(), "watch callback after cancel returned");
         for (ty, key, _) in events(r) {
-            let who = ["a", "b", "c"][self
-                .keys
-                .iter()
-                .position(|k| *k == key)
-                .unwrap_or_else(|| panic!("unexpected key {key}"))];
-            let step = format!("{} {who}", if ty == PUT { "put" } else { "delete" });
+            let step = step_name(&self.keys, ty, &key);
             let first = !self.traced(&step);
             self.log(step.clone());
             match step.as_str() {
