@@ -43,7 +43,12 @@ pub(crate) struct Inner {
     stopped: Cell<bool>,
     /// True while callbacks run, so that a nested `run()`/`process()` returns at once.
     in_callbacks: Cell<bool>,
+    /// Hears of health changes (see `Config::health_interval`).
+    on_health: RefCell<Option<HealthCallback>>,
 }
+
+/// What `on_health_change` registers.
+type HealthCallback = Box<dyn FnMut(bool, &str)>;
 
 struct Core {
     session: Session,
@@ -65,6 +70,7 @@ impl Client {
                 core: RefCell::new(Core { session, reactor }),
                 stopped: Cell::new(false),
                 in_callbacks: Cell::new(false),
+                on_health: RefCell::new(None),
             }),
         })
     }
@@ -119,6 +125,14 @@ impl Client {
         core.reactor.next_timeout(&core.session, Instant::now())
     }
 
+    /// Registers `callback(healthy, endpoint)`, called from the loop each time the periodic
+    /// health check (see [`Config::health_interval`]) changes its verdict: the endpoint is
+    /// the one checked, as configured (`host:port`). Health starts out as healthy, so the
+    /// first call says an endpoint failed. Replaces any earlier callback.
+    pub fn on_health_change(&self, callback: impl FnMut(bool, &str) + 'static) {
+        *self.inner.on_health.borrow_mut() = Some(Box::new(callback));
+    }
+
     /// Ends every pending operation and closes the connection. Each pending call's and live
     /// watch's callback receives `CANCELLED` before `close` returns (after any result that
     /// had already arrived). The client stays usable: a new operation connects again.
@@ -169,6 +183,14 @@ impl Client {
     fn deliver(&self, event: Event) {
         match event {
             Event::Call(c) => (c.done)(c.result),
+            Event::Health(healthy, endpoint) => {
+                // Taken out while it runs, so that it may replace itself.
+                let taken = self.inner.on_health.borrow_mut().take();
+                if let Some(mut callback) = taken {
+                    callback(healthy, &endpoint);
+                    self.inner.on_health.borrow_mut().get_or_insert(callback);
+                }
+            }
             // An error is a stream's final delivery: its entry goes once it has run.
             Event::Sink((key, item)) => self.run_stream_callback(
                 matches!(item, Err(_) | Ok(None)),

@@ -40,6 +40,7 @@ pub struct Config {
     credentials: Option<(String, String)>,
     keepalive: (Duration, Duration),
     max_retries: u32,
+    health_interval: Duration,
 }
 
 impl Default for Config {
@@ -53,6 +54,7 @@ impl Default for Config {
             credentials: None,
             keepalive: (Duration::from_secs(10), Duration::from_secs(10)),
             max_retries: 30,
+            health_interval: Duration::ZERO,
         }
     }
 }
@@ -123,6 +125,16 @@ impl Config {
         self
     }
 
+    /// How often to check the endpoint in use (zero, the default, turns checks off): a
+    /// Maintenance Status call that must answer within the interval (and the deadline) and
+    /// name a leader. [`Client::on_health_change`](crate::Client::on_health_change) hears of
+    /// every change; an unhealthy endpoint is left for the next one when there are several.
+    /// Checks run from the client's loop whether or not other work is pending.
+    pub fn health_interval(mut self, interval: Duration) -> Config {
+        self.health_interval = interval;
+        self
+    }
+
     /// An auth token obtained elsewhere, sent with every call as the `token` metadata.
     pub fn auth_token(mut self, token: impl Into<String>) -> Config {
         self.auth_token = Some(token.into());
@@ -156,6 +168,8 @@ impl Config {
                 .then(|| self.keepalive.0.clamp(MIN_KEEPALIVE_TIME, MAX_TIMEOUT)),
             keepalive_timeout: self.keepalive.1.clamp(Duration::from_millis(1), MAX_TIMEOUT),
             max_retries: self.max_retries,
+            health_interval: (!self.health_interval.is_zero())
+                .then(|| self.health_interval.clamp(Duration::from_millis(100), MAX_TIMEOUT)),
             max_request_bytes: self.max_request_bytes,
             token,
         })

@@ -138,3 +138,28 @@ impl Observe {
         }
     }
 }
+
+/// Options of a keepalive or an observer (a watch has its own, in
+/// [`WatchOptions`](crate::WatchOptions)).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StreamOptions {
+    no_reconnect: bool,
+}
+
+impl StreamOptions {
+    /// The defaults: the stream re-opens after failures (up to `Config::max_retries`).
+    pub fn new() -> StreamOptions {
+        StreamOptions::default()
+    }
+
+    /// Whether the stream re-opens when it breaks (default on). Off, the first failure
+    /// ends the keepalive or observer with that error.
+    pub fn auto_reconnect(mut self, on: bool) -> StreamOptions {
+        self.no_reconnect = !on;
+        self
+    }
+
+    pub(crate) fn reconnects(&self) -> bool {
+        !self.no_reconnect
+    }
+}

@@ -49,7 +49,7 @@
 //!
 //! Keys and values are bytes ([`bytes::Bytes`]): any `&'static str`, `String`, `Vec<u8>` or
 //! `Bytes` converts. Responses are the etcd protobuf messages in [`pb`], with `Bytes` fields.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 #![deny(missing_docs, missing_debug_implementations)]
 
 mod client;
@@ -62,12 +62,13 @@ pub mod ops;
 pub mod pb;
 mod reactor;
 mod session;
+mod sockopt;
 mod timer;
 
 pub use client::Client;
 pub use config::{Config, DEFAULT_MAX_REQUEST_BYTES, MAX_TIMEOUT, MIN_TIMEOUT};
 pub use error::{Code, EtcdError};
-pub use handle::{Keepalive, Observe, Pending, Watch};
+pub use handle::{Keepalive, Observe, Pending, StreamOptions, Watch};
 pub use ops::auth::PermissionType;
 pub use ops::kv::{
     prefix_range_end, CompactOptions, DeleteOptions, GetOptions, PutOptions, SortOrder, SortTarget,

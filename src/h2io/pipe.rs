@@ -26,6 +26,9 @@ pub(crate) struct PipeBuffers {
     /// Bytes h2 wrote, not yet sent to the peer.
     outbound: BytesMut,
     writer: Option<Waker>,
+    /// Bytes handed to the socket so far: with [`produced`](Self::produced), tells whether
+    /// anything written after a given point ever left.
+    sent: u64,
 }
 
 impl PipeBuffers {
@@ -45,6 +48,16 @@ impl PipeBuffers {
         }
     }
 
+    /// Bytes h2 has written so far (sent or not): the mark of what comes next.
+    pub(crate) fn produced(&self) -> u64 {
+        self.sent + self.outbound.len() as u64
+    }
+
+    /// Bytes handed to the socket so far.
+    pub(crate) fn sent(&self) -> u64 {
+        self.sent
+    }
+
     /// Bytes waiting to be sent.
     pub(crate) fn output(&self) -> &[u8] {
         &self.outbound
@@ -53,6 +66,7 @@ impl PipeBuffers {
     /// Drops `n` sent bytes from the front of the output, and lets a blocked h2 write again.
     pub(crate) fn consume_output(&mut self, n: usize) {
         self.outbound.advance(n);
+        self.sent += n as u64;
         if self.outbound.len() < HIGH_WATER {
             if let Some(w) = self.writer.take() {
                 w.wake();

@@ -68,6 +68,29 @@ impl TestServer {
         panic!("client and server never went quiet");
     }
 
+    /// Starts a graceful shutdown: GOAWAY with the highest stream id, a PING, then GOAWAY
+    /// with the last stream the server accepted; the accepted streams may still finish.
+    pub(crate) fn graceful_shutdown(&mut self) {
+        if let State::Serving(conn) = &mut self.state {
+            conn.graceful_shutdown();
+        }
+        self.poll();
+    }
+
+    /// Sends GOAWAY with the last stream accepted, and closes the connection once written:
+    /// whatever the client sent after that point is never read.
+    pub(crate) fn abrupt_shutdown(&mut self, reason: h2::Reason) {
+        if let State::Serving(conn) = &mut self.state {
+            conn.abrupt_shutdown(reason);
+        }
+        self.poll();
+    }
+
+    /// Whether the server side of the connection has ended.
+    pub(crate) fn is_closed(&self) -> bool {
+        matches!(self.state, State::Closed)
+    }
+
     /// Calls accepted since the last take.
     pub(crate) fn take_calls(&mut self) -> Vec<ServerCall> {
         std::mem::take(&mut self.accepted)
@@ -172,6 +195,14 @@ impl ServerCall {
         t.insert("grpc-message", message.parse().unwrap());
         if let Some(s) = self.stream.as_mut() {
             let _ = s.send_trailers(t);
+        }
+    }
+
+    /// Resets the stream with `reason` (REFUSED_STREAM: "not processed, try again").
+    pub(crate) fn reset(&mut self, reason: h2::Reason) {
+        match self.stream.as_mut() {
+            Some(s) => s.send_reset(reason),
+            None => self.respond.send_reset(reason),
         }
     }
 

@@ -3,7 +3,7 @@
 use crate::client::Client;
 use crate::error::EtcdError;
 use crate::grpc::codec;
-use crate::handle::{Observe, Pending};
+use crate::handle::{Observe, Pending, StreamOptions};
 use crate::pb::v3electionpb::{
     election_rpc, CampaignRequest, CampaignResponse, LeaderKey, LeaderRequest, LeaderResponse,
     ProclaimRequest, ProclaimResponse, ResignRequest, ResignResponse,
@@ -90,8 +90,20 @@ impl Client {
         name: impl Into<Bytes>,
         callback: impl FnMut(Result<LeaderResponse, EtcdError>) + 'static,
     ) -> Observe {
+        self.election_observe_with(name, StreamOptions::new(), callback)
+    }
+
+    /// [`election_observe`](Client::election_observe) with options: with
+    /// `auto_reconnect(false)` the observer ends with the error of the first stream failure.
+    pub fn election_observe_with(
+        &self,
+        name: impl Into<Bytes>,
+        options: StreamOptions,
+        callback: impl FnMut(Result<LeaderResponse, EtcdError>) + 'static,
+    ) -> Observe {
         let request = codec::encode(&LeaderRequest { name: name.into() });
-        let key = self.with_session(|s| s.observe(request, Box::new(callback)));
+        let reconnect = options.reconnects();
+        let key = self.with_session(|s| s.observe(request, Box::new(callback), reconnect));
         Observe::new(self, key)
     }
 }

@@ -2,7 +2,7 @@
 
 use crate::client::Client;
 use crate::error::EtcdError;
-use crate::handle::Keepalive;
+use crate::handle::{Keepalive, StreamOptions};
 use crate::pb::etcdserverpb::{
     lease_rpc, LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveResponse, LeaseLeasesRequest,
     LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse, LeaseTimeToLiveRequest,
@@ -92,7 +92,20 @@ impl Client {
         id: i64,
         callback: impl FnMut(Result<LeaseKeepAliveResponse, EtcdError>) + 'static,
     ) -> Keepalive {
-        let key = self.with_session(|s| s.keepalive(id, Box::new(callback)));
+        self.lease_keepalive_with(id, StreamOptions::new(), callback)
+    }
+
+    /// [`lease_keepalive`](Client::lease_keepalive) with options: with
+    /// `auto_reconnect(false)` the keepalive ends with the error of the first stream failure
+    /// instead of carrying on on a new stream.
+    pub fn lease_keepalive_with(
+        &self,
+        id: i64,
+        options: StreamOptions,
+        callback: impl FnMut(Result<LeaseKeepAliveResponse, EtcdError>) + 'static,
+    ) -> Keepalive {
+        let reconnect = options.reconnects();
+        let key = self.with_session(|s| s.keepalive(id, Box::new(callback), reconnect));
         Keepalive::new(self, key)
     }
 }

@@ -11,7 +11,7 @@
 //! Authenticate call, so that streams re-open with the new token and the calls that failed
 //! are retried with it. A call is retried at most once; "authentication failed" is final.
 
-use super::call::{CallKey, CallKind, CallState};
+use super::call::{CallKey, CallKind};
 use super::shared::Shared;
 use super::{Session, Timer};
 use crate::error::Code;
@@ -126,7 +126,7 @@ impl Session {
             self.auth_failures = 0;
             return self.fail_waiting_calls(code, msg);
         }
-        let delay = super::shared::backoff(self.auth_failures);
+        let delay = self.jittered(super::shared::backoff(self.auth_failures));
         let timer = self.timers.insert(self.now + delay, Timer::AuthRetry);
         self.auth = AuthGate::Backoff(timer);
     }
@@ -173,7 +173,7 @@ impl Session {
             return false;
         }
         let call = &mut self.calls[index];
-        let CallKind::Unary { request, retried, response, .. } = &mut call.kind else {
+        let CallKind::Unary { retried, .. } = &mut call.kind else {
             return false;
         };
         if *retried {
@@ -183,13 +183,7 @@ impl Session {
         // enough, without authenticating again.
         let newer_token_exists = call.auth_epoch < self.auth_epoch;
         *retried = true;
-        *response = None;
-        let queued = CallState::Queued(request.clone());
-        if let CallState::Open(stream, _) = std::mem::replace(&mut call.state, queued) {
-            stream.cancel();
-        }
-        let key = CallKey { index, generation: call.generation };
-        self.queued.push_back(key);
+        self.requeue_unary(index);
         if !newer_token_exists {
             self.start_auth();
         }

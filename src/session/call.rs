@@ -37,6 +37,14 @@ pub(crate) struct Call {
     pub(crate) state: CallState,
     /// Which token (see `Session::auth_epoch`) the call was sent with.
     pub(crate) auth_epoch: u64,
+    /// The link generation the call was sent on: only failures on the current link say
+    /// anything about the endpoint in use.
+    pub(crate) link: u64,
+    /// The pipe's `produced()` when the call was opened: if no more than this had been sent
+    /// when the link died, none of the call's bytes ever left, and it can be sent again.
+    pub(crate) sent_mark: u64,
+    /// Times the call was sent again because the server provably never processed it.
+    pub(crate) resends: u8,
 }
 
 /// What a call's messages are for.
@@ -62,6 +70,13 @@ pub(crate) enum CallKind {
     Observe(super::observe::ObserveKey),
     /// A one-shot server stream whose messages go to the caller (snapshot).
     Sink(super::sink::SinkKey),
+    /// The periodic health check.
+    Health {
+        /// The index of the endpoint it was sent to, once sent.
+        sent_to: Option<usize>,
+        /// The response message, once read.
+        response: Option<Bytes>,
+    },
 }
 
 /// Where a call is in its life.

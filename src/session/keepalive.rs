@@ -51,6 +51,8 @@ struct Entry {
     callback: Option<KeepaliveCallback>,
     /// Its final error is queued: the entry goes once the callback has run.
     ended: bool,
+    /// Whether it carries on when the stream breaks (else it ends with the stream's error).
+    auto_reconnect: bool,
 }
 
 /// Every keepalive of a client.
@@ -117,7 +119,12 @@ impl Keepalives {
 impl Session {
     /// Starts keeping lease `lease` alive; the first renewal goes out as soon as the stream
     /// is open.
-    pub(crate) fn keepalive(&mut self, lease: i64, callback: KeepaliveCallback) -> KeepaliveKey {
+    pub(crate) fn keepalive(
+        &mut self,
+        lease: i64,
+        callback: KeepaliveCallback,
+        auto_reconnect: bool,
+    ) -> KeepaliveKey {
         let ka = &mut self.keepalives;
         let generation = ka.next_generation;
         ka.next_generation += 1;
@@ -128,6 +135,7 @@ impl Session {
             awaiting: false,
             callback: Some(callback),
             ended: false,
+            auto_reconnect,
         });
         ka.by_lease.entry(lease).or_default().push(index);
         if ka.stream_open {
@@ -178,14 +186,20 @@ impl Session {
 
     /// Ends every live keepalive with `CANCELLED` (the client is closing).
     pub(super) fn close_keepalives(&mut self, reason: &str) -> Vec<KeepaliveDelivery> {
-        self.end_keepalives(Code::Cancelled, reason)
+        self.end_keepalives(false, Code::Cancelled, reason)
     }
 
     /// Ends every live keepalive with one error (the client is closing, or the stream gave
     /// up: a permanent status, or its retries are used up).
-    pub(super) fn end_keepalives(&mut self, code: Code, message: &str) -> Vec<KeepaliveDelivery> {
+    pub(super) fn end_keepalives(
+        &mut self,
+        only_no_reconnect: bool,
+        code: Code,
+        message: &str,
+    ) -> Vec<KeepaliveDelivery> {
         let mut out = Vec::new();
-        for (index, e) in self.keepalives.entries.iter_mut().filter(|(_, e)| !e.ended) {
+        let ending = |e: &Entry| !(e.ended || only_no_reconnect && e.auto_reconnect);
+        for (index, e) in self.keepalives.entries.iter_mut().filter(|(_, e)| ending(e)) {
             e.ended = true;
             if let Some(timer) = e.timer.take() {
                 self.timers.cancel(timer);

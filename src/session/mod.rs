@@ -24,6 +24,7 @@
 
 mod auth;
 pub(crate) mod call;
+mod health;
 pub(crate) mod keepalive;
 pub(crate) mod observe;
 mod ping;
@@ -41,6 +42,7 @@ use crate::timer::{TimerKey, TimerWheel};
 use auth::AuthGate;
 use bytes::Bytes;
 use call::{h2_error, Call, CallKey, CallKind, CallState, Completion, Reader, Step};
+use health::Health;
 use http::uri::{Authority, PathAndQuery};
 use http::{HeaderValue, Request};
 use keepalive::{KeepaliveDelivery, KeepaliveKey, Keepalives};
@@ -54,6 +56,11 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 use watch::{Delivery, WatchHub};
+
+/// Times a call is sent again because the server provably never processed it (refused
+/// stream, above a GOAWAY's last stream id, never written): bounded, in case a server
+/// refuses everything.
+const MAX_RESENDS: u8 = 3;
 
 /// Rounds of "poll the connection, then the woken calls" per [`Session::drive`]; the rest is
 /// left for the next turn so one busy connection cannot starve the caller's loop.
@@ -80,6 +87,8 @@ pub(crate) struct SessionConfig {
     pub(crate) keepalive_timeout: Duration,
     /// Re-opens of a stream in a row before its users get the error (0: never re-open).
     pub(crate) max_retries: u32,
+    /// Interval of the health check (`None`: off).
+    pub(crate) health_interval: Option<Duration>,
 }
 
 /// A finished call, for the client to run once no borrow is held.
@@ -102,6 +111,8 @@ pub(crate) enum Event {
     Observe(ObserveDelivery),
     /// A message, the clean end or the error of a one-shot server stream.
     Sink(SinkDelivery),
+    /// The health check's verdict changed: healthy or not, and the endpoint checked.
+    Health(bool, String),
 }
 
 /// Timers on the wheel.
@@ -123,6 +134,8 @@ enum Timer {
     Renew(KeepaliveKey),
     /// The end of an observer's reconnect backoff.
     ObserveReopen(ObserveKey),
+    /// The next health check is due.
+    Health,
 }
 
 /// The connection's state (see the module diagram).
@@ -175,6 +188,18 @@ pub(crate) struct Session {
     auth_failures: u32,
     /// The keepalive PING on the current connection.
     ping: PingState,
+    /// Why the link takes no new streams (GOAWAY, or its member answered UNAVAILABLE): it
+    /// ends, and the next endpoint is used, once the calls with a deadline on it are done.
+    draining: Option<String>,
+    /// Connection attempts that failed in a row: the calls waiting try each endpoint once
+    /// before they fail.
+    connect_failures: usize,
+    /// The endpoint of the latest connection attempt.
+    attempted: usize,
+    /// State of the generator that jitters backoffs.
+    jitter: u64,
+    /// The periodic health check (see `session/health.rs`).
+    health: Health,
 }
 
 impl Session {
@@ -182,7 +207,7 @@ impl Session {
     pub(crate) fn new(cfg: SessionConfig, now: Instant) -> Session {
         let mut watches = WatchHub::default();
         watches.reauth = cfg.credentials.is_some();
-        Session {
+        let mut session = Session {
             cfg,
             calls: Slab::new(),
             next_generation: 0,
@@ -206,7 +231,14 @@ impl Session {
             auth_epoch: 0,
             auth_failures: 0,
             ping: PingState::Off,
-        }
+            draining: None,
+            connect_failures: 0,
+            attempted: 0,
+            jitter: jitter_seed(),
+            health: Health::default(),
+        };
+        session.schedule_health();
+        session
     }
 
     // ===== commands =====
@@ -274,6 +306,9 @@ impl Session {
             deadline: None,
             state: CallState::Queued(body),
             auth_epoch: 0,
+            link: 0,
+            sent_mark: 0,
+            resends: 0,
         });
         let key = CallKey { index, generation };
         self.queued.push_back(key);
@@ -341,6 +376,7 @@ impl Session {
         match Transport::handshake(&self.wakers) {
             Ok(t) => {
                 self.link = Link::Up(Box::new(t));
+                self.connect_failures = 0;
                 self.wakers.wake(CONNECTION);
                 // With credentials, a new connection authenticates before anything else.
                 self.start_auth();
@@ -381,6 +417,7 @@ impl Session {
                 Timer::PingDue(generation) => self.ping_due(generation),
                 Timer::PingTimeout(generation) => self.ping_timeout(generation),
                 Timer::ObserveReopen(key) => self.observe_backoff_over(key),
+                Timer::Health => self.health_tick(),
                 Timer::Connect(generation) => {
                     if generation == self.link_generation
                         && matches!(self.link, Link::Connecting(_))
@@ -438,6 +475,7 @@ impl Session {
             .timers
             .insert(now + self.cfg.connect_timeout, Timer::Connect(self.link_generation));
         self.link = Link::Connecting(timer);
+        self.attempted = self.endpoint;
         Some(self.cfg.endpoints[self.endpoint].clone())
     }
 
@@ -453,6 +491,11 @@ impl Session {
     /// Increases every time a connection starts, so a socket can be matched to its link.
     pub(crate) fn link_generation(&self) -> u64 {
         self.link_generation
+    }
+
+    /// The keepalive interval and timeout, for the TCP layer too (`None`: keepalive off).
+    pub(crate) fn tcp_keepalive(&self) -> Option<(Duration, Duration)> {
+        self.cfg.keepalive_time.map(|t| (t, self.cfg.keepalive_timeout))
     }
 
     /// Whether a connection is being made or is up (the reactor keeps its socket only then).
@@ -521,6 +564,7 @@ impl Session {
                     self.sink_ended(key, call.operation, Err((Code::Cancelled, reason.into())));
                     out.extend(self.events.pop_back());
                 }
+                CallKind::Health { .. } => self.health.checking = false,
                 CallKind::Shared(_) | CallKind::Observe(_) | CallKind::Auth { .. } => {}
             }
         }
@@ -539,6 +583,7 @@ impl Session {
             self.timers.cancel(timer);
         }
         self.link_error = None;
+        self.draining = None;
         self.link_generation += 1;
         out
     }
@@ -552,6 +597,10 @@ impl Session {
     /// Polls the connection; if it ended, delivers what its streams had already received,
     /// then takes the link down.
     fn poll_link(&mut self) {
+        if let Some(why) = self.draining.as_ref().filter(|_| self.drained()) {
+            let why = why.clone();
+            return self.link_lost(&why, true);
+        }
         let Link::Up(t) = &mut self.link else { return };
         let Some(end) = t.poll_connection(&self.wakers) else {
             return self.poll_ping();
@@ -579,7 +628,7 @@ impl Session {
     /// Opens h2 streams for queued calls while the connection accepts them.
     fn open_queued(&mut self) {
         while let Some(&key) = self.queued.front() {
-            if !matches!(self.link, Link::Up(_)) {
+            if !matches!(self.link, Link::Up(_)) || self.draining.is_some() {
                 return;
             }
             let Some(call) = self.calls.get(key.index).filter(|c| c.generation == key.generation)
@@ -596,6 +645,7 @@ impl Session {
                 CallKind::Shared(kind) => Some(kind),
                 CallKind::Unary { .. }
                 | CallKind::Auth { .. }
+                | CallKind::Health { .. }
                 | CallKind::Observe(_)
                 | CallKind::Sink(_) => None,
             };
@@ -613,6 +663,10 @@ impl Session {
             let Link::Up(t) = &mut self.link else { return };
             match t.poll_ready(&self.wakers) {
                 None => return,
+                // GOAWAY: the streams below its last id still finish on this link.
+                Some(Err(e)) if e.is_go_away() && e.is_remote() => {
+                    return self.start_drain(format!("server sent GOAWAY: {e}"));
+                }
                 Some(Err(e)) => return self.link_lost(&h2_error(&e).1, true),
                 Some(Ok(())) => {}
             }
@@ -629,11 +683,17 @@ impl Session {
                 request.headers_mut().insert("hasleader", HeaderValue::from_static("true"));
             }
             let Link::Up(t) = &mut self.link else { return };
+            let sent_mark = t.pipe().borrow().produced();
             match t.open(request, body, end) {
                 Ok(stream) => {
                     let call = &mut self.calls[key.index];
                     call.state = CallState::Open(stream, Reader::default());
                     call.auth_epoch = self.auth_epoch;
+                    call.link = self.link_generation;
+                    call.sent_mark = sent_mark;
+                    if let CallKind::Health { sent_to, .. } = &mut call.kind {
+                        *sent_to = Some(self.endpoint);
+                    }
                     self.wakers.wake(key.index);
                 }
                 Err(e) => self.finish(key.index, Err(h2_error(&e))),
@@ -647,19 +707,45 @@ impl Session {
             let Some(call) = self.calls.get_mut(index) else {
                 return;
             };
-            let CallState::Open(stream, reader) = &mut call.state else {
+            let CallState::Open(stream, _) = &mut call.state else {
                 return;
             };
             let Some(event) = stream.poll(&mut self.wakers, index) else {
                 return;
             };
-            if self.link_error.is_some() && matches!(event, StreamEvent::Failed(_)) {
-                return; // `link_lost` reports it, with the link's reason
+            let from_server = match &event {
+                // `link_lost` reports it, with the link's reason.
+                StreamEvent::Failed(_) if self.link_error.is_some() => return,
+                StreamEvent::Failed(e) => {
+                    if let Some(why) = unprocessed(e) {
+                        if e.is_go_away() {
+                            self.start_drain(why.clone());
+                        }
+                        if self.resend(index) {
+                            return;
+                        }
+                    }
+                    false
+                }
+                _ => true,
+            };
+            let Some(Call { state: CallState::Open(_, reader), .. }) = self.calls.get_mut(index)
+            else {
+                return;
+            };
+            let step = reader.apply(event);
+            if let Step::Finished(Err((Code::Unavailable, msg))) = &step {
+                if from_server {
+                    self.member_unavailable(index, msg);
+                }
             }
-            match reader.apply(event) {
+            let Some(call) = self.calls.get_mut(index) else { return };
+            match step {
                 Step::Continue => {}
                 Step::Messages(msgs) => match &mut call.kind {
-                    CallKind::Unary { response, .. } | CallKind::Auth { response } => {
+                    CallKind::Unary { response, .. }
+                    | CallKind::Auth { response }
+                    | CallKind::Health { response, .. } => {
                         if msgs.len() > 1 || response.is_some() {
                             let msg = "more than one response message for a unary call";
                             return self.finish(index, Err((Code::Internal, msg.to_string())));
@@ -715,6 +801,11 @@ impl Session {
             CallKind::Shared(kind) => return self.shared_ended(kind, result),
             CallKind::Observe(key) => return self.observe_ended(key, result),
             CallKind::Sink(key) => return self.sink_ended(key, call.operation, result),
+            CallKind::Health { sent_to, response } => {
+                let endpoint = sent_to.unwrap_or(self.attempted);
+                let result = result.map_err(|(c, m)| EtcdError::new(c, m, call.operation));
+                return self.health_checked(endpoint, response, result);
+            }
         };
         self.unary_calls -= 1;
         let result = match result {
@@ -738,14 +829,29 @@ impl Session {
     /// `UNAVAILABLE`; queued ones wait for the next connection if this one had been
     /// established (`was_up`), and fail too if it never was.
     fn link_lost(&mut self, reason: &str, was_up: bool) {
+        let lost = self.link_generation;
+        let sent = match &self.link {
+            Link::Up(t) => t.pipe().borrow().sent(),
+            _ => 0,
+        };
         if let Link::Connecting(timer) = std::mem::replace(&mut self.link, Link::Down) {
             self.timers.cancel(timer);
         }
         self.link_error = None;
+        self.draining = None;
         self.link_generation += 1;
         self.endpoint = (self.endpoint + 1) % self.cfg.endpoints.len();
         self.reset_auth_gate();
         self.stop_ping();
+        if !was_up {
+            // Nothing was sent: the waiting calls try the next endpoint, until each failed.
+            self.connect_failures += 1;
+            if self.connect_failures < self.cfg.endpoints.len() {
+                self.wakers.wake(CONNECTION);
+                return;
+            }
+            self.connect_failures = 0;
+        }
         let doomed: Vec<usize> = self
             .calls
             .iter()
@@ -753,8 +859,70 @@ impl Session {
             .map(|(i, _)| i)
             .collect();
         for i in doomed {
+            // A call none of whose bytes left before the link died was never processed.
+            let c = &self.calls[i];
+            if was_up && c.link == lost && c.sent_mark >= sent && self.resend(i) {
+                continue;
+            }
             self.finish(i, Err((Code::Unavailable, reason.to_string())));
         }
+    }
+
+    /// Queues unary call `index` to be sent again (the server never processed it), unless it
+    /// was already sent again too often; whether it was.
+    fn resend(&mut self, index: usize) -> bool {
+        let call = &mut self.calls[index];
+        if call.resends >= MAX_RESENDS {
+            return false;
+        }
+        call.resends += 1;
+        self.requeue_unary(index)
+    }
+
+    /// Puts unary call `index` back in the queue, its request as first sent (its stream, if
+    /// any, is reset); false for any other kind of call.
+    pub(super) fn requeue_unary(&mut self, index: usize) -> bool {
+        let call = &mut self.calls[index];
+        let CallKind::Unary { request, response, .. } = &mut call.kind else {
+            return false;
+        };
+        *response = None;
+        let queued = CallState::Queued(request.clone());
+        if let CallState::Open(stream, _) = std::mem::replace(&mut call.state, queued) {
+            stream.cancel();
+        }
+        self.queued.push_back(CallKey { index, generation: call.generation });
+        self.wakers.wake(CONNECTION);
+        true
+    }
+
+    /// The link takes no new streams from now on, and ends once the calls with a deadline
+    /// on it are done (see [`poll_link`](Self::poll_link)); the next endpoint is used then.
+    fn start_drain(&mut self, why: String) {
+        if matches!(self.link, Link::Up(_)) && self.draining.is_none() {
+            self.draining = Some(why);
+            self.wakers.wake(CONNECTION);
+        }
+    }
+
+    /// Call `index` on the current link got UNAVAILABLE from its member (no leader, the
+    /// member stopping, its own timeout): with other endpoints to try, the link drains and
+    /// the client moves on. A leader change is cluster-wide: moving would not help.
+    fn member_unavailable(&mut self, index: usize, msg: &str) {
+        let on_current = self.calls.get(index).is_some_and(|c| c.link == self.link_generation);
+        if on_current && self.cfg.endpoints.len() > 1 && !msg.contains("leader changed") {
+            let endpoint = &self.cfg.endpoints[self.endpoint];
+            self.start_drain(format!("{endpoint} is unavailable: {msg}"));
+        }
+    }
+
+    /// Whether a draining link has no call with a deadline left on it: the long-lived ones
+    /// (streams, lock, campaign, snapshot) are not waited for; streams re-open elsewhere.
+    fn drained(&self) -> bool {
+        !self.calls.iter().any(|(_, c)| {
+            matches!(c.state, CallState::Open(..))
+                && (c.deadline.is_some() || matches!(c.kind, CallKind::Auth { .. }))
+        })
     }
 }
 
@@ -782,4 +950,26 @@ fn build_request(
         req.headers_mut().insert("token", t.clone());
     }
     req
+}
+
+/// Why a failed stream was provably never processed by the server, if it was: refused
+/// (RST_STREAM REFUSED_STREAM), or above the last stream id of the GOAWAY it received (h2
+/// fails those streams with the GOAWAY at once; the ones below finish normally).
+fn unprocessed(e: &h2::Error) -> Option<String> {
+    if !e.is_remote() {
+        return None;
+    }
+    if e.is_go_away() {
+        return Some(format!("server sent GOAWAY: {e}"));
+    }
+    (e.is_reset() && e.reason() == Some(h2::Reason::REFUSED_STREAM))
+        .then(|| format!("stream refused: {e}"))
+}
+
+/// A seed for the backoff jitter, different in every session (std's hasher keys are random).
+fn jitter_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(0x9e37_79b9_7f4a_7c15);
+    h.finish() | 1
 }

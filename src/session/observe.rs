@@ -50,6 +50,8 @@ struct Entry {
     last: Option<(Bytes, i64)>,
     callback: Option<ObserveCallback>,
     ended: bool,
+    /// Whether the stream re-opens after it breaks (else the observer ends with its error).
+    auto_reconnect: bool,
 }
 
 /// Every observer of a client.
@@ -72,7 +74,12 @@ impl Observes {
 
 impl Session {
     /// Starts observing; `request` is the framed LeaderRequest.
-    pub(crate) fn observe(&mut self, request: Bytes, callback: ObserveCallback) -> ObserveKey {
+    pub(crate) fn observe(
+        &mut self,
+        request: Bytes,
+        callback: ObserveCallback,
+        auto_reconnect: bool,
+    ) -> ObserveKey {
         let obs = &mut self.observes;
         let generation = obs.next_generation;
         obs.next_generation += 1;
@@ -85,6 +92,7 @@ impl Session {
             last: None,
             callback: Some(callback),
             ended: false,
+            auto_reconnect,
         });
         let key = ObserveKey { index, generation };
         self.open_observe(key);
@@ -200,14 +208,18 @@ impl Session {
         if entry.ended {
             return;
         }
-        if !renewing && (super::shared::is_permanent(code) || entry.attempts >= max_retries) {
+        let give_up = super::shared::is_permanent(code)
+            || entry.attempts >= max_retries
+            || !entry.auto_reconnect;
+        if !renewing && give_up {
             entry.ended = true;
             let err = EtcdError::new(code, message, "election_observe");
             self.events.push_back(Event::Observe((key, Err(err))));
             return;
         }
-        let delay = backoff(entry.attempts);
         entry.attempts += 1;
+        let base = backoff(entry.attempts - 1);
+        let delay = self.jittered(base);
         if delay.is_zero() {
             self.open_observe(key);
         } else {

@@ -77,9 +77,27 @@ pub(super) fn is_permanent(code: Code) -> bool {
     )
 }
 
-/// The wait before re-open attempt `n` (0: at once).
+/// The wait before re-open attempt `n` (0: at once), before jitter.
 pub(super) fn backoff(n: u32) -> Duration {
     (BACKOFF_STEP * n).min(MAX_BACKOFF)
+}
+
+/// Backoffs are spread over ±[`JITTER`] of their length, so that clients that lost the same
+/// member do not all come back at the same instant.
+pub(super) const JITTER: f64 = 0.2;
+
+impl Session {
+    /// `delay` moved by a random fraction of at most ±[`JITTER`].
+    pub(super) fn jittered(&mut self, delay: Duration) -> Duration {
+        // xorshift64*: plenty for spreading timers, and no dependency.
+        let mut x = self.jitter;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.jitter = x;
+        let unit = (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64;
+        delay.mul_f64(1.0 - JITTER + 2.0 * JITTER * unit)
+    }
 }
 
 // ===== watch commands =====
@@ -292,10 +310,16 @@ impl Session {
         // A stream etcd ends with OK still ended: for its users that is "unavailable".
         let (code, message) =
             result.err().unwrap_or((Code::Unavailable, "stream ended by the server".into()));
-        if kind == Shared::Watch {
-            // Watches created with auto_reconnect off end here, whatever comes next.
-            let out = self.watches.end_all(true, (code, &message));
-            self.events.extend(out.into_iter().map(Event::Watch));
+        // Users that asked for no reconnect end here, whatever comes next.
+        match kind {
+            Shared::Watch => {
+                let out = self.watches.end_all(true, (code, &message));
+                self.events.extend(out.into_iter().map(Event::Watch));
+            }
+            Shared::Keepalive => {
+                let out = self.end_keepalives(true, code, &message);
+                self.events.extend(out.into_iter().map(Event::Keepalive));
+            }
         }
         let retries_left = self.shared_mut(kind).attempts < self.cfg.max_retries;
         if self.stale_token_to_renew(&message) {
@@ -308,7 +332,7 @@ impl Session {
                     self.events.extend(out.into_iter().map(Event::Watch));
                 }
                 Shared::Keepalive => {
-                    let out = self.end_keepalives(code, &message);
+                    let out = self.end_keepalives(false, code, &message);
                     self.events.extend(out.into_iter().map(Event::Keepalive));
                 }
             }
@@ -317,15 +341,15 @@ impl Session {
             self.shared_mut(kind).attempts = 0;
             return;
         }
-        let stream = self.shared_mut(kind);
-        let mut delay = backoff(stream.attempts);
+        let attempts = self.shared_mut(kind).attempts;
+        let mut delay = self.jittered(backoff(attempts));
         if kind == Shared::Keepalive {
             // A lease lives for its TTL: a renewal must go out soon after the server is back,
             // not at the end of a long backoff (etcd grants every lease a fresh TTL on
             // restart, so the lease survives if the renewal is prompt).
             delay = delay.min(KEEPALIVE_MAX_BACKOFF);
         }
-        stream.attempts += 1;
+        self.shared_mut(kind).attempts += 1;
         if delay.is_zero() {
             self.ensure_shared(kind);
         } else {

@@ -16,6 +16,8 @@ struct World {
     server: TestServer,
     t0: Instant,
     results: Results,
+    /// Health changes reported, in order.
+    health: Vec<(bool, String)>,
 }
 
 impl World {
@@ -30,6 +32,7 @@ impl World {
             keepalive_time: Some(Duration::from_secs(5)),
             keepalive_timeout: Duration::from_secs(2),
             max_retries: 2,
+            health_interval: None,
         };
         let t0 = Instant::now();
         World {
@@ -37,6 +40,7 @@ impl World {
             server: TestServer::new(),
             t0,
             results: Default::default(),
+            health: Vec::new(),
         }
     }
 
@@ -70,6 +74,7 @@ impl World {
         while let Some(event) = self.s.poll_event() {
             match event {
                 Event::Call(c) => (c.done)(c.result),
+                Event::Health(healthy, endpoint) => self.health.push((healthy, endpoint)),
                 Event::Watch(_) | Event::Keepalive(_) | Event::Observe(_) | Event::Sink(_) => {
                     panic!("no stream in these tests")
                 }
@@ -274,19 +279,50 @@ fn a_broken_link_fails_sent_calls_once_keeps_unsent_ones_and_rotates() {
 }
 
 #[test]
-fn a_failed_connect_fails_the_queued_calls_and_rotates() {
+fn calls_queued_on_a_refused_endpoint_go_to_the_next_one_which_is_tried_once() {
+    let mut w = World::new(&["127.0.0.1:2379", "127.0.0.1:22379", "127.0.0.1:32379"]);
+    for (id, key) in [(1, "a"), (2, "b"), (3, "c")] {
+        w.start(id, key);
+    }
+    w.s.drive();
+    assert_eq!(w.s.poll_connect(w.t0).unwrap().as_str(), "127.0.0.1:2379");
+    w.s.handle_connect_failed("connect to 127.0.0.1:2379: Connection refused");
+    assert!(w.collect().is_empty(), "never written: they wait for the next endpoint");
+    // Three calls failed with the one attempt: the client moved once, to the second endpoint.
+    assert_eq!(w.s.poll_connect(w.t0).unwrap().as_str(), "127.0.0.1:22379");
+    w.s.handle_connected();
+    w.pump();
+    let mut calls = w.server.take_calls();
+    let keys: Vec<Bytes> = calls.iter_mut().map(request_key).collect();
+    assert_eq!(keys, ["a", "b", "c"]);
+    for c in &mut calls {
+        c.message(response(1));
+        c.trailers(0, "");
+    }
+    w.pump();
+    assert!(w.collect().iter().all(|(_, r)| r.is_ok()));
+}
+
+#[test]
+fn when_every_endpoint_refused_the_queued_calls_fail_once_each() {
     let mut w = World::new(&["127.0.0.1:2379", "127.0.0.1:22379"]);
     w.start(1, "a");
     w.s.drive();
     assert_eq!(w.s.poll_connect(w.t0).unwrap().as_str(), "127.0.0.1:2379");
     w.s.handle_connect_failed("connect to 127.0.0.1:2379: Connection refused");
-    let e = w.collect()[0].1.clone().unwrap_err();
+    assert!(w.collect().is_empty());
+    assert_eq!(w.s.poll_connect(w.t0).unwrap().as_str(), "127.0.0.1:22379");
+    w.s.handle_connect_failed("connect to 127.0.0.1:22379: Connection refused");
+    let done = w.collect();
+    assert_eq!(done.len(), 1);
+    let e = done[0].1.clone().unwrap_err();
     assert_eq!(e.code(), Code::Unavailable);
-    assert!(e.is_retryable() && e.message().contains("refused"), "{e}");
+    assert!(e.is_retryable() && e.message().contains("22379: Connection refused"), "{e}");
     assert!(w.s.poll_connect(w.t0).is_none(), "nothing left to connect for");
+    // The next call starts a new round, at the first endpoint again.
     w.start(2, "b");
     w.s.drive();
-    assert_eq!(w.s.poll_connect(w.t0).unwrap().as_str(), "127.0.0.1:22379");
+    assert_eq!(w.s.poll_connect(w.t0).unwrap().as_str(), "127.0.0.1:2379");
 }
 
 #[test]
@@ -299,15 +335,15 @@ fn a_connect_that_hangs_times_out_and_rotates() {
     w.s.handle_timeout(w.at(2999));
     assert!(w.collect().is_empty());
     w.s.handle_timeout(w.at(3000));
-    let e = w.collect()[0].1.clone().unwrap_err();
-    assert_eq!(e.code(), Code::Unavailable);
-    assert!(e.message().contains("timed out"), "{e}");
+    assert!(w.collect().is_empty(), "the call moves on to the next endpoint");
     // A late "connected" for the abandoned attempt is ignored.
     w.s.handle_connected();
     assert!(!w.s.wants_socket());
-    w.start(2, "b");
-    w.s.drive();
     assert_eq!(w.s.poll_connect(w.at(3000)).unwrap().as_str(), "127.0.0.1:22379");
+    w.s.handle_timeout(w.at(6000));
+    let e = w.collect()[0].1.clone().unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable);
+    assert!(e.message().contains("22379 timed out"), "{e}");
 }
 
 #[test]
@@ -366,7 +402,7 @@ type KaSeen = Rc<RefCell<Vec<Result<LeaseKeepAliveResponse, EtcdError>>>>;
 impl World {
     fn keepalive(&mut self, lease: i64, seen: &KaSeen) -> KeepaliveKey {
         let seen = seen.clone();
-        self.s.keepalive(lease, Box::new(move |r| seen.borrow_mut().push(r)))
+        self.s.keepalive(lease, Box::new(move |r| seen.borrow_mut().push(r)), true)
     }
 
     /// Runs keepalive deliveries the way the client does.
@@ -460,6 +496,26 @@ fn a_keepalive_stream_that_ends_reopens_and_renews_every_lease_at_once() {
     assert_eq!(renewals(&mut again[0]), [1, 2, 3]);
     w.run_keepalives();
     assert!(seen.borrow().iter().all(|r| r.is_ok()));
+}
+
+#[test]
+fn a_keepalive_without_auto_reconnect_ends_with_the_stream_and_the_others_go_on() {
+    let mut w = World::new(&["127.0.0.1:2379"]);
+    let (once, always): (KaSeen, KaSeen) = Default::default();
+    let once_seen = once.clone();
+    w.s.keepalive(1, Box::new(move |r| once_seen.borrow_mut().push(r)), false);
+    w.keepalive(2, &always);
+    w.connect();
+    w.pump();
+    let mut calls = w.server.take_calls();
+    calls[0].trailers(14, "etcdserver: no leader");
+    w.pump();
+    w.run_keepalives();
+    let errs: Vec<Code> = once.borrow().iter().map(|r| r.as_ref().unwrap_err().code()).collect();
+    assert_eq!(errs, [Code::Unavailable]);
+    assert!(always.borrow().is_empty());
+    let mut again = w.server.take_calls();
+    assert_eq!(renewals(&mut again[0]), [2], "only the other lease is renewed");
 }
 
 // ===== authentication in virtual time =====
@@ -584,7 +640,7 @@ fn a_passing_authenticate_failure_keeps_the_gate_closed_and_tries_again() {
     w.pump();
     assert!(w.server.take_calls().is_empty(), "nothing goes out without a token");
     assert!(w.collect().is_empty());
-    w.s.handle_timeout(w.at(500)); // the backoff
+    w.s.handle_timeout(w.at(600)); // the backoff (500 ms ± 20 %)
     w.pump();
     let mut again = w.server.take_calls();
     assert_eq!(again[0].path, AUTHENTICATE);
@@ -749,8 +805,8 @@ fn when_retries_run_out_each_watch_gets_exactly_one_error() {
     w.connect();
     w.pump();
     let mut ends = 0;
-    for at in [0, 0, 500] {
-        // the first re-open is at once, the second after 500 ms
+    for at in [0, 0, 600] {
+        // the first re-open is at once, the second after 500 ms ± 20 %
         w.s.handle_timeout(w.at(at));
         w.pump();
         let mut calls = w.server.take_calls();
@@ -783,4 +839,226 @@ fn a_watch_without_auto_reconnect_ends_with_the_stream_and_the_others_go_on() {
     assert!(errors(&always).is_empty());
     let reopened = w.server.take_calls();
     assert_eq!(reopened.len(), 1, "the stream re-opens for the other watch");
+}
+
+// ===== calls the server provably never processed =====
+
+impl World {
+    /// Connects to a fresh server (the next connection).
+    fn reconnect(&mut self, expect: &str) {
+        self.s.drive();
+        assert_eq!(self.s.poll_connect(self.t0).expect("a connection is wanted").as_str(), expect);
+        self.s.handle_connected();
+        self.server = TestServer::new();
+        self.pump();
+    }
+
+    fn answer_all(&mut self) -> Vec<Bytes> {
+        let mut calls = self.server.take_calls();
+        let keys = calls.iter_mut().map(request_key).collect();
+        for c in &mut calls {
+            c.message(response(1));
+            c.trailers(0, "");
+        }
+        self.pump();
+        keys
+    }
+}
+
+#[test]
+fn a_call_whose_bytes_never_left_is_sent_again_on_the_next_endpoint() {
+    let mut w = World::new(&["127.0.0.1:2379", "127.0.0.1:22379"]);
+    w.start(1, "a");
+    w.connect();
+    w.s.drive(); // the call's frames are in the pipe, not yet on the wire
+    assert!(w.s.pipe().unwrap().borrow().output().len() > 24);
+    w.s.handle_link_error("write: broken pipe");
+    w.s.drive();
+    assert!(w.collect().is_empty(), "never written, so not failed");
+    w.reconnect("127.0.0.1:22379");
+    assert_eq!(w.answer_all(), ["a"]);
+    assert!(w.collect()[0].1.is_ok());
+}
+
+#[test]
+fn a_refused_stream_is_sent_again_at_most_three_times() {
+    let mut w = World::new(&["127.0.0.1:2379"]);
+    w.start(1, "a");
+    w.connect();
+    w.pump();
+    for attempt in 0..4 {
+        let mut calls = w.server.take_calls();
+        assert_eq!(calls.len(), 1, "attempt {attempt}");
+        calls[0].reset(h2::Reason::REFUSED_STREAM);
+        w.pump();
+        if attempt < 3 {
+            assert!(w.collect().is_empty(), "refused: sent again, attempt {attempt}");
+        }
+    }
+    let e = w.collect()[0].1.clone().unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable);
+    assert!(e.is_retryable() && e.message().contains("refused stream"), "{e}");
+    // Once answered, a refused call succeeds.
+    w.start(2, "b");
+    w.pump();
+    w.server.take_calls()[0].reset(h2::Reason::REFUSED_STREAM);
+    w.pump();
+    assert_eq!(w.answer_all(), ["b"]);
+    assert!(w.collect()[0].1.is_ok());
+}
+
+#[test]
+fn calls_above_a_goaway_last_stream_are_sent_again_and_the_ones_below_are_not() {
+    let mut w = World::new(&["127.0.0.1:2379", "127.0.0.1:22379"]);
+    w.start(1, "a");
+    w.connect();
+    w.pump(); // stream 1 reaches the server
+    w.start(2, "b");
+    w.s.drive(); // stream 3 is written by the client...
+    w.server.abrupt_shutdown(h2::Reason::NO_ERROR); // ...after the server said GOAWAY(1)
+    w.pump();
+    assert!(w.server.is_closed());
+    w.s.handle_eof();
+    w.s.drive();
+    let done = w.collect();
+    assert_eq!(done.len(), 1, "only the processed call fails");
+    assert_eq!(done[0].0, 1);
+    assert_eq!(done[0].1.clone().unwrap_err().code(), Code::Unavailable);
+    w.reconnect("127.0.0.1:22379");
+    assert_eq!(w.answer_all(), ["b"]);
+    assert!(w.collect()[0].1.is_ok());
+}
+
+#[test]
+fn a_graceful_goaway_drains_the_link_then_the_next_endpoint_takes_new_calls() {
+    let mut w = World::new(&["127.0.0.1:2379", "127.0.0.1:22379"]);
+    w.start(1, "a");
+    w.connect();
+    w.pump();
+    let mut first = w.server.take_calls();
+    w.server.graceful_shutdown();
+    w.pump();
+    w.start(2, "b"); // after GOAWAY: waits, never sent on the draining link
+    w.pump();
+    assert!(w.server.take_calls().is_empty());
+    assert!(w.collect().is_empty());
+    // The call below the GOAWAY finishes normally on the old link...
+    first[0].message(response(7));
+    first[0].trailers(0, "");
+    w.pump();
+    let done = w.collect();
+    assert_eq!(decoded(&done[0].1).header.unwrap().revision, 7);
+    // ...which then ends; the waiting call goes to the next endpoint.
+    w.reconnect("127.0.0.1:22379");
+    assert_eq!(w.answer_all(), ["b"]);
+    assert!(w.collect()[0].1.is_ok());
+}
+
+#[test]
+fn a_member_answering_unavailable_is_left_for_the_next_endpoint() {
+    let mut w = World::new(&["127.0.0.1:2379", "127.0.0.1:22379"]);
+    w.start(1, "a");
+    w.start(2, "b");
+    w.connect();
+    w.pump();
+    let mut calls = w.server.take_calls();
+    calls[0].trailers(14, "etcdserver: no leader");
+    w.pump();
+    let e = w.collect()[0].1.clone().unwrap_err();
+    assert!(e.is_retryable() && e.message().contains("no leader"), "{e}");
+    // Call 2 is still open on the old link: it may finish there.
+    w.start(3, "c");
+    w.pump();
+    assert!(w.server.take_calls().is_empty(), "no new call on the draining link");
+    calls[1].message(response(3));
+    calls[1].trailers(0, "");
+    w.pump();
+    assert!(w.collect()[0].1.is_ok());
+    w.reconnect("127.0.0.1:22379");
+    assert_eq!(w.answer_all(), ["c"]);
+}
+
+#[test]
+fn a_leader_change_is_not_blamed_on_the_member() {
+    let mut w = World::new(&["127.0.0.1:2379", "127.0.0.1:22379"]);
+    w.start(1, "a");
+    w.connect();
+    w.pump();
+    w.server.take_calls()[0].trailers(14, "etcdserver: leader changed");
+    w.pump();
+    assert!(w.collect()[0].1.is_err());
+    w.start(2, "b");
+    w.pump();
+    assert_eq!(w.answer_all(), ["b"], "same link");
+}
+
+// ===== health checks =====
+
+fn status(leader: u64) -> Bytes {
+    use crate::pb::etcdserverpb::StatusResponse;
+    codec::encode(&StatusResponse { leader, ..Default::default() })
+}
+
+#[test]
+fn health_is_checked_every_interval_reported_on_change_and_an_unhealthy_member_is_left() {
+    let mut w = World::new(&["127.0.0.1:2379", "127.0.0.1:22379"]);
+    w.s.cfg.health_interval = Some(Duration::from_secs(1));
+    w.s.schedule_health();
+    assert_eq!(w.s.health_due(), Some(w.at(1000)));
+    assert!(w.s.is_idle(), "health checks are not the user's work");
+    w.s.handle_timeout(w.at(1000));
+    w.connect();
+    w.pump();
+    let mut calls = w.server.take_calls();
+    assert_eq!(calls[0].path, "/etcdserverpb.Maintenance/Status");
+    calls[0].message(status(42));
+    calls[0].trailers(0, "");
+    w.pump();
+    w.collect();
+    assert!(w.health.is_empty(), "healthy, as assumed: no change to report");
+    // The next check finds no leader: one report, and the client moves on.
+    w.s.handle_timeout(w.at(2000));
+    w.pump();
+    let mut calls = w.server.take_calls();
+    calls[0].message(status(0));
+    calls[0].trailers(0, "");
+    w.pump();
+    w.collect();
+    assert_eq!(w.health, [(false, "127.0.0.1:2379".to_string())]);
+    w.s.handle_timeout(w.at(3000));
+    w.reconnect("127.0.0.1:22379");
+    let mut calls = w.server.take_calls();
+    calls[0].message(status(42));
+    calls[0].trailers(0, "");
+    w.pump();
+    w.collect();
+    assert_eq!(w.health[1], (true, "127.0.0.1:22379".to_string()));
+}
+
+#[test]
+fn a_health_check_with_no_answer_within_the_interval_is_unhealthy() {
+    let mut w = World::new(&["127.0.0.1:2379"]);
+    w.s.cfg.health_interval = Some(Duration::from_secs(1));
+    w.s.schedule_health();
+    w.s.handle_timeout(w.at(1000));
+    w.connect();
+    w.pump();
+    assert_eq!(w.server.take_calls().len(), 1); // never answered
+    w.s.handle_timeout(w.at(1999));
+    w.collect();
+    assert!(w.health.is_empty());
+    w.s.handle_timeout(w.at(2000));
+    w.collect();
+    assert_eq!(w.health, [(false, "127.0.0.1:2379".to_string())]);
+}
+
+#[test]
+fn backoffs_are_jittered_within_a_fifth_either_way() {
+    let mut w = World::new(&["127.0.0.1:2379"]);
+    let base = Duration::from_millis(1000);
+    let delays: Vec<Duration> = (0..1000).map(|_| w.s.jittered(base)).collect();
+    assert!(delays.iter().all(|d| *d >= base.mul_f64(0.8) && *d <= base.mul_f64(1.2)));
+    let spread =
+        delays.iter().max().unwrap().as_millis() - delays.iter().min().unwrap().as_millis();
+    assert!(spread > 300, "spread over the range, not constant: {spread} ms");
 }

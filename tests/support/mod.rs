@@ -16,6 +16,7 @@ pub mod client;
 mod etcd;
 pub mod metrics;
 mod net;
+pub mod proxy;
 
 pub use etcd::{Cluster, Etcd};
 pub use net::{refused_endpoint, SilentListener};
