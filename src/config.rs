@@ -89,8 +89,9 @@ impl Config {
         self
     }
 
-    /// How long a TCP connect may take before the endpoint counts as failed: its queued
-    /// calls fail with `UNAVAILABLE` and the next endpoint is used. Default 3 s.
+    /// How long a TCP connect may take before the endpoint counts as failed: the next
+    /// endpoint is tried (queued calls fail with `UNAVAILABLE` once every endpoint failed in
+    /// a row). Default 3 s.
     pub fn connect_timeout(mut self, timeout: Duration) -> Config {
         self.connect_timeout = timeout;
         self
@@ -129,7 +130,9 @@ impl Config {
     /// Maintenance Status call that must answer within the interval (and the deadline) and
     /// name a leader. [`Client::on_health_change`](crate::Client::on_health_change) hears of
     /// every change; an unhealthy endpoint is left for the next one when there are several.
-    /// Checks run from the client's loop whether or not other work is pending.
+    /// Checks run whenever the client's loop runs: [`Client::next_timeout`](crate::Client::next_timeout)
+    /// includes the next one even when nothing else is pending, but
+    /// [`Client::run`](crate::Client::run) returns once no operation is pending.
     pub fn health_interval(mut self, interval: Duration) -> Config {
         self.health_interval = interval;
         self

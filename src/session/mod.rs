@@ -11,16 +11,19 @@
 //! The link to the server:
 //!
 //! ```text
-//!   Down ──poll_connect (work queued)──► Connecting ──handle_connected──► Up
-//!    ▲                                        │                           │
-//!    └── handle_connect_failed, connect timer ┘   EOF, read/write error,  │
-//!    └───────────────────────────────────────────── h2 error, GOAWAY ─────┘
+//!   Down ──poll_connect (work queued)──► Connecting ──handle_connected──► Up ──GOAWAY, member
+//!    ▲                                        │                           │   UNAVAILABLE,
+//!    └── handle_connect_failed, connect timer ┘   EOF, read/write error,  │   unhealthy
+//!    ├───────────────────────────────────────────── h2 error, PING timeout┘       │
+//!    └──────── no call with a deadline left ◄── Up, draining (no new streams) ◄────┘
 //! ```
 //!
 //! When an established link ends, the frames that already arrived are delivered first; then
-//! every call that was sent fails with `UNAVAILABLE` (retryable), and calls still queued
-//! (never sent) wait for a new connection. When a connection attempt fails, the queued calls
-//! fail with `UNAVAILABLE`: they had their chance. The endpoint rotates either way.
+//! every call that was sent fails with `UNAVAILABLE` (retryable), except calls none of whose
+//! bytes left (they are re-sent), and calls still queued wait for a new connection. A stream
+//! the server refused or left above a GOAWAY's last stream id is re-sent as well. When a
+//! connection attempt fails, the queued calls wait for the next endpoint, and fail with
+//! `UNAVAILABLE` once every endpoint failed in a row. The endpoint rotates once per link.
 
 mod auth;
 pub(crate) mod call;
