@@ -311,31 +311,13 @@ impl Session {
         let (code, message) =
             result.err().unwrap_or((Code::Unavailable, "stream ended by the server".into()));
         // Users that asked for no reconnect end here, whatever comes next.
-        match kind {
-            Shared::Watch => {
-                let out = self.watches.end_all(true, (code, &message));
-                self.events.extend(out.into_iter().map(Event::Watch));
-            }
-            Shared::Keepalive => {
-                let out = self.end_keepalives(true, code, &message);
-                self.events.extend(out.into_iter().map(Event::Keepalive));
-            }
-        }
+        self.end_users(kind, true, code, &message);
         let retries_left = self.shared_mut(kind).attempts < self.cfg.max_retries;
         if self.stale_token_to_renew(&message) {
             // Not permanent: the re-opened stream waits for the new token.
         } else if self.shared_wanted(kind) && (is_permanent(code) || !retries_left) {
             // One error for each user; nothing re-opens.
-            match kind {
-                Shared::Watch => {
-                    let out = self.watches.end_all(false, (code, &message));
-                    self.events.extend(out.into_iter().map(Event::Watch));
-                }
-                Shared::Keepalive => {
-                    let out = self.end_keepalives(false, code, &message);
-                    self.events.extend(out.into_iter().map(Event::Keepalive));
-                }
-            }
+            self.end_users(kind, false, code, &message);
         }
         if !self.shared_wanted(kind) {
             self.shared_mut(kind).attempts = 0;
@@ -355,6 +337,21 @@ impl Session {
         } else {
             let timer = self.timers.insert(self.now + delay, Timer::Reopen(kind));
             self.shared_mut(kind).state = State::Backoff(timer);
+        }
+    }
+
+    /// Queues one final error for each user of the stream (only those that asked for no
+    /// reconnect, with `only_no_reconnect`).
+    fn end_users(&mut self, kind: Shared, only_no_reconnect: bool, code: Code, message: &str) {
+        match kind {
+            Shared::Watch => {
+                let out = self.watches.end_all(only_no_reconnect, (code, message));
+                self.events.extend(out.into_iter().map(Event::Watch));
+            }
+            Shared::Keepalive => {
+                let out = self.end_keepalives(only_no_reconnect, code, message);
+                self.events.extend(out.into_iter().map(Event::Keepalive));
+            }
         }
     }
 

@@ -17,15 +17,30 @@ pub type Cb<T> = Box<dyn FnOnce(Result<T, EtcdError>)>;
 /// Starts one operation with `start`, runs the client until nothing is pending, and returns
 /// the operation's result. Panics if the callback did not run exactly once.
 pub fn block<T: 'static>(client: &Client, start: impl FnOnce(Cb<T>)) -> Result<T, EtcdError> {
+    let slot = started(start);
+    client.run();
+    let r = slot.borrow_mut().take();
+    r.expect("run() returned before the callback ran")
+}
+
+/// [`block`] for a client that live streams keep busy, so that `run()` would not return:
+/// drives it until the operation's callback ran, and panics after 15 s instead of hanging.
+pub fn block_busy<T: 'static>(client: &Client, start: impl FnOnce(Cb<T>)) -> Result<T, EtcdError> {
+    let slot = started(start);
+    drive_until(&[client], Duration::from_secs(15), || slot.borrow().is_some());
+    let r = slot.borrow_mut().take();
+    r.expect("checked by drive_until")
+}
+
+/// Starts one operation with `start`; its result lands in the returned slot.
+fn started<T: 'static>(start: impl FnOnce(Cb<T>)) -> Rc<RefCell<Option<Result<T, EtcdError>>>> {
     let slot: Rc<RefCell<Option<Result<T, EtcdError>>>> = Rc::new(RefCell::new(None));
     let s = slot.clone();
     start(Box::new(move |r| {
         assert!(s.borrow_mut().replace(r).is_none(), "callback ran twice");
     }));
     assert!(slot.borrow().is_none(), "callback ran inside the call that registered it");
-    client.run();
-    let r = slot.borrow_mut().take();
-    r.expect("run() returned before the callback ran")
+    slot
 }
 
 /// [`block`] for an operation that must succeed.
