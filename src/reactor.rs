@@ -219,7 +219,10 @@ impl Reactor {
         }
     }
 
-    /// Reads until `WouldBlock`, EOF or an error, handing every chunk to the session.
+    /// Reads until `WouldBlock`, EOF or an error, handing every chunk to the session. A read
+    /// that does not fill the buffer drained the socket: the registration is edge-triggered,
+    /// so data arriving later raises a new event, and the read that would only say
+    /// `WouldBlock` (one syscall per response) is skipped.
     fn read(&mut self, session: &mut Session) {
         let Some(s) = self.socket.as_mut().filter(|s| s.connected) else {
             return;
@@ -230,7 +233,10 @@ impl Reactor {
                     s.readable = false;
                     session.handle_eof();
                 }
-                Ok(n) => session.handle_input(&self.read_buf[..n]),
+                Ok(n) => {
+                    s.readable = n == self.read_buf.len();
+                    session.handle_input(&self.read_buf[..n]);
+                }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => s.readable = false,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => {

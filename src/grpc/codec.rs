@@ -29,44 +29,77 @@ pub(crate) enum FrameError {
 /// Reassembles messages from DATA chunks.
 ///
 /// ```text
-///   push(chunk) ──► buffer ──► next() → Some(message) while a whole message is buffered
+///   push(chunk) ──► chunk ──whole messages──► next() → Some(message)   (no copy)
+///                     └──a partial message──► buffer ──completed──► next()
 /// ```
+///
+/// Most messages arrive whole in one chunk: they are handed out as slices of it, so keys and
+/// values reach the caller without being copied. Only a message split across chunks is
+/// assembled in the buffer.
 #[derive(Debug, Default)]
 pub(crate) struct Decoder {
+    /// What is left of the latest chunk, while the buffer is empty.
+    chunk: Bytes,
     buf: BytesMut,
 }
 
 impl Decoder {
     /// Appends a DATA chunk.
-    pub(crate) fn push(&mut self, chunk: &[u8]) {
-        self.buf.extend_from_slice(chunk);
+    pub(crate) fn push(&mut self, chunk: Bytes) {
+        if self.buf.is_empty() && self.chunk.is_empty() {
+            self.chunk = chunk;
+        } else {
+            self.spill();
+            self.buf.extend_from_slice(&chunk);
+        }
+    }
+
+    /// Moves what is left of the chunk into the buffer.
+    fn spill(&mut self) {
+        if !self.chunk.is_empty() {
+            self.buf.extend_from_slice(&std::mem::take(&mut self.chunk));
+        }
     }
 
     /// The next whole message, if one is buffered.
     pub(crate) fn next(&mut self) -> Result<Option<Bytes>, FrameError> {
-        if self.buf.len() < PREFIX_LEN {
+        if !self.chunk.is_empty() {
+            match whole_message(&self.chunk)? {
+                Some(len) => {
+                    self.chunk.advance(PREFIX_LEN);
+                    return Ok(Some(self.chunk.split_to(len)));
+                }
+                None => self.spill(),
+            }
+        }
+        // No reserve for the announced length: memory follows the bytes that arrive.
+        let Some(len) = whole_message(&self.buf)? else {
             return Ok(None);
-        }
-        if self.buf[0] != 0 {
-            return Err(FrameError::Compressed);
-        }
-        let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]) as usize;
-        if self.buf.len() < PREFIX_LEN + len {
-            // No reserve for the announced length: memory follows the bytes that arrive.
-            return Ok(None);
-        }
+        };
         self.buf.advance(PREFIX_LEN);
         Ok(Some(self.buf.split_to(len).freeze()))
     }
 
     /// Checks that the body ended on a message boundary.
     pub(crate) fn finish(&self) -> Result<(), FrameError> {
-        if self.buf.is_empty() {
+        if self.buf.is_empty() && self.chunk.is_empty() {
             Ok(())
         } else {
             Err(FrameError::Truncated)
         }
     }
+}
+
+/// The length of the message at the start of `bytes`, if all of it is there.
+fn whole_message(bytes: &[u8]) -> Result<Option<usize>, FrameError> {
+    if bytes.len() < PREFIX_LEN {
+        return Ok(None);
+    }
+    if bytes[0] != 0 {
+        return Err(FrameError::Compressed);
+    }
+    let len = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]) as usize;
+    Ok((bytes.len() >= PREFIX_LEN + len).then_some(len))
 }
 
 #[cfg(test)]
@@ -91,7 +124,7 @@ mod tests {
         assert_eq!(enc[0], 0);
         assert_eq!(u32::from_be_bytes(enc[1..5].try_into().unwrap()) as usize, enc.len() - 5);
         let mut d = Decoder::default();
-        d.push(&enc);
+        d.push(Bytes::from(enc.to_vec()));
         let msg = d.next().unwrap().unwrap();
         assert_eq!(<RangeRequest as prost::Message>::decode(msg).unwrap(), req);
     }
@@ -103,7 +136,7 @@ mod tests {
             let mut d = Decoder::default();
             let mut got = Vec::new();
             for part in [&wire[..cut], &wire[cut..]] {
-                d.push(part);
+                d.push(Bytes::copy_from_slice(part));
                 while let Some(m) = d.next().unwrap() {
                     got.push(m);
                 }
@@ -118,7 +151,7 @@ mod tests {
         let wire = framed(&[&[7u8; 300]]);
         let mut d = Decoder::default();
         for (i, b) in wire.iter().enumerate() {
-            d.push(&[*b]);
+            d.push(Bytes::copy_from_slice(&[*b]));
             let m = d.next().unwrap();
             assert_eq!(m.is_some(), i == wire.len() - 1);
         }
@@ -127,11 +160,22 @@ mod tests {
     #[test]
     fn compressed_flag_and_truncation_are_errors() {
         let mut d = Decoder::default();
-        d.push(&[1, 0, 0, 0, 1, 9]);
+        d.push(Bytes::from_static(&[1, 0, 0, 0, 1, 9]));
         assert_eq!(d.next(), Err(FrameError::Compressed));
         let mut d = Decoder::default();
-        d.push(&[0, 0, 0, 0, 4, 1, 2]);
+        d.push(Bytes::from_static(&[0, 0, 0, 0, 4, 1, 2]));
         assert_eq!(d.next(), Ok(None));
         assert_eq!(d.finish(), Err(FrameError::Truncated));
+    }
+
+    #[test]
+    fn a_message_whole_in_one_chunk_is_a_slice_of_it_not_a_copy() {
+        let chunk = Bytes::from(framed(&[b"abc", b"de"]));
+        let mut d = Decoder::default();
+        d.push(chunk.clone());
+        assert_eq!(d.next().unwrap().unwrap().as_ptr(), chunk[5..].as_ptr());
+        assert_eq!(d.next().unwrap().unwrap().as_ptr(), chunk[13..].as_ptr());
+        assert!(d.next().unwrap().is_none());
+        d.finish().unwrap();
     }
 }

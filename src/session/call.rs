@@ -110,7 +110,7 @@ impl Reader {
         match event {
             StreamEvent::Headers(parts, end) => self.headers(&parts, end),
             StreamEvent::Data(chunk) => {
-                self.decoder.push(&chunk);
+                self.decoder.push(chunk);
                 let mut msgs = Vec::new();
                 loop {
                     match self.decoder.next() {
