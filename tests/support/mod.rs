@@ -14,6 +14,7 @@
 
 pub mod client;
 mod etcd;
+pub mod etcdctl;
 pub mod failover;
 pub mod metrics;
 mod net;

@@ -1,0 +1,144 @@
+//! An etcdctl-compatible command line on the callback API: etcdctl v3's syntax, and its
+//! default (simple) output byte for byte — `-w json` for get, put, del, member list and
+//! endpoint status.
+//!
+//! ```text
+//! cargo run --example etcdctl -- [--endpoints=a,b] [--user=u:p] [--dial-timeout=2s]
+//!     [--command-timeout=5s] [-w simple|json] COMMAND [flags] [args]
+//! ```
+//!
+//! Each command blocks on its calls with [`Ctx::wait`] (a nested `run()` of the one client):
+//! a command line has nothing else to do meanwhile. Errors print as etcdctl prints them,
+//! `Error: <message>` on stderr, with etcdctl's exit codes.
+
+mod args;
+mod auth;
+mod cluster;
+mod kv;
+mod lease;
+mod output;
+
+use args::Args;
+use evetcd::{Client, Config, EtcdError};
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
+
+/// etcdctl's exit codes.
+pub const EXIT_ERROR: i32 = 1;
+pub const EXIT_BAD_ARGS: i32 = 128;
+
+/// Why a command failed: the message etcdctl prints after `Error: `, and the exit code.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: i32,
+    pub message: String,
+}
+
+impl Failure {
+    /// Wrong usage (exit 128).
+    pub fn usage(message: impl Into<String>) -> Failure {
+        Failure { code: EXIT_BAD_ARGS, message: message.into() }
+    }
+
+    /// Any other failure (exit 1).
+    pub fn error(message: impl Into<String>) -> Failure {
+        Failure { code: EXIT_ERROR, message: message.into() }
+    }
+}
+
+impl From<EtcdError> for Failure {
+    fn from(e: EtcdError) -> Failure {
+        Failure::error(etcdctl_message(&e))
+    }
+}
+
+/// The message etcdctl shows for a client error: the server's text, or gRPC's wording for
+/// the failures the client detects itself.
+pub fn etcdctl_message(e: &EtcdError) -> String {
+    match e.code() {
+        evetcd::Code::DeadlineExceeded => "context deadline exceeded".to_string(),
+        _ => e.message().to_string(),
+    }
+}
+
+/// What every command gets: the client, the output format, the global settings.
+pub struct Ctx {
+    pub client: Client,
+    /// `-w json`.
+    pub json: bool,
+    pub endpoints: Vec<String>,
+    pub command_timeout: Duration,
+}
+
+impl Ctx {
+    /// Starts an operation and runs the client until its callback has run.
+    pub fn wait<T: 'static>(
+        &self,
+        start: impl FnOnce(Box<dyn FnOnce(Result<T, EtcdError>)>),
+    ) -> Result<T, EtcdError> {
+        let slot: Rc<RefCell<Option<Result<T, EtcdError>>>> = Rc::default();
+        let (s, c) = (slot.clone(), self.client.clone());
+        start(Box::new(move |r| {
+            *s.borrow_mut() = Some(r);
+            c.stop(); // run() would go on while streams (a watch, a keepalive) are live
+        }));
+        while slot.borrow().is_none() {
+            self.client.run();
+        }
+        let out = slot.borrow_mut().take().expect("set by the callback");
+        out
+    }
+}
+
+fn main() {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let code = match run(argv) {
+        Ok(()) => 0,
+        Err(f) => {
+            eprintln!("Error: {}", f.message);
+            f.code
+        }
+    };
+    std::process::exit(code);
+}
+
+fn run(argv: Vec<String>) -> Result<(), Failure> {
+    let mut args = Args::parse(argv)?;
+    let endpoints: Vec<String> = args
+        .take_value("endpoints")
+        .unwrap_or_else(|| "127.0.0.1:2379".into())
+        .split(',')
+        .map(|e| e.trim().to_string())
+        .filter(|e| !e.is_empty())
+        .collect();
+    let dial = args.take_duration("dial-timeout")?.unwrap_or(Duration::from_secs(2));
+    let command_timeout = args.take_duration("command-timeout")?.unwrap_or(Duration::from_secs(5));
+    let json = match args.take_value("write-out").as_deref() {
+        None | Some("simple") => false,
+        Some("json") => true,
+        Some(other) => return Err(Failure::usage(format!("unsupported output format {other}"))),
+    };
+    let mut config =
+        Config::new().endpoints(endpoints.clone()).connect_timeout(dial).timeout(command_timeout);
+    if let Some(user) = args.take_value("user") {
+        let (name, password) = user
+            .split_once(':')
+            .ok_or_else(|| Failure::error("password is missing: use --user=name:password"))?;
+        config = config.user(name, password);
+    }
+    let client = Client::new(config).map_err(|e| Failure::error(e.message().to_string()))?;
+    let ctx = Ctx { client, json, endpoints, command_timeout };
+    let Some(command) = args.next_word() else {
+        return Err(Failure::usage("no command given; see etcdctl --help"));
+    };
+    match command.as_str() {
+        "put" | "get" | "del" | "txn" | "compaction" | "watch" => kv::run(&ctx, &command, args),
+        "lease" | "lock" | "elect" => lease::run(&ctx, &command, args),
+        "member" | "endpoint" | "alarm" | "defrag" | "snapshot" | "move-leader" => {
+            cluster::run(&ctx, &command, args)
+        }
+        "auth" | "user" | "role" => auth::run(&ctx, &command, args),
+        other => Err(Failure::usage(format!("unknown command \"{other}\" for \"etcdctl\""))),
+    }
+}

@@ -1,0 +1,116 @@
+//! Runs etcdctl 3.5.1 and `examples/etcdctl` side by side, for the compatibility tests.
+//!
+//! `Both::run(args, stdin)` runs the same command line through each binary against the same
+//! endpoints; tests compare stdout byte for byte (after normalising only what differs by
+//! nature between two runs, such as lease ids or revisions), the `Error:` line on stderr
+//! (etcdctl also logs JSON retry warnings there, which are dropped) and the exit status.
+
+use super::etcd_bin_dir;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+
+/// What one run printed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Run {
+    pub stdout: String,
+    /// The `Error: ...` lines of stderr (etcdctl's JSON log lines are left out).
+    pub errors: Vec<String>,
+    pub code: i32,
+}
+
+/// The example's binary, built once per test process.
+pub fn example_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--quiet", "--example", "etcdctl"])
+            .current_dir(&repo)
+            .status()
+            .expect("cargo build --example etcdctl");
+        assert!(status.success(), "cargo build --example etcdctl failed");
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| repo.join("target"));
+        target.join("debug/examples/etcdctl")
+    })
+    .clone()
+}
+
+fn run_bin(bin: PathBuf, endpoints: &str, args: &[&str], stdin: Option<&str>) -> Run {
+    let mut child = Command::new(&bin)
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoints}"))
+        .args(args)
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("running {}: {e}", bin.display()));
+    if let Some(input) = stdin {
+        child.stdin.take().expect("piped").write_all(input.as_bytes()).expect("stdin");
+    }
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    Run {
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        errors: stderr.lines().filter(|l| l.starts_with("Error:")).map(String::from).collect(),
+        code: out.status.code().unwrap_or(-1),
+    }
+}
+
+/// Runs etcdctl 3.5.1.
+pub fn etcdctl_run(endpoints: &str, args: &[&str], stdin: Option<&str>) -> Run {
+    run_bin(etcd_bin_dir().join("etcdctl"), endpoints, args, stdin)
+}
+
+/// Runs the example.
+pub fn example_run(endpoints: &str, args: &[&str], stdin: Option<&str>) -> Run {
+    run_bin(example_bin(), endpoints, args, stdin)
+}
+
+/// Runs both on the same command line, etcdctl first, each right after `setup` (which puts
+/// etcd in the state the command expects, so that a command that changes it sees the same
+/// state both times); panics with both outputs unless, `normalise`d, they agree. Returns the
+/// example's run.
+pub fn same_after(
+    setup: &dyn Fn(),
+    endpoints: &str,
+    args: &[&str],
+    stdin: Option<&str>,
+    normalise: fn(&str) -> String,
+) -> Run {
+    setup();
+    let theirs = etcdctl_run(endpoints, args, stdin);
+    setup();
+    let ours = example_run(endpoints, args, stdin);
+    let (t, o) = (normalise(&theirs.stdout), normalise(&ours.stdout));
+    assert!(
+        t == o && theirs.errors == ours.errors && theirs.code == ours.code,
+        "etcdctl {args:?} differs\n--- etcdctl (exit {}):\n{}{:?}\n--- example (exit {}):\n{}{:?}",
+        theirs.code,
+        theirs.stdout,
+        theirs.errors,
+        ours.code,
+        ours.stdout,
+        ours.errors
+    );
+    ours
+}
+
+/// [`same_after`] with nothing to set up (a command that reads only).
+pub fn same(
+    endpoints: &str,
+    args: &[&str],
+    stdin: Option<&str>,
+    normalise: fn(&str) -> String,
+) -> Run {
+    same_after(&|| {}, endpoints, args, stdin, normalise)
+}
+
+/// No normalisation.
+pub fn exact(s: &str) -> String {
+    s.to_string()
+}
