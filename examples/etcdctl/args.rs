@@ -19,6 +19,8 @@ const VALUE_FLAGS: &[&str] = &[
     "order",
     "peer-urls",
     "ttl",
+    "consistency",
+    "new-user-password",
 ];
 
 /// Short flags and the long flag each stands for.
