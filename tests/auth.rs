@@ -280,3 +280,15 @@ fn auth_enabled_with_root_and_a_limited_user() {
     let err = block(&admin, |cb| admin.get(format!("{p}k"), GetOptions::new(), cb));
     assert_final(&err.unwrap_err(), Code::InvalidArgument, "get", "etcdserver: user name is empty");
 }
+
+#[test]
+fn a_user_added_without_a_password_cannot_log_in_even_with_an_empty_one() {
+    let etcd = Etcd::start_with(&[FAST_BCRYPT]);
+    let c = client(&etcd.endpoint());
+    ok(&c, |cb| c.user_add_no_password("certonly", cb));
+    assert_eq!(ok(&c, |cb| c.user_list(cb)).users, ["certonly"]);
+    enable_auth_with_root(&c, "rootpw");
+    let other = client(&etcd.endpoint());
+    let err = block(&other, |cb| other.authenticate("certonly", "", cb)).unwrap_err();
+    assert!(err.message().contains("authentication failed"), "{err}");
+}

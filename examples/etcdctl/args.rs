@@ -1,6 +1,7 @@
 //! Command-line parsing with etcdctl's (cobra's) rules: flags anywhere, `--name=value` or
 //! `--name value`, boolean flags bare or `=true|false`, `-w` for `--write-out`, and `--`
-//! ending the flags.
+//! ending the flags. A flag that cannot be parsed fails as cobra fails: exit 1 (etcdctl also
+//! prints the command's usage, which this example does not have).
 
 use crate::Failure;
 use std::time::Duration;
@@ -65,7 +66,7 @@ impl Args {
                 Some((k, v)) => (k.to_string(), Some(v.to_string())),
                 None if VALUE_FLAGS.contains(&name.as_str()) => {
                     let v = it.next().ok_or_else(|| {
-                        Failure::usage(format!("flag needs an argument: --{name}"))
+                        Failure::error(format!("flag needs an argument: --{name}"))
                     })?;
                     (name, Some(v))
                 }
@@ -116,7 +117,7 @@ impl Args {
             false
         });
         match bad {
-            Some(v) => Err(Failure::usage(format!(
+            Some(v) => Err(Failure::error(format!(
                 "invalid argument \"{v}\" for \"--{name}\" flag: strconv.ParseBool: parsing \"{v}\": invalid syntax"
             ))),
             None => Ok(found),
@@ -128,7 +129,7 @@ impl Args {
         match self.take_value(name) {
             None => Ok(None),
             Some(v) => v.parse().map(Some).map_err(|_| {
-                Failure::usage(format!(
+                Failure::error(format!(
                     "invalid argument \"{v}\" for \"--{name}\" flag: strconv.ParseInt: parsing \"{v}\": invalid syntax"
                 ))
             }),
@@ -140,7 +141,7 @@ impl Args {
         match self.take_value(name) {
             None => Ok(None),
             Some(v) => parse_go_duration(&v).map(Some).ok_or_else(|| {
-                Failure::usage(format!(
+                Failure::error(format!(
                     "invalid argument \"{v}\" for \"--{name}\" flag: time: invalid duration \"{v}\""
                 ))
             }),
@@ -150,7 +151,7 @@ impl Args {
     /// Fails on a flag nobody read (etcdctl: "unknown flag").
     pub fn finish(&self) -> Result<(), Failure> {
         match self.flags.first() {
-            Some((k, _)) => Err(Failure::usage(format!("unknown flag: --{k}"))),
+            Some((k, _)) => Err(Failure::error(format!("unknown flag: --{k}"))),
             None => Ok(()),
         }
     }

@@ -26,6 +26,8 @@ use std::time::Duration;
 
 /// etcdctl's exit codes.
 pub const EXIT_ERROR: i32 = 1;
+/// etcdctl cannot set up its client, which includes authenticating with `--user`.
+pub const EXIT_BAD_CONNECTION: i32 = 2;
 pub const EXIT_BAD_ARGS: i32 = 128;
 
 /// Why a command failed: the message etcdctl prints after `Error: `, and the exit code.
@@ -47,24 +49,38 @@ impl Failure {
     }
 }
 
+/// How the client words a failed Authenticate (made for `--user`) before the server's
+/// message, which etcdctl prints alone.
+pub const AUTH_FAILED: &str = "authentication failed: ";
+
 impl From<EtcdError> for Failure {
     fn from(e: EtcdError) -> Failure {
-        Failure::error(etcdctl_message(&e))
+        match e.message().strip_prefix(AUTH_FAILED) {
+            // etcdctl authenticates while it sets up its client: exit 2.
+            Some(server) => Failure { code: EXIT_BAD_CONNECTION, message: server.to_string() },
+            None => Failure::error(etcdctl_message(&e)),
+        }
     }
 }
 
 /// The message etcdctl shows for a client error: the server's text, or gRPC's wording for
-/// the failures the client detects itself.
+/// the failures the client detects itself. etcdctl's gRPC dials in the background and keeps
+/// retrying an endpoint it cannot reach until the call's deadline, so a refused or timed out
+/// connection reads as the deadline.
 pub fn etcdctl_message(e: &EtcdError) -> String {
-    match e.code() {
-        evetcd::Code::DeadlineExceeded => "context deadline exceeded".to_string(),
-        _ => e.message().to_string(),
+    let local_connect_failure = e.code() == evetcd::Code::Unavailable
+        && (e.message().starts_with("connect to ") || e.message().starts_with("resolve "));
+    if e.code() == evetcd::Code::DeadlineExceeded || local_connect_failure {
+        return "context deadline exceeded".to_string();
     }
+    e.message().to_string()
 }
 
 /// What every command gets: the client, the output format, the global settings.
 pub struct Ctx {
     pub client: Client,
+    /// The client's configuration, for commands that need a client per endpoint.
+    pub config: Config,
     /// `-w json`.
     pub json: bool,
     pub endpoints: Vec<String>,
@@ -127,8 +143,9 @@ fn run(argv: Vec<String>) -> Result<(), Failure> {
             .ok_or_else(|| Failure::error("password is missing: use --user=name:password"))?;
         config = config.user(name, password);
     }
-    let client = Client::new(config).map_err(|e| Failure::error(e.message().to_string()))?;
-    let ctx = Ctx { client, json, endpoints, command_timeout };
+    let client =
+        Client::new(config.clone()).map_err(|e| Failure::error(e.message().to_string()))?;
+    let ctx = Ctx { client, config, json, endpoints, command_timeout };
     let Some(command) = args.next_word() else {
         return Err(Failure::usage("no command given; see etcdctl --help"));
     };

@@ -92,6 +92,22 @@ impl Client {
         self.call::<auth_rpc::UserAdd>("user_add", &req, callback);
     }
 
+    /// Adds a user that has no password: it cannot authenticate with one, only with a
+    /// client certificate (etcd's `--no-password`).
+    pub fn user_add_no_password(
+        &self,
+        user: impl Into<String>,
+        callback: impl FnOnce(Result<AuthUserAddResponse, EtcdError>) + 'static,
+    ) {
+        let req = AuthUserAddRequest {
+            name: user.into(),
+            password: String::new(),
+            options: Some(UserAddOptions { no_password: true }),
+            hashed_password: String::new(),
+        };
+        self.call::<auth_rpc::UserAdd>("user_add", &req, callback);
+    }
+
     /// Deletes a user.
     pub fn user_delete(
         &self,

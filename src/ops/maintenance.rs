@@ -20,8 +20,9 @@ impl Client {
         self.call::<maintenance_rpc::Status>("status", &StatusRequest {}, callback);
     }
 
-    /// Gets, raises or clears alarms. `member_id` 0 and `AlarmType::None` mean every member
-    /// and every alarm (for `Get` and `Deactivate`).
+    /// Gets, raises or clears alarms. For `Get`, `member_id` 0 and `AlarmType::None` mean
+    /// every member and every alarm. `Deactivate` clears only the alarm named exactly (its
+    /// member id and type): to clear them all, `Get` them and deactivate each.
     pub fn alarm(
         &self,
         action: AlarmAction,

@@ -7,7 +7,7 @@
 
 use super::etcd_bin_dir;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
@@ -39,13 +39,20 @@ pub fn example_bin() -> PathBuf {
     .clone()
 }
 
-fn run_bin(bin: PathBuf, endpoints: &str, args: &[&str], stdin: Option<&str>) -> Run {
-    let mut child = Command::new(&bin)
-        .env("ETCDCTL_API", "3")
+/// The command line `bin --endpoints=ENDPOINTS ARGS...` (either binary), stdout piped.
+pub fn command(bin: &Path, endpoints: &str, args: &[&str]) -> Command {
+    let mut cmd = Command::new(bin);
+    cmd.env("ETCDCTL_API", "3")
         .arg(format!("--endpoints={endpoints}"))
         .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped());
+    cmd
+}
+
+fn run_bin(bin: PathBuf, endpoints: &str, args: &[&str], stdin: Option<&str>) -> Run {
+    let mut child = command(&bin, endpoints, args)
         .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("running {}: {e}", bin.display()));
