@@ -395,8 +395,10 @@ fn auth_enable_disable_status_and_the_user_flag() {
     assert!(run.stdout.starts_with("Authentication Status: true\n"), "{run:?}");
     agree_ok(ep, &[ROOT, "auth", "status", "-w", "json"]);
     agree_ok(ep, &["--user", "root:rootpw", "user", "list"]);
-    agree_ok(ep, &[ROOT, "auth", "enable", "-w", "json"]);
+    agree_ok(ep, &["--user=root", "--password=rootpw", "user", "list"]);
     let wrong = "etcdserver: authentication failed, invalid user ID or password";
+    agree_err(ep, &["--user=root:x", "--password=wrong", "auth", "status"], 2, wrong);
+    agree_ok(ep, &[ROOT, "auth", "enable", "-w", "json"]);
     agree_err(ep, &["--user=root:wrong", "auth", "status"], 2, wrong);
     agree_err(ep, &["--user=nobody:x", "user", "add", "x:y"], 2, wrong);
     // Argument errors come before authenticating.

@@ -22,6 +22,7 @@ const VALUE_FLAGS: &[&str] = &[
     "ttl",
     "consistency",
     "new-user-password",
+    "password",
 ];
 
 /// Short flags and the long flag each stands for.
@@ -66,7 +67,7 @@ impl Args {
                 Some((k, v)) => (k.to_string(), Some(v.to_string())),
                 None if VALUE_FLAGS.contains(&name.as_str()) => {
                     let v = it.next().ok_or_else(|| {
-                        Failure::error(format!("flag needs an argument: --{name}"))
+                        Failure::flag(format!("flag needs an argument: --{name}"))
                     })?;
                     (name, Some(v))
                 }
@@ -117,7 +118,7 @@ impl Args {
             false
         });
         match bad {
-            Some(v) => Err(Failure::error(format!(
+            Some(v) => Err(Failure::flag(format!(
                 "invalid argument \"{v}\" for \"--{name}\" flag: strconv.ParseBool: parsing \"{v}\": invalid syntax"
             ))),
             None => Ok(found),
@@ -129,7 +130,7 @@ impl Args {
         match self.take_value(name) {
             None => Ok(None),
             Some(v) => v.parse().map(Some).map_err(|_| {
-                Failure::error(format!(
+                Failure::flag(format!(
                     "invalid argument \"{v}\" for \"--{name}\" flag: strconv.ParseInt: parsing \"{v}\": invalid syntax"
                 ))
             }),
@@ -141,7 +142,7 @@ impl Args {
         match self.take_value(name) {
             None => Ok(None),
             Some(v) => parse_go_duration(&v).map(Some).ok_or_else(|| {
-                Failure::error(format!(
+                Failure::flag(format!(
                     "invalid argument \"{v}\" for \"--{name}\" flag: time: invalid duration \"{v}\""
                 ))
             }),
@@ -151,7 +152,7 @@ impl Args {
     /// Fails on a flag nobody read (etcdctl: "unknown flag").
     pub fn finish(&self) -> Result<(), Failure> {
         match self.flags.first() {
-            Some((k, _)) => Err(Failure::error(format!("unknown flag: --{k}"))),
+            Some((k, _)) => Err(Failure::flag(format!("unknown flag: --{k}"))),
             None => Ok(()),
         }
     }

@@ -18,6 +18,15 @@ use std::process::Command;
 /// creates the role, grants it and tries again.
 const ROOT_ROLE_MISSING: &str = "etcdserver: root user does not have root role";
 
+/// The sub-commands of `auth`, `user` or `role`.
+fn subcommands(command: &str) -> &'static [&'static str] {
+    match command {
+        "auth" => &["disable", "enable", "status"],
+        "user" => &["add", "delete", "get", "grant-role", "list", "passwd", "revoke-role"],
+        _ => &["add", "delete", "get", "grant-permission", "list", "revoke-permission"],
+    }
+}
+
 /// Runs `auth|user|role SUB-COMMAND [flags] [args]`.
 pub fn run(ctx: &Ctx, command: &str, mut args: Args) -> Result<(), Failure> {
     let sub = args.next_word().unwrap_or_default();
@@ -38,8 +47,7 @@ pub fn run(ctx: &Ctx, command: &str, mut args: Args) -> Result<(), Failure> {
         ("role", "list") => role_list(ctx, args),
         ("role", "grant-permission") => role_grant_permission(ctx, args),
         ("role", "revoke-permission") => role_revoke_permission(ctx, args),
-        // etcdctl prints the command's help here; there is no help text to print.
-        _ => Err(Failure::usage(format!("unknown sub-command {sub:?} for \"etcdctl {command}\""))),
+        _ => Err(Failure::help(command, subcommands(command))),
     }
 }
 
@@ -426,7 +434,7 @@ fn scan_word() -> String {
 
 /// speakeasy's prompt: the prompt on stdout, echo off (`stty`, whose complaint about a
 /// stdin that is no terminal goes to stderr), one line, echo on, a newline.
-fn ask(prompt: &str) -> Result<String, Failure> {
+pub fn ask(prompt: &str) -> Result<String, Failure> {
     print(prompt.as_bytes());
     let stty = |arg: &str| Command::new("/bin/stty").arg(arg).status();
     stty("-echo").map_err(|e| Failure::usage(format!("failed to ask password: {e}")))?;

@@ -30,25 +30,19 @@ pub fn run(ctx: &Ctx, command: &str, mut args: Args) -> Result<(), Failure> {
             other => Err(unknown_subcommand("snapshot", other)),
         },
         "move-leader" => move_leader(ctx, args),
-        other => Err(Failure::usage(format!("unknown command \"{other}\" for \"etcdctl\""))),
+        other => Err(Failure::unknown_command(other)),
     }
 }
 
-/// etcdctl prints the command's help for a missing or unknown subcommand; this says which
-/// ones exist instead.
-fn unknown_subcommand(command: &str, given: Option<&str>) -> Failure {
-    let known = match command {
-        "member" => "add, list, promote, remove, update",
-        "endpoint" => "health, status",
-        "alarm" => "disarm, list",
-        _ => "save",
+/// A missing or unknown sub-command: the ones `command` has (see [`Failure::help`]).
+fn unknown_subcommand(command: &str, _given: Option<&str>) -> Failure {
+    let known: &[&str] = match command {
+        "member" => &["add", "list", "promote", "remove", "update"],
+        "endpoint" => &["health", "status"],
+        "alarm" => &["disarm", "list"],
+        _ => &["save"],
     };
-    match given {
-        Some(sub) => Failure::usage(format!(
-            "unknown subcommand \"{sub}\" for \"{command}\" (supported: {known})"
-        )),
-        None => Failure::usage(format!("{command} needs a subcommand: {known}")),
-    }
+    Failure::help(command, known)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -508,7 +502,7 @@ fn snapshot_save(ctx: &Ctx, mut args: Args) -> Result<(), Failure> {
         [path] => path.clone(),
         _ => return Err(Failure::usage("snapshot save expects one argument")),
     };
-    let fail = |message: String| Failure { code: EXIT_INTERRUPTED, message };
+    let fail = |message: String| Failure::new(EXIT_INTERRUPTED, message);
     if ctx.endpoints.len() != 1 {
         return Err(fail(format!(
             "snapshot must be requested to one selected node, not multiple {}",

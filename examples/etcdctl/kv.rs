@@ -33,7 +33,7 @@ pub fn run(ctx: &Ctx, command: &str, args: Args) -> Result<(), Failure> {
         "txn" => txn::run(ctx, args),
         "compaction" => compaction(ctx, args),
         "watch" => watch::run(ctx, args),
-        other => Err(Failure::usage(format!("unknown command \"{other}\" for \"etcdctl\""))),
+        other => Err(Failure::unknown_command(other)),
     }
 }
 
@@ -90,7 +90,7 @@ fn flags<T>(args: &mut Args, take: fn(&mut Args) -> Result<T, Failure>) -> Resul
 }
 
 fn failure(code: i32, message: impl Into<String>) -> Failure {
-    Failure { code, message: message.into() }
+    Failure::new(code, message.into())
 }
 
 /// The flags of `put`.

@@ -48,10 +48,7 @@ fn lease(ctx: &Ctx, mut args: Args) -> Result<(), Failure> {
         "timetolive" => time_to_live(ctx, args),
         "list" => list(ctx, args),
         "keep-alive" => keep_alive(ctx, args),
-        "" => Err(Failure::usage(
-            "lease needs a sub-command: grant, revoke, timetolive, list or keep-alive",
-        )),
-        other => Err(Failure::usage(format!("unknown command \"{other}\" for \"etcdctl lease\""))),
+        _ => Err(Failure::help("lease", &["grant", "keep-alive", "list", "revoke", "timetolive"])),
     }
 }
 
@@ -153,10 +150,9 @@ fn keep_alive(ctx: &Ctx, mut args: Args) -> Result<(), Failure> {
                 });
             })
             .map_err(|e| match e.code() {
-                Code::NotFound => Failure {
-                    code: EXIT_BAD_CONNECTION,
-                    message: "etcdserver: requested lease not found".into(),
-                },
+                Code::NotFound => {
+                    Failure::new(EXIT_BAD_CONNECTION, "etcdserver: requested lease not found")
+                }
                 _ => bad_connection(e),
             })?;
         print_renewal(json, &renewed);
@@ -260,11 +256,11 @@ fn spawn_failure(program: &str, e: &std::io::Error) -> Failure {
 fn exit_failure(status: ExitStatus) -> Result<(), Failure> {
     match (status.code(), status.signal()) {
         (Some(0), _) => Ok(()),
-        (Some(code), _) => Err(Failure { code, message: format!("exit status {code}") }),
+        (Some(code), _) => Err(Failure::new(code, format!("exit status {code}"))),
         (None, signal) => {
             let core = if status.core_dumped() { " (core dumped)" } else { "" };
             let name = signal_name(signal.unwrap_or(0));
-            Err(Failure { code: 255, message: format!("signal: {name}{core}") })
+            Err(Failure::new(255, format!("signal: {name}{core}")))
         }
     }
 }
@@ -612,7 +608,7 @@ fn failed(what: &str, e: &EtcdError) -> Failure {
 }
 
 fn bad_connection(e: EtcdError) -> Failure {
-    Failure { code: EXIT_BAD_CONNECTION, message: etcdctl_message(&e) }
+    Failure::new(EXIT_BAD_CONNECTION, etcdctl_message(&e))
 }
 
 /// A JSON object starting with a header's fields, as Go flattens the `*ResponseHeader`

@@ -35,17 +35,60 @@ pub const EXIT_BAD_ARGS: i32 = 128;
 pub struct Failure {
     pub code: i32,
     pub message: String,
+    pub kind: Kind,
+}
+
+/// How a failure is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `Error: <message>` on stderr.
+    Error,
+    /// A flag that does not parse: cobra reports it, then etcdctl again, so `Error:` twice
+    /// (between them etcdctl prints the command's usage on stdout; this example has none).
+    Flag,
+    /// An unknown command: reported by cobra with a hint, then by etcdctl.
+    UnknownCommand,
+    /// A missing or unknown sub-command: etcdctl prints the command's help on stdout and
+    /// exits 0; the message is this example's own short help.
+    Help,
 }
 
 impl Failure {
+    /// A failure with etcdctl's exit `code`.
+    pub fn new(code: i32, message: impl Into<String>) -> Failure {
+        Failure { code, message: message.into(), kind: Kind::Error }
+    }
+
+    /// A flag that does not parse (exit 1, reported twice).
+    pub fn flag(message: impl Into<String>) -> Failure {
+        Failure { code: EXIT_ERROR, message: message.into(), kind: Kind::Flag }
+    }
+
+    /// A command etcdctl does not have: cobra's error and hint, then etcdctl's error.
+    pub fn unknown_command(command: &str) -> Failure {
+        let message = format!("unknown command \"{command}\" for \"etcdctl\"");
+        Failure { code: EXIT_ERROR, message, kind: Kind::UnknownCommand }
+    }
+
+    /// A command that needs a sub-command got none, or one it does not have: the
+    /// sub-commands it has, on stdout, and exit 0, where etcdctl prints its help.
+    pub fn help(command: &str, subcommands: &[&str]) -> Failure {
+        let command = if command.is_empty() { String::new() } else { format!(" {command}") };
+        let message = format!(
+            "etcdctl{command} <subcommand> [flags]\n\nsubcommands: {}\n",
+            subcommands.join(", ")
+        );
+        Failure { code: 0, message, kind: Kind::Help }
+    }
+
     /// Wrong usage (exit 128).
     pub fn usage(message: impl Into<String>) -> Failure {
-        Failure { code: EXIT_BAD_ARGS, message: message.into() }
+        Failure::new(EXIT_BAD_ARGS, message.into())
     }
 
     /// Any other failure (exit 1).
     pub fn error(message: impl Into<String>) -> Failure {
-        Failure { code: EXIT_ERROR, message: message.into() }
+        Failure::new(EXIT_ERROR, message.into())
     }
 }
 
@@ -57,7 +100,7 @@ impl From<EtcdError> for Failure {
     fn from(e: EtcdError) -> Failure {
         match e.message().strip_prefix(AUTH_FAILED) {
             // etcdctl authenticates while it sets up its client: exit 2.
-            Some(server) => Failure { code: EXIT_BAD_CONNECTION, message: server.to_string() },
+            Some(server) => Failure::new(EXIT_BAD_CONNECTION, server.to_string()),
             None => Failure::error(etcdctl_message(&e)),
         }
     }
@@ -75,6 +118,28 @@ pub fn etcdctl_message(e: &EtcdError) -> String {
     }
     e.message().to_string()
 }
+
+/// The commands, for the help printed when none is given.
+const COMMANDS: [&str; 18] = [
+    "alarm",
+    "auth",
+    "compaction",
+    "defrag",
+    "del",
+    "elect",
+    "endpoint",
+    "get",
+    "lease",
+    "lock",
+    "member",
+    "move-leader",
+    "put",
+    "role",
+    "snapshot",
+    "txn",
+    "user",
+    "watch",
+];
 
 /// What every command gets: the client, the output format, the global settings.
 pub struct Ctx {
@@ -112,7 +177,14 @@ fn main() {
     let code = match run(argv) {
         Ok(()) => 0,
         Err(f) => {
-            eprintln!("Error: {}", f.message);
+            match f.kind {
+                Kind::Error => eprintln!("Error: {}", f.message),
+                Kind::Flag => eprintln!("Error: {}\n\nError: {}", f.message, f.message),
+                Kind::Help => print!("{}", f.message),
+                Kind::UnknownCommand => {
+                    eprintln!("Error: {0}\nRun 'etcdctl --help' for usage.\nError: {0}", f.message)
+                }
+            }
             f.code
         }
     };
@@ -137,17 +209,22 @@ fn run(argv: Vec<String>) -> Result<(), Failure> {
     };
     let mut config =
         Config::new().endpoints(endpoints.clone()).connect_timeout(dial).timeout(command_timeout);
+    let password = args.take_value("password");
     if let Some(user) = args.take_value("user") {
-        let (name, password) = user
-            .split_once(':')
-            .ok_or_else(|| Failure::error("password is missing: use --user=name:password"))?;
+        // As etcdctl: `--password` makes the whole of `--user` the name; else `name:password`,
+        // or the password is asked for.
+        let (name, password) = match (password, user.split_once(':')) {
+            (Some(password), _) => (user.clone(), password),
+            (None, Some((name, password))) => (name.to_string(), password.to_string()),
+            (None, None) => (user.clone(), auth::ask("Password: ")?),
+        };
         config = config.user(name, password);
     }
     let client =
         Client::new(config.clone()).map_err(|e| Failure::error(e.message().to_string()))?;
     let ctx = Ctx { client, config, json, endpoints, command_timeout };
     let Some(command) = args.next_word() else {
-        return Err(Failure::usage("no command given; see etcdctl --help"));
+        return Err(Failure::help("", &COMMANDS));
     };
     match command.as_str() {
         "put" | "get" | "del" | "txn" | "compaction" | "watch" => kv::run(&ctx, &command, args),
@@ -156,6 +233,6 @@ fn run(argv: Vec<String>) -> Result<(), Failure> {
             cluster::run(&ctx, &command, args)
         }
         "auth" | "user" | "role" => auth::run(&ctx, &command, args),
-        other => Err(Failure::usage(format!("unknown command \"{other}\" for \"etcdctl\""))),
+        other => Err(Failure::unknown_command(other)),
     }
 }
