@@ -118,8 +118,9 @@ impl Client {
 
     /// How long a foreign loop may wait for [`as_raw_fd`](Client::as_raw_fd) to become
     /// readable before calling [`process`](Client::process) anyway: `Some(ZERO)` when work
-    /// is queued, `None` when nothing is pending at all. Re-read it after every `process()`
-    /// and after every operation started.
+    /// is queued, `None` when nothing is pending at all (with health checks on, the time to
+    /// the next check instead; see [`Config::health_interval`]). Re-read it after every
+    /// `process()` and after every operation started.
     pub fn next_timeout(&self) -> Option<Duration> {
         let core = self.inner.core.borrow();
         core.reactor.next_timeout(&core.session, Instant::now())
@@ -135,7 +136,8 @@ impl Client {
 
     /// Ends every pending operation and closes the connection. Each pending call's and live
     /// watch's callback receives `CANCELLED` before `close` returns (after any result that
-    /// had already arrived). The client stays usable: a new operation connects again.
+    /// had already arrived). The client stays usable: a new operation connects again (and
+    /// restarts the health checks, which `close` stops).
     ///
     /// A callback that captures its own client keeps the client alive while it is pending;
     /// `close` is how a program ends such cycles before dropping its last handle.

@@ -4,7 +4,7 @@
 //! and tells the session the time. One turn ([`Reactor::turn`]):
 //!
 //! 1. wait for readiness (or not at all, for a foreign loop's `process()`);
-//! 2. finish a pending connect; read until `WouldBlock` and hand the bytes in;
+//! 2. finish a pending connect; read until the socket is drained and hand the bytes in;
 //! 3. fire expired timers;
 //! 4. let h2 process what was read.
 //!
@@ -14,8 +14,10 @@
 //! requests they started in the same write as h2's own frames (such as the ack of the PING
 //! that etcd sends with every response): one write per turn instead of two.
 //!
-//! Readiness is edge-triggered: `readable`/`writable` are cached and cleared only on
-//! `WouldBlock`, since no new edge arrives for data already signalled.
+//! Readiness is edge-triggered: `readable`/`writable` are cached, since no new edge arrives
+//! for data already signalled. `writable` is cleared on `WouldBlock`; `readable` also by a
+//! read that did not fill the buffer (the socket was drained: later data raises a new edge),
+//! unless the peer's end of input was signalled, which is read on to the 0.
 
 use crate::session::Session;
 use mio::net::TcpStream;
@@ -43,6 +45,8 @@ struct Socket {
     connected: bool,
     readable: bool,
     writable: bool,
+    /// The peer's FIN or an error was signalled: read on to the 0 / the error.
+    read_closed: bool,
 }
 
 /// The mio side of a client.
@@ -96,6 +100,7 @@ impl Reactor {
         for ev in self.events.iter() {
             if let (SOCKET, Some(s)) = (ev.token(), self.socket.as_mut()) {
                 s.readable |= ev.is_readable() || ev.is_read_closed() || ev.is_error();
+                s.read_closed |= ev.is_read_closed() || ev.is_error();
                 s.writable |= ev.is_writable() || ev.is_write_closed() || ev.is_error();
             }
         }
@@ -169,6 +174,7 @@ impl Reactor {
                 connected: false,
                 readable: false,
                 writable: false,
+                read_closed: false,
             });
             return;
         }
@@ -234,7 +240,7 @@ impl Reactor {
                     session.handle_eof();
                 }
                 Ok(n) => {
-                    s.readable = n == self.read_buf.len();
+                    s.readable = n == self.read_buf.len() || s.read_closed;
                     session.handle_input(&self.read_buf[..n]);
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => s.readable = false,

@@ -449,3 +449,65 @@ fn with_the_server_gone_each_stream_reports_exactly_one_error_when_retries_run_o
     etcd.restart();
     ok(&c, |cb| c.put("after", "outage", PutOptions::new(), cb));
 }
+
+/// A fake server, since etcd cannot be made to put its last bytes and its FIN in one segment:
+/// the client must still see the end of input that arrived with the data (the socket is
+/// edge-triggered, and a short read alone would say "drained").
+#[test]
+fn an_end_of_input_that_arrives_with_the_last_data_is_seen() {
+    use std::io::{ErrorKind, Read, Write};
+    use std::net::{Shutdown, TcpListener};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let config = Config::new().endpoints([addr]).timeout(Duration::from_secs(5));
+    let c = Client::new(config).unwrap();
+    type Ended = Rc<RefCell<Option<(Instant, Result<(), evetcd::EtcdError>)>>>;
+    let got: Ended = Rc::default();
+    let g = got.clone();
+    c.get("k", GetOptions::new(), move |r| *g.borrow_mut() = Some((Instant::now(), r.map(|_| ()))));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut server = loop {
+        c.process();
+        match listener.accept() {
+            Ok((s, _)) => break s,
+            Err(e) if e.kind() == ErrorKind::WouldBlock && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5))
+            }
+            Err(e) => panic!("no connection: {e}"),
+        }
+    };
+    // Read the client's preface, SETTINGS and request (all in its first writes).
+    server.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let mut buf = [0u8; 4096];
+    let mut seen = 0;
+    while seen <= 24 {
+        c.process();
+        match server.read(&mut buf) {
+            Ok(n) => seen += n,
+            Err(e) if Instant::now() < deadline => {
+                assert!(e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::TimedOut, "{e}")
+            }
+            Err(e) => panic!("no request: {e}"),
+        }
+    }
+    // An empty SETTINGS frame and the FIN, both queued before the client's next turn.
+    server.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).unwrap();
+    server.shutdown(Shutdown::Write).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let closed = Instant::now();
+    server.set_nonblocking(true).unwrap();
+    while got.borrow().is_none() && closed.elapsed() < Duration::from_secs(2) {
+        c.process();
+        let _ = server.read(&mut buf); // keep reading: an unread receive buffer means an RST
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (at, r) = got.borrow_mut().take().expect("the call ended within 2 s of the close");
+    let e = r.unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable, "{e}");
+    assert!(
+        at - closed < Duration::from_millis(500),
+        "ended {:?} after the close: {e}",
+        at - closed
+    );
+}

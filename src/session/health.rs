@@ -46,6 +46,20 @@ impl Session {
         }
     }
 
+    /// Stops the checks until the next operation (the client was closed).
+    pub(super) fn stop_health(&mut self) {
+        if let Some((timer, _)) = self.health.timer.take() {
+            self.timers.cancel(timer);
+        }
+    }
+
+    /// Arms the checks again if they were stopped (an operation started after a close).
+    pub(super) fn resume_health(&mut self) {
+        if self.health.timer.is_none() {
+            self.schedule_health();
+        }
+    }
+
     /// When the next check starts, if checks are on: an embedding loop must wake for it even
     /// while nothing else is pending.
     pub(crate) fn health_due(&self) -> Option<Instant> {
@@ -85,12 +99,11 @@ impl Session {
         self.health.checking = false;
         let healthy = result.is_ok()
             && response.and_then(|r| StatusResponse::decode(r).ok()).is_some_and(|s| s.leader != 0);
-        if healthy == self.health.healthy {
-            return;
+        if healthy != self.health.healthy {
+            self.health.healthy = healthy;
+            let name = self.cfg.endpoints[endpoint].to_string();
+            self.events.push_back(Event::Health(healthy, name));
         }
-        self.health.healthy = healthy;
-        let name = self.cfg.endpoints[endpoint].to_string();
-        self.events.push_back(Event::Health(healthy, name));
         // With one endpoint there is no other to move to: dropping the link would only reset
         // every stream on it.
         if !healthy && endpoint == self.endpoint && self.cfg.endpoints.len() > 1 {

@@ -317,6 +317,8 @@ impl Session {
         self.queued.push_back(key);
         // So that the next drive opens its stream (or the next flush connects).
         self.wakers.wake(CONNECTION);
+        // Health checks stopped by `close` start again with the next operation.
+        self.resume_health();
         key
     }
 
@@ -472,6 +474,8 @@ impl Session {
         let calls = &self.calls;
         self.queued.retain(|k| calls.get(k.index).is_some_and(|c| c.generation == k.generation));
         if self.queued.is_empty() {
+            // The calls that were going round the endpoints are gone: a new round starts.
+            self.connect_failures = 0;
             return None;
         }
         let timer = self
@@ -587,7 +591,9 @@ impl Session {
         }
         self.link_error = None;
         self.draining = None;
+        self.connect_failures = 0;
         self.link_generation += 1;
+        self.stop_health();
         out
     }
 
@@ -717,8 +723,6 @@ impl Session {
                 return;
             };
             let from_server = match &event {
-                // `link_lost` reports it, with the link's reason.
-                StreamEvent::Failed(_) if self.link_error.is_some() => return,
                 StreamEvent::Failed(e) => {
                     if let Some(why) = unprocessed(e) {
                         if e.is_go_away() {
@@ -727,6 +731,10 @@ impl Session {
                         if self.resend(index) {
                             return;
                         }
+                    }
+                    // `link_lost` reports it, with the link's reason.
+                    if self.link_error.is_some() {
+                        return;
                     }
                     false
                 }
@@ -829,8 +837,9 @@ impl Session {
     }
 
     /// Takes the link down and rotates the endpoint. Calls that were sent fail with
-    /// `UNAVAILABLE`; queued ones wait for the next connection if this one had been
-    /// established (`was_up`), and fail too if it never was.
+    /// `UNAVAILABLE` (unless none of their bytes left: they are sent again); queued ones wait
+    /// for the next connection. If the link never came up (`was_up` false), they wait for
+    /// the next endpoint only until every endpoint failed in a row, then fail too.
     fn link_lost(&mut self, reason: &str, was_up: bool) {
         let lost = self.link_generation;
         let sent = match &self.link {

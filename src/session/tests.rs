@@ -1062,3 +1062,137 @@ fn backoffs_are_jittered_within_a_fifth_either_way() {
         delays.iter().max().unwrap().as_millis() - delays.iter().min().unwrap().as_millis();
     assert!(spread > 300, "spread over the range, not constant: {spread} ms");
 }
+
+// ===== found in review: endpoint rounds, health, GOAWAY with EOF =====
+
+#[test]
+fn a_second_unhealthy_endpoint_in_a_row_is_left_too() {
+    let mut w = World::new(&["127.0.0.1:2379", "127.0.0.1:22379", "127.0.0.1:32379"]);
+    w.s.cfg.health_interval = Some(Duration::from_secs(1));
+    w.s.schedule_health();
+    w.s.handle_timeout(w.at(1000));
+    w.connect();
+    w.pump();
+    let mut calls = w.server.take_calls();
+    calls[0].message(status(0)); // A: no leader
+    calls[0].trailers(0, "");
+    w.pump();
+    w.collect();
+    assert_eq!(w.health, [(false, "127.0.0.1:2379".to_string())]);
+    w.s.handle_timeout(w.at(2000));
+    w.reconnect("127.0.0.1:22379");
+    let mut calls = w.server.take_calls();
+    calls[0].message(status(0)); // B: no leader either
+    calls[0].trailers(0, "");
+    w.pump();
+    w.collect();
+    w.s.handle_timeout(w.at(3000));
+    w.s.drive();
+    let next = w.s.poll_connect(w.t0).map(|a| a.to_string());
+    if next.is_none() {
+        w.pump();
+        let on_b: Vec<String> = w.server.take_calls().iter().map(|c| c.path.clone()).collect();
+        panic!(
+            "B is unhealthy too, yet the client stays on it; the next check went to B: {on_b:?}"
+        );
+    }
+    assert_eq!(next.as_deref(), Some("127.0.0.1:32379"));
+}
+
+#[test]
+fn after_close_a_new_call_tries_every_endpoint_again() {
+    let mut w = World::new(&["127.0.0.1:2379", "127.0.0.1:22379"]);
+    w.start(1, "a");
+    w.s.drive();
+    assert_eq!(w.s.poll_connect(w.t0).unwrap().as_str(), "127.0.0.1:2379");
+    w.s.handle_connect_failed("connection refused");
+    let closed = w.s.close("client closed");
+    assert_eq!(closed.len(), 1, "call 1 cancelled");
+    // A fresh start: call 2 should get a try on each endpoint before it fails.
+    w.start(2, "b");
+    w.s.drive();
+    assert_eq!(w.s.poll_connect(w.t0).unwrap().as_str(), "127.0.0.1:22379");
+    w.s.handle_connect_failed("connection refused");
+    w.s.drive();
+    let done = w.collect();
+    assert!(
+        done.is_empty(),
+        "call 2 failed after one endpoint only: {:?}",
+        done.iter().map(|d| d.1.clone().unwrap_err().to_string()).collect::<Vec<_>>()
+    );
+    assert_eq!(w.s.poll_connect(w.t0).unwrap().as_str(), "127.0.0.1:2379");
+}
+
+#[test]
+fn a_call_started_after_the_waiting_ones_ended_tries_every_endpoint() {
+    let mut w = World::new(&["127.0.0.1:2379", "127.0.0.1:22379"]);
+    let body = codec::encode(&RangeRequest { key: "a".into(), ..Default::default() });
+    let key = w.s.start_unary(RANGE, body, "get", Box::new(|_| {}), w.t0, true).unwrap();
+    w.s.drive();
+    assert_eq!(w.s.poll_connect(w.t0).unwrap().as_str(), "127.0.0.1:2379");
+    w.s.handle_connect_failed("connection refused");
+    w.s.cancel_call(key); // the caller gives up (or its deadline fires) before B is tried
+    w.s.drive();
+    assert!(w.s.poll_connect(w.t0).is_none(), "nothing waits: no connection");
+    w.collect();
+    // Later, B and A may both be fine again; call 2 should try each.
+    w.start(2, "b");
+    w.s.drive();
+    assert_eq!(w.s.poll_connect(w.t0).unwrap().as_str(), "127.0.0.1:22379");
+    w.s.handle_connect_failed("connection refused");
+    w.s.drive();
+    let done = w.collect();
+    assert!(
+        done.is_empty(),
+        "call 2 failed after one endpoint only: {:?}",
+        done.iter().map(|d| d.1.clone().unwrap_err().to_string()).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn a_call_above_the_goaway_is_sent_again_when_the_goaway_comes_with_the_eof() {
+    let mut w = World::new(&["127.0.0.1:2379", "127.0.0.1:22379"]);
+    w.start(1, "a");
+    w.connect();
+    w.pump(); // stream 1 reaches the server
+    w.start(2, "b");
+    w.s.drive(); // stream 3 is written by the client...
+    w.server.abrupt_shutdown(h2::Reason::NO_ERROR); // ...after the server said GOAWAY(1)
+                                                    // The GOAWAY and the end of input are read in the same turn (the server closed right
+                                                    // after writing it): no drive in between.
+    let pipe = w.s.pipe().unwrap().clone();
+    w.server.exchange(&pipe, || {});
+    assert!(w.server.is_closed());
+    w.s.handle_eof();
+    w.s.drive();
+    let done = w.collect();
+    let ids: Vec<u32> = done.iter().map(|d| d.0).collect();
+    assert_eq!(
+        ids,
+        [1],
+        "only the processed call fails; got {:?}",
+        done.iter().map(|d| d.1.clone().unwrap_err().to_string()).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn after_close_health_checks_wait_for_the_next_operation() {
+    let mut w = World::new(&["127.0.0.1:2379"]);
+    w.s.cfg.health_interval = Some(Duration::from_secs(1));
+    w.s.schedule_health();
+    w.start(1, "a");
+    w.connect();
+    w.pump();
+    let closed = w.s.close("client closed");
+    assert_eq!(closed.len(), 1);
+    assert!(w.s.is_idle());
+    assert!(!w.s.wants_socket(), "the connection is dropped");
+    // Nothing started since close(): no wake-up, no connection.
+    assert_eq!(w.s.health_due(), None);
+    w.s.handle_timeout(w.at(1000));
+    w.s.drive();
+    assert!(w.s.poll_connect(w.at(1000)).is_none(), "close() must not reconnect for health checks");
+    // The next operation brings the checks back, one interval after it.
+    w.start(2, "b");
+    assert_eq!(w.s.health_due(), Some(w.at(1000)), "World::start runs at t0");
+}
