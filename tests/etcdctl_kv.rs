@@ -552,6 +552,16 @@ impl Watcher {
     }
 }
 
+/// A failing test must not leave its watch processes running.
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// etcdctl and the example watching with the same arguments.
 struct Pair {
     args: Vec<String>,
