@@ -6,12 +6,12 @@
 //! each, `stty` as speakeasy does, so a pipe works too).
 
 use crate::args::Args;
-use crate::output::{header, quote, Obj};
+use crate::output::{header, print, quote, Obj};
 use crate::{Ctx, Failure};
 use evetcd::pb::authpb::Permission;
 use evetcd::pb::etcdserverpb::ResponseHeader;
 use evetcd::{prefix_range_end, Client, EtcdError, PermissionType};
-use std::io::{BufRead, Read, Write};
+use std::io::{BufRead, Read};
 use std::process::Command;
 
 /// The server's answer to `auth enable` while root lacks the root role; etcdctl then
@@ -476,11 +476,4 @@ fn print_done(ctx: &Ctx, simple: String, h: Option<&ResponseHeader>) {
 fn print_names(ctx: &Ctx, field: &str, names: &[String], h: Option<&ResponseHeader>) {
     let simple: String = names.iter().map(|n| format!("{n}\n")).collect();
     print(&render(ctx, simple.into_bytes(), || with_header(h).list(field, quoted(names)).end()));
-}
-
-/// Writes raw bytes to stdout (keys need not be UTF-8); a closed stdout is not an error
-/// worth a panic.
-fn print(bytes: &[u8]) {
-    let mut out = std::io::stdout().lock();
-    let _ = out.write_all(bytes).and_then(|()| out.flush());
 }

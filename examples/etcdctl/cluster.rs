@@ -6,6 +6,7 @@
 //! per endpoint; the global client serves the rest.
 
 use crate::args::Args;
+use crate::gosyntax;
 use crate::output::{header, quote, Obj};
 use crate::{etcdctl_message, Ctx, Failure, EXIT_ERROR};
 use evetcd::pb::etcdserverpb::{AlarmMember, Member, StatusResponse};
@@ -114,9 +115,9 @@ fn member_add(ctx: &Ctx, mut args: Args) -> Result<(), Failure> {
         })
         .collect();
     println!();
-    println!("ETCD_NAME={}", go_quote(&name));
-    println!("ETCD_INITIAL_CLUSTER={}", go_quote(&initial_cluster.join(",")));
-    println!("ETCD_INITIAL_ADVERTISE_PEER_URLS={}", go_quote(&peer_urls));
+    println!("ETCD_NAME={}", gosyntax::quote(name.as_bytes()));
+    println!("ETCD_INITIAL_CLUSTER={}", gosyntax::quote(initial_cluster.join(",").as_bytes()));
+    println!("ETCD_INITIAL_ADVERTISE_PEER_URLS={}", gosyntax::quote(peer_urls.as_bytes()));
     println!("ETCD_INITIAL_CLUSTER_STATE=\"existing\"");
     Ok(())
 }
@@ -151,7 +152,7 @@ fn member_change(ctx: &Ctx, mut args: Args, change: Change) -> Result<(), Failur
     };
     args.finish()?;
     let id = match args.rest().as_slice() {
-        [id] => parse_hex(id)
+        [id] => gosyntax::parse_uint(id, 16)
             .map_err(|e| Failure::usage(format!("bad member ID arg ({e}), expecting ID in Hex")))?,
         _ => return Err(Failure::usage("member ID is not provided")),
     };
@@ -586,7 +587,7 @@ fn save_part(ctx: &Ctx, part: &str) -> Result<(), String> {
 fn move_leader(ctx: &Ctx, mut args: Args) -> Result<(), Failure> {
     args.finish()?;
     let target = match args.rest().as_slice() {
-        [id] => parse_hex(id).map_err(Failure::usage)?,
+        [id] => gosyntax::parse_uint(id, 16).map_err(Failure::usage)?,
         _ => return Err(Failure::usage("move-leader command needs 1 argument")),
     };
     let mut leader = None;
@@ -615,46 +616,6 @@ fn move_leader(ctx: &Ctx, mut args: Args) -> Result<(), Failure> {
 
 // ---------------------------------------------------------------------------------------
 // Go formatting
-
-/// Go's `strconv.ParseUint(s, 16, 64)`; the error is Go's message.
-fn parse_hex(s: &str) -> Result<u64, String> {
-    let err = |why: &str| format!("strconv.ParseUint: parsing {}: {why}", go_quote(s));
-    if s.is_empty() {
-        return Err(err("invalid syntax"));
-    }
-    let mut n: u64 = 0;
-    for c in s.chars() {
-        let d = c.to_digit(16).ok_or_else(|| err("invalid syntax"))?;
-        n = n
-            .checked_mul(16)
-            .and_then(|n| n.checked_add(u64::from(d)))
-            .ok_or_else(|| err("value out of range"))?;
-    }
-    Ok(n)
-}
-
-/// Go's `%q` of a string (`strconv.Quote`).
-fn go_quote(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\x07' => out.push_str("\\a"),
-            '\x08' => out.push_str("\\b"),
-            '\x0c' => out.push_str("\\f"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\x0b' => out.push_str("\\v"),
-            c if (c as u32) < 0x20 || c == '\x7f' => out.push_str(&format!("\\x{:02x}", c as u32)),
-            c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
 
 /// Go's `%v` of a string slice: `[a b]`.
 fn go_list(items: &[String]) -> String {
@@ -750,12 +711,5 @@ mod tests {
         assert_eq!(human_bytes(1_839_104), "1.8 MB");
         assert_eq!(human_bytes(573_000), "573 kB");
         assert_eq!(human_bytes(7), "7 B");
-        assert_eq!(parse_hex("ff"), Ok(255));
-        assert!(parse_hex("+1").is_err());
-        assert_eq!(
-            parse_hex("1ffffffffffffffff"),
-            Err("strconv.ParseUint: parsing \"1ffffffffffffffff\": value out of range".into())
-        );
-        assert_eq!(go_quote("a\"b\n"), "\"a\\\"b\\n\"");
     }
 }

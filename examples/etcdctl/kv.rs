@@ -4,11 +4,11 @@
 //! checks its words and flags in etcdctl's order, so that the first complaint is etcdctl's.
 //! `txn` reuses both steps for its request lines, as etcdctl does.
 
-mod gosyntax;
 mod txn;
 mod watch;
 
 use crate::args::Args;
+use crate::gosyntax::{parse_int, quote};
 use crate::output::{self, Obj};
 use crate::{Ctx, Failure};
 use bytes::Bytes;
@@ -17,8 +17,7 @@ use evetcd::{
     CompactOptions, DeleteOptions, GetOptions, KeyValue, PutOptions, SortOrder, SortTarget,
     TxnOpResponse,
 };
-use gosyntax::{parse_int, quote};
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 
 /// etcdctl's exit codes beyond those of main.rs.
 const EXIT_INVALID_INPUT: i32 = 3;
@@ -77,7 +76,7 @@ fn compaction(ctx: &Ctx, mut args: Args) -> Result<(), Failure> {
     let rev = parse_int(rev, 10).map_err(Failure::error)?;
     ctx.wait(|cb| ctx.client.compact(rev, CompactOptions::new().physical(physical), cb))?;
     // No JSON form: etcdctl prints this line whatever the output format.
-    emit(format!("compacted revision {rev}\n").as_bytes());
+    output::print(format!("compacted revision {rev}\n").as_bytes());
     Ok(())
 }
 
@@ -298,13 +297,6 @@ fn range_end(words: &[String], prefix: bool, from_key: bool) -> Result<Option<St
     }
 }
 
-/// Writes `bytes` to stdout at once. A failed write is not worth an error: the reader has
-/// gone, and etcdctl would die of SIGPIPE without a word.
-fn emit(bytes: &[u8]) {
-    let mut out = io::stdout().lock();
-    let _ = out.write_all(bytes).and_then(|()| out.flush());
-}
-
 /// Prints a response in the output format asked for.
 fn show<R>(ctx: &Ctx, resp: &R, json: fn(&R) -> String, simple: impl FnOnce(&mut Vec<u8>, &R)) {
     let mut out = Vec::new();
@@ -314,7 +306,7 @@ fn show<R>(ctx: &Ctx, resp: &R, json: fn(&R) -> String, simple: impl FnOnce(&mut
     } else {
         simple(&mut out, resp);
     }
-    emit(&out);
+    output::print(&out);
 }
 
 fn line(out: &mut Vec<u8>, bytes: &[u8]) {

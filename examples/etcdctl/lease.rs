@@ -8,6 +8,7 @@
 //! (the end of `lock`'s command) and for a lease's deadline.
 
 use crate::args::Args;
+use crate::gosyntax::parse_int;
 use crate::output::{self, Obj};
 use crate::{etcdctl_message, Ctx, Failure, EXIT_BAD_CONNECTION};
 use bytes::Bytes;
@@ -17,7 +18,7 @@ use evetcd::{
 };
 use std::cell::{Cell, RefCell};
 use std::ffi::OsStr;
-use std::io::{ErrorKind, Write};
+use std::io::ErrorKind;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
@@ -54,7 +55,7 @@ fn lease(ctx: &Ctx, mut args: Args) -> Result<(), Failure> {
 
 fn grant(ctx: &Ctx, mut args: Args) -> Result<(), Failure> {
     let [ttl] = words(&mut args, "lease grant command needs TTL argument")?;
-    let ttl = go_parse_int(&ttl, 10).map_err(|e| Failure::usage(format!("bad TTL ({e})")))?;
+    let ttl = parse_int(&ttl, 10).map_err(|e| Failure::usage(format!("bad TTL ({e})")))?;
     let granted = ctx
         .wait(|cb| ctx.client.lease_grant(ttl, LeaseGrantOptions::new(), cb))
         .map_err(|e| failed("grant", &e))?;
@@ -109,7 +110,7 @@ fn time_to_live(ctx: &Ctx, mut args: Args) -> Result<(), Failure> {
         line.extend_from_slice(b"])");
     }
     line.push(b'\n');
-    print_bytes(&line);
+    output::print(&line);
     Ok(())
 }
 
@@ -406,11 +407,7 @@ fn print_get(json: bool, header: Option<&ResponseHeader>, kvs: &[KeyValue], coun
             out.push(b'\n');
         }
     }
-    print_bytes(&out);
-}
-
-fn print_bytes(bytes: &[u8]) {
-    let _ = std::io::stdout().lock().write_all(bytes);
+    output::print(&out);
 }
 
 /// A lease kept alive the way clientv3 keeps one: renewed until the server says it is gone,
@@ -564,34 +561,8 @@ fn words<const N: usize>(args: &mut Args, usage: &str) -> Result<[String; N], Fa
 
 /// A lease id argument: hexadecimal, as etcdctl reads it.
 fn lease_id(arg: &str) -> Result<i64, Failure> {
-    go_parse_int(arg, 16)
+    parse_int(arg, 16)
         .map_err(|e| Failure::usage(format!("bad lease ID arg ({e}), expecting ID in Hex")))
-}
-
-/// Go's `strconv.ParseInt(s, base, 64)`, with its error's text.
-fn go_parse_int(s: &str, base: u32) -> Result<i64, String> {
-    let err = |why: &str| format!("strconv.ParseInt: parsing {s:?}: {why}");
-    let (negative, digits) = match s.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, s.strip_prefix('+').unwrap_or(s)),
-    };
-    if digits.is_empty() {
-        return Err(err("invalid syntax"));
-    }
-    let mut n: u128 = 0;
-    for c in digits.chars() {
-        let digit = c.to_digit(base).ok_or_else(|| err("invalid syntax"))?;
-        n = n * u128::from(base) + u128::from(digit);
-        if n > u128::from(u64::MAX) {
-            return Err(err("value out of range"));
-        }
-    }
-    let limit = if negative { 1u128 << 63 } else { (1u128 << 63) - 1 };
-    if n > limit {
-        return Err(err("value out of range"));
-    }
-    let n = n as i128;
-    Ok((if negative { -n } else { n }) as i64)
 }
 
 /// A lease id as Go's `%016x` prints an int64.

@@ -14,6 +14,7 @@
 mod args;
 mod auth;
 mod cluster;
+mod gosyntax;
 mod kv;
 mod lease;
 mod output;

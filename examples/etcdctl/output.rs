@@ -5,6 +5,14 @@
 use evetcd::{KeyValue, ResponseHeader};
 use std::fmt::Write;
 
+/// Writes `bytes` to stdout at once (keys and values need not be UTF-8). A failed write is
+/// not worth an error: the reader has gone, and etcdctl would die of SIGPIPE without a word.
+pub fn print(bytes: &[u8]) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(bytes).and_then(|()| out.flush());
+}
+
 /// Standard base64 with padding, as Go encodes `[]byte`.
 pub fn base64(bytes: &[u8]) -> String {
     const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";

@@ -2,10 +2,11 @@
 //! compares (`mod("k") > "5"`), the requests to run if all hold, the requests to run
 //! otherwise (`put k v`, `get k`, `del k`, with their command-line flags).
 
-use super::gosyntax::{argify, parse_int, quote, scan_compare};
-use super::{emit, failure, EXIT_INVALID_INPUT};
+use super::{failure, EXIT_INVALID_INPUT};
 use super::{flags, show, txn_json, txn_simple, DelFlags, GetFlags, PutFlags};
 use crate::args::Args;
+use crate::gosyntax::{argify, parse_int, quote, scan_compare};
+use crate::output;
 use crate::{Ctx, Failure};
 use bytes::Bytes;
 use evetcd::{Compare, CompareOp, Txn, TxnOp};
@@ -22,7 +23,7 @@ pub fn run(ctx: &Ctx, mut args: Args) -> Result<(), Failure> {
     // etcdctl prompts on stdout whether or not stdin is a terminal.
     let prompt = |text: &str| {
         if interactive {
-            emit(format!("{text}\n").as_bytes());
+            output::print(format!("{text}\n").as_bytes());
         }
     };
     let mut input = io::stdin().lock();

@@ -6,7 +6,7 @@
 //! etcdctl waits for as long as it takes. Only a cancel by the server (a compacted start
 //! revision, say) ends the command, with etcdctl's exit status 5.
 
-use super::{emit, failure, flags, kv_simple, EXIT_INTERRUPTED};
+use super::{failure, flags, kv_simple, EXIT_INTERRUPTED};
 use crate::args::Args;
 use crate::output::{self, Obj};
 use crate::{etcdctl_message, Ctx, Failure};
@@ -127,7 +127,7 @@ impl State {
         } else {
             resp.events.iter().for_each(|e| event_simple(&mut out, e));
         }
-        emit(&out);
+        output::print(&out);
     }
 
     /// A transient failure (the library ran out of retries) starts the watch over; anything
@@ -151,7 +151,7 @@ impl State {
             // The cancel's header has no revision; the rest is the stream's.
             let header = self.header.map(|h| ResponseHeader { revision: 0, ..h });
             let json = watch_json(header.as_ref(), &[], compacted.unwrap_or(0), true);
-            emit(format!("{json}\n").as_bytes());
+            output::print(format!("{json}\n").as_bytes());
         }
         Ended::Cancelled
     }

@@ -1,5 +1,5 @@
 //! Go's text rules, which etcdctl's input and messages follow: `strconv.Quote` (`%q`) and
-//! `Unquote`, `strconv.ParseInt`'s errors, `fmt.Sscanf` with etcdctl's compare format, and
+//! `Unquote`, `strconv.ParseInt`'s and `ParseUint`'s errors, `fmt.Sscanf` with etcdctl's compare format, and
 //! etcdctl's `Argify` (how a txn request line splits into words).
 
 use std::fmt::Write;
@@ -132,6 +132,20 @@ pub fn parse_int(s: &str, radix: u32) -> Result<i64, String> {
         };
         format!("strconv.ParseInt: parsing {}: {why}", quote(s.as_bytes()))
     })
+}
+
+/// `strconv.ParseUint(s, radix, 64)`, failing with Go's message (no sign is accepted).
+pub fn parse_uint(s: &str, radix: u32) -> Result<u64, String> {
+    let parsed = match s.starts_with('+') {
+        true => None,
+        false => Some(u64::from_str_radix(s, radix)),
+    };
+    let why = match parsed {
+        Some(Ok(n)) => return Ok(n),
+        Some(Err(e)) if e.kind() == &IntErrorKind::PosOverflow => "value out of range",
+        _ => "invalid syntax",
+    };
+    Err(format!("strconv.ParseUint: parsing {}: {why}", quote(s.as_bytes())))
 }
 
 /// What `fmt.Sscanf(s, "%q) %s %q", &key, &op, &value)` fills in: the number of values
@@ -296,6 +310,17 @@ mod tests {
             parse_int("99999999999999999999", 10),
             Err(r#"strconv.ParseInt: parsing "99999999999999999999": value out of range"#.into())
         );
+    }
+
+    #[test]
+    fn parse_uint_takes_no_sign_and_fails_with_go_messages() {
+        assert_eq!(parse_uint("ff", 16), Ok(255));
+        assert!(parse_uint("+1", 16).is_err());
+        assert_eq!(
+            parse_uint("1ffffffffffffffff", 16),
+            Err("strconv.ParseUint: parsing \"1ffffffffffffffff\": value out of range".into())
+        );
+        assert_eq!(quote(b"a\"b\n"), "\"a\\\"b\\n\"");
     }
 
     #[test]
