@@ -104,10 +104,8 @@ impl Session {
             let name = self.cfg.endpoints[endpoint].to_string();
             self.events.push_back(Event::Health(healthy, name));
         }
-        // With one endpoint there is no other to move to: dropping the link would only reset
-        // every stream on it.
-        if !healthy && endpoint == self.endpoint && self.cfg.endpoints.len() > 1 {
-            self.start_drain(format!("health check of {} failed", self.cfg.endpoints[endpoint]));
+        if !healthy && endpoint == self.endpoint {
+            self.leave_endpoint(format!("health check of {} failed", self.cfg.endpoints[endpoint]));
         }
     }
 }

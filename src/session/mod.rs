@@ -922,9 +922,18 @@ impl Session {
     /// the client moves on. A leader change is cluster-wide: moving would not help.
     fn member_unavailable(&mut self, index: usize, msg: &str) {
         let on_current = self.calls.get(index).is_some_and(|c| c.link == self.link_generation);
-        if on_current && self.cfg.endpoints.len() > 1 && !msg.contains("leader changed") {
+        if on_current && !msg.contains("leader changed") {
             let endpoint = &self.cfg.endpoints[self.endpoint];
-            self.start_drain(format!("{endpoint} is unavailable: {msg}"));
+            self.leave_endpoint(format!("{endpoint} is unavailable: {msg}"));
+        }
+    }
+
+    /// The member in use is unfit (`why`): drain its link so the next endpoint takes over.
+    /// With one endpoint there is no other to move to, and dropping the link would only
+    /// reset every stream on it.
+    fn leave_endpoint(&mut self, why: String) {
+        if self.cfg.endpoints.len() > 1 {
+            self.start_drain(why);
         }
     }
 

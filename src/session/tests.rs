@@ -999,6 +999,18 @@ fn status(leader: u64) -> Bytes {
     codec::encode(&StatusResponse { leader, ..Default::default() })
 }
 
+impl World {
+    /// Answers the one health check the server holds: a Status naming `leader` (0: none).
+    fn answer_health_check(&mut self, leader: u64) {
+        let mut calls = self.server.take_calls();
+        assert_eq!(calls[0].path, "/etcdserverpb.Maintenance/Status");
+        calls[0].message(status(leader));
+        calls[0].trailers(0, "");
+        self.pump();
+        self.collect();
+    }
+}
+
 #[test]
 fn health_is_checked_every_interval_reported_on_change_and_an_unhealthy_member_is_left() {
     let mut w = World::new(&["127.0.0.1:2379", "127.0.0.1:22379"]);
@@ -1009,29 +1021,16 @@ fn health_is_checked_every_interval_reported_on_change_and_an_unhealthy_member_i
     w.s.handle_timeout(w.at(1000));
     w.connect();
     w.pump();
-    let mut calls = w.server.take_calls();
-    assert_eq!(calls[0].path, "/etcdserverpb.Maintenance/Status");
-    calls[0].message(status(42));
-    calls[0].trailers(0, "");
-    w.pump();
-    w.collect();
+    w.answer_health_check(42);
     assert!(w.health.is_empty(), "healthy, as assumed: no change to report");
     // The next check finds no leader: one report, and the client moves on.
     w.s.handle_timeout(w.at(2000));
     w.pump();
-    let mut calls = w.server.take_calls();
-    calls[0].message(status(0));
-    calls[0].trailers(0, "");
-    w.pump();
-    w.collect();
+    w.answer_health_check(0);
     assert_eq!(w.health, [(false, "127.0.0.1:2379".to_string())]);
     w.s.handle_timeout(w.at(3000));
     w.reconnect("127.0.0.1:22379");
-    let mut calls = w.server.take_calls();
-    calls[0].message(status(42));
-    calls[0].trailers(0, "");
-    w.pump();
-    w.collect();
+    w.answer_health_check(42);
     assert_eq!(w.health[1], (true, "127.0.0.1:22379".to_string()));
 }
 
@@ -1073,19 +1072,11 @@ fn a_second_unhealthy_endpoint_in_a_row_is_left_too() {
     w.s.handle_timeout(w.at(1000));
     w.connect();
     w.pump();
-    let mut calls = w.server.take_calls();
-    calls[0].message(status(0)); // A: no leader
-    calls[0].trailers(0, "");
-    w.pump();
-    w.collect();
+    w.answer_health_check(0); // A: no leader
     assert_eq!(w.health, [(false, "127.0.0.1:2379".to_string())]);
     w.s.handle_timeout(w.at(2000));
     w.reconnect("127.0.0.1:22379");
-    let mut calls = w.server.take_calls();
-    calls[0].message(status(0)); // B: no leader either
-    calls[0].trailers(0, "");
-    w.pump();
-    w.collect();
+    w.answer_health_check(0); // B: no leader either
     w.s.handle_timeout(w.at(3000));
     w.s.drive();
     let next = w.s.poll_connect(w.t0).map(|a| a.to_string());
