@@ -62,7 +62,11 @@ impl Client {
     /// an epoll instance.
     pub fn new(config: Config) -> Result<Client, EtcdError> {
         let cfg = config.validate()?;
-        let reactor = Reactor::new()
+        #[cfg(feature = "tls")]
+        let connector = config.connector(&cfg.endpoints)?;
+        #[cfg(not(feature = "tls"))]
+        let connector = None;
+        let reactor = Reactor::new(connector)
             .map_err(|e| EtcdError::new(Code::Internal, format!("epoll: {e}"), "new"))?;
         let session = Session::new(cfg, Instant::now());
         Ok(Client {

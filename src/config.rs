@@ -1,9 +1,12 @@
 //! Client configuration: a small builder with etcd's defaults, validated by `Client::new`.
 
+use crate::endpoint::{self, Endpoint, Security};
 use crate::error::EtcdError;
 use crate::session::SessionConfig;
-use http::uri::Authority;
+#[cfg(feature = "tls")]
+use crate::tls::{connector::Connector, Tls};
 use http::HeaderValue;
+use std::fmt;
 use std::time::Duration;
 
 /// etcd's default `--max-request-bytes` (1.5 MiB) plus the 512 KiB gRPC overhead etcd allows
@@ -30,7 +33,7 @@ pub const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
 ///     .timeout(Duration::from_secs(5));
 /// # let _ = config;
 /// ```
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Config {
     endpoints: Vec<String>,
     timeout: Duration,
@@ -41,6 +44,28 @@ pub struct Config {
     keepalive: (Duration, Duration),
     max_retries: u32,
     health_interval: Duration,
+    #[cfg(feature = "tls")]
+    tls: Option<Tls>,
+}
+
+/// Everything but secrets: the password and the token are shown as redacted.
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Config");
+        d.field("endpoints", &self.endpoints)
+            .field("timeout", &self.timeout)
+            .field("max_request_bytes", &self.max_request_bytes)
+            .field("auth_token", &self.auth_token.as_ref().map(|_| "(redacted)"))
+            .field("connect_timeout", &self.connect_timeout)
+            .field("user", &self.credentials.as_ref().map(|(user, _)| user))
+            .field("password", &self.credentials.as_ref().map(|_| "(redacted)"))
+            .field("keepalive", &self.keepalive)
+            .field("max_retries", &self.max_retries)
+            .field("health_interval", &self.health_interval);
+        #[cfg(feature = "tls")]
+        d.field("tls", &self.tls);
+        d.finish()
+    }
 }
 
 impl Default for Config {
@@ -55,6 +80,8 @@ impl Default for Config {
             keepalive: (Duration::from_secs(10), Duration::from_secs(10)),
             max_retries: 30,
             health_interval: Duration::ZERO,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }
@@ -65,8 +92,10 @@ impl Config {
         Config::default()
     }
 
-    /// The endpoints, as `host:port` (an `http://` prefix is accepted; the port defaults to
-    /// 2379). One is used at a time, in order.
+    /// The endpoints, one used at a time, in order: `host:port`, `http://host:port`,
+    /// `https://host:port` (TLS), `unix://path` or `unixs://path` (TLS over a Unix socket).
+    /// The port defaults to 2379. An endpoint without a scheme uses TLS exactly when
+    /// [`tls`](Config::tls) is set, as in Go's clientv3.
     pub fn endpoints<I, S>(mut self, endpoints: I) -> Config
     where
         I: IntoIterator<Item = S>,
@@ -138,10 +167,57 @@ impl Config {
         self
     }
 
+    /// TLS settings: trusted CAs, a client certificate for mTLS, server names. Endpoints
+    /// without a scheme use TLS once this is set (see [`Tls`]).
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, tls: Tls) -> Config {
+        self.tls = Some(tls);
+        self
+    }
+
     /// An auth token obtained elsewhere, sent with every call as the `token` metadata.
     pub fn auth_token(mut self, token: impl Into<String>) -> Config {
         self.auth_token = Some(token.into());
         self
+    }
+
+    /// One endpoint, with TLS settled: by its scheme, else by whether `tls` is set.
+    fn endpoint(&self, raw: &str) -> Result<Endpoint, EtcdError> {
+        let (address, security) = endpoint::parse(raw)?;
+        let tls = match security {
+            Security::Tls => true,
+            Security::Plain => false,
+            Security::Default => self.has_tls(),
+        };
+        if tls && !cfg!(feature = "tls") {
+            let msg =
+                format!("endpoint {raw:?} needs TLS, which this build leaves out (feature `tls`)");
+            return Err(EtcdError::invalid(msg, "new"));
+        }
+        Ok(Endpoint { address, tls })
+    }
+
+    #[cfg(feature = "tls")]
+    fn has_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    #[cfg(not(feature = "tls"))]
+    fn has_tls(&self) -> bool {
+        false
+    }
+
+    /// What makes TLS connections, when an endpoint uses TLS: the files are read now, so a
+    /// bad one fails `Client::new` naming it.
+    #[cfg(feature = "tls")]
+    pub(crate) fn connector(&self, endpoints: &[Endpoint]) -> Result<Option<Connector>, EtcdError> {
+        if !endpoints.iter().any(|e| e.tls) {
+            return Ok(None);
+        }
+        let tls = self.tls.clone().unwrap_or_default();
+        Connector::new(tls, endpoints)
+            .map(Some)
+            .map_err(|e| EtcdError::invalid(format!("TLS: {e}"), "new"))
     }
 
     /// Checks the settings and turns them into what the session needs.
@@ -150,7 +226,7 @@ impl Config {
             return Err(EtcdError::invalid("no endpoints configured", "new"));
         }
         let endpoints =
-            self.endpoints.iter().map(|e| parse_endpoint(e)).collect::<Result<Vec<_>, _>>()?;
+            self.endpoints.iter().map(|e| self.endpoint(e)).collect::<Result<Vec<_>, _>>()?;
         let token = match &self.auth_token {
             None => None,
             Some(t) => Some(
@@ -179,38 +255,41 @@ impl Config {
     }
 }
 
-/// `host:port`, `http://host:port/` or `host` → the authority `host:port`.
-fn parse_endpoint(raw: &str) -> Result<Authority, EtcdError> {
-    let bad = |why: &str| EtcdError::invalid(format!("endpoint {raw:?}: {why}"), "new");
-    if raw.starts_with("https://") {
-        return Err(bad("TLS is not supported yet; use http:// or host:port"));
-    }
-    let rest = raw.strip_prefix("http://").unwrap_or(raw);
-    let rest = rest.strip_suffix('/').unwrap_or(rest);
-    if rest.is_empty() || rest.contains(['/', '@', '?', '#']) || rest.contains(char::is_whitespace)
-    {
-        return Err(bad("expected host:port"));
-    }
-    let authority: Authority = rest.parse().map_err(|_| bad("expected host:port"))?;
-    if authority.port_u16().is_some() {
-        return Ok(authority);
-    }
-    format!("{rest}:2379").parse().map_err(|_| bad("expected host:port"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn tls_of(config: Config) -> Vec<bool> {
+        config.validate().unwrap().endpoints.iter().map(|e| e.tls).collect()
+    }
+
     #[test]
-    fn endpoints_accept_http_prefix_and_default_port() {
-        assert_eq!(parse_endpoint("127.0.0.1:2379").unwrap().as_str(), "127.0.0.1:2379");
-        assert_eq!(parse_endpoint("http://localhost:22379/").unwrap().as_str(), "localhost:22379");
-        assert_eq!(parse_endpoint("etcd-0").unwrap().as_str(), "etcd-0:2379");
-        assert_eq!(parse_endpoint("[::1]:2379").unwrap().port_u16(), Some(2379));
-        for bad in ["", "http://", "https://h:1", "h:1/path", "user@h:1", "h :1", "h:x"] {
-            assert!(parse_endpoint(bad).is_err(), "{bad:?} accepted");
+    fn endpoints_use_tls_by_scheme_or_when_tls_is_configured() {
+        #[cfg(feature = "tls")]
+        {
+            let eps = ["h:1", "http://h:2", "https://h:3", "unix:///s", "unixs:///s"];
+            let with = Config::new().endpoints(eps).tls(crate::Tls::new());
+            assert_eq!(tls_of(with), [true, false, true, false, true]);
+            assert_eq!(tls_of(Config::new().endpoints(eps)), [false, false, true, false, true]);
         }
+        #[cfg(not(feature = "tls"))]
+        {
+            assert_eq!(tls_of(Config::new().endpoints(["h:1", "unix:///s"])), [false, false]);
+            let err = Config::new().endpoints(["https://h:3"]).validate().unwrap_err();
+            assert!(err.message().contains("feature `tls`"), "{err}");
+        }
+    }
+
+    #[test]
+    fn debug_never_shows_the_password_or_the_token() {
+        let config = Config::new().user("alice", "s3cret-pass").auth_token("tok.en-value");
+        #[cfg(feature = "tls")]
+        let config = config.tls(crate::Tls::new().identity_pem("CERT", "-----KEY BYTES-----"));
+        let shown = format!("{config:?}");
+        for secret in ["s3cret-pass", "tok.en-value", "KEY BYTES"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("alice") && shown.contains("redacted"), "{shown}");
     }
 
     #[test]

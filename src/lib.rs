@@ -54,6 +54,7 @@
 
 mod client;
 mod config;
+mod endpoint;
 mod error;
 mod grpc;
 mod h2io;
@@ -64,6 +65,8 @@ mod reactor;
 mod session;
 mod sockopt;
 mod timer;
+#[cfg(feature = "tls")]
+mod tls;
 
 pub use client::Client;
 pub use config::{Config, DEFAULT_MAX_REQUEST_BYTES, MAX_TIMEOUT, MIN_TIMEOUT};
@@ -87,3 +90,5 @@ pub use pb::v3electionpb::{
     CampaignResponse, LeaderKey, LeaderResponse, ProclaimResponse, ResignResponse,
 };
 pub use pb::v3lockpb::{LockResponse, UnlockResponse};
+#[cfg(feature = "tls")]
+pub use tls::Tls;

@@ -37,6 +37,7 @@ pub(crate) mod sink;
 mod tests;
 pub(crate) mod watch;
 
+use crate::endpoint::Endpoint;
 use crate::error::{Code, EtcdError};
 use crate::h2io::pipe::PipeBuffers;
 use crate::h2io::wake::CONNECTION;
@@ -72,8 +73,8 @@ const MAX_DRIVE_ROUNDS: usize = 64;
 /// What the session needs to know of the client's configuration.
 #[derive(Debug, Clone)]
 pub(crate) struct SessionConfig {
-    /// `host:port` of each endpoint, in order of preference.
-    pub(crate) endpoints: Vec<Authority>,
+    /// Each endpoint, in order of preference.
+    pub(crate) endpoints: Vec<Endpoint>,
     /// Deadline of a unary call.
     pub(crate) timeout: Duration,
     /// Largest encoded request message that is sent.
@@ -199,6 +200,8 @@ pub(crate) struct Session {
     connect_failures: usize,
     /// The endpoint of the latest connection attempt.
     attempted: usize,
+    /// The latest connection attempt is in its TLS handshake.
+    handshaking: bool,
     /// State of the generator that jitters backoffs.
     jitter: u64,
     /// The periodic health check (see `session/health.rs`).
@@ -237,6 +240,7 @@ impl Session {
             draining: None,
             connect_failures: 0,
             attempted: 0,
+            handshaking: false,
             jitter: jitter_seed(),
             health: Health::default(),
         };
@@ -392,7 +396,13 @@ impl Session {
         }
     }
 
-    /// The connection attempt failed (refused, unreachable, no address).
+    /// The socket is connected and a TLS handshake started: the connect timeout goes on, and
+    /// its message names the handshake.
+    pub(crate) fn handle_handshaking(&mut self) {
+        self.handshaking = matches!(self.link, Link::Connecting(_));
+    }
+
+    /// The connection attempt failed (refused, unreachable, no address, TLS handshake).
     pub(crate) fn handle_connect_failed(&mut self, reason: &str) {
         if matches!(self.link, Link::Connecting(_)) {
             self.link_lost(reason, false);
@@ -427,8 +437,10 @@ impl Session {
                     if generation == self.link_generation
                         && matches!(self.link, Link::Connecting(_))
                     {
+                        let stage =
+                            if self.handshaking { "TLS handshake with" } else { "connect to" };
                         let msg = format!(
-                            "connect to {} timed out after {:?}",
+                            "{stage} {} timed out after {:?}",
                             self.cfg.endpoints[self.endpoint], self.cfg.connect_timeout
                         );
                         self.link_lost(&msg, false);
@@ -466,7 +478,7 @@ impl Session {
     /// The endpoint to connect to, when a connection is wanted and none exists or is being
     /// made. The link is `Connecting` afterwards: report the outcome with
     /// [`handle_connected`](Self::handle_connected) or [`handle_link_error`](Self::handle_link_error).
-    pub(crate) fn poll_connect(&mut self, now: Instant) -> Option<Authority> {
+    pub(crate) fn poll_connect(&mut self, now: Instant) -> Option<Endpoint> {
         if !matches!(self.link, Link::Down) {
             return None;
         }
@@ -482,6 +494,7 @@ impl Session {
             .timers
             .insert(now + self.cfg.connect_timeout, Timer::Connect(self.link_generation));
         self.link = Link::Connecting(timer);
+        self.handshaking = false;
         self.attempted = self.endpoint;
         Some(self.cfg.endpoints[self.endpoint].clone())
     }
@@ -687,7 +700,7 @@ impl Session {
                 None => (body, true),
             };
             let mut request =
-                build_request(&self.cfg.endpoints[self.endpoint], path, token.as_ref());
+                build_request(&self.cfg.endpoints[self.endpoint].authority(), path, token.as_ref());
             if stream {
                 request.headers_mut().insert("hasleader", HeaderValue::from_static("true"));
             }

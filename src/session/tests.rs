@@ -1,6 +1,7 @@
 //! Virtual-time tests of the session against the in-process h2 server: no socket, no clock.
 
 use super::*;
+use crate::endpoint::{Address, Endpoint};
 use crate::grpc::codec;
 use crate::h2io::test_server::{ServerCall, TestServer};
 use crate::pb::etcdserverpb::{RangeRequest, RangeResponse, ResponseHeader};
@@ -20,10 +21,15 @@ struct World {
     health: Vec<(bool, String)>,
 }
 
+/// A plain TCP endpoint `host:port`.
+fn endpoint(raw: &str) -> Endpoint {
+    Endpoint { address: Address::Tcp(raw.parse().unwrap()), tls: false }
+}
+
 impl World {
     fn new(endpoints: &[&str]) -> World {
         let cfg = SessionConfig {
-            endpoints: endpoints.iter().map(|e| e.parse().unwrap()).collect(),
+            endpoints: endpoints.iter().map(|e| endpoint(e)).collect(),
             timeout: Duration::from_secs(2),
             max_request_bytes: 1000,
             token: Some(HeaderValue::from_static("tok")),
@@ -56,7 +62,7 @@ impl World {
     }
 
     /// Drives the session until it asks to connect, and connects it.
-    fn connect(&mut self) -> Authority {
+    fn connect(&mut self) -> Endpoint {
         self.s.drive();
         let ep = self.s.poll_connect(self.t0).expect("a connection is wanted");
         self.s.handle_connected();
@@ -107,7 +113,7 @@ fn a_unary_call_round_trips_with_grpc_headers() {
     let mut w = World::new(&["127.0.0.1:2379"]);
     w.start(1, "k");
     assert!(w.collect().is_empty(), "nothing completes before the server answers");
-    assert_eq!(w.connect().as_str(), "127.0.0.1:2379");
+    assert_eq!(w.connect().to_string(), "127.0.0.1:2379");
     w.pump();
     let mut calls = w.server.take_calls();
     assert_eq!(calls.len(), 1);
@@ -264,7 +270,7 @@ fn a_broken_link_fails_sent_calls_once_keeps_unsent_ones_and_rotates() {
         assert!(e.is_retryable() && e.message().contains("reset"), "{e}");
     }
     // Call 3 was never sent: it waits for the next connection, on the next endpoint.
-    assert_eq!(w.s.poll_connect(w.t0).unwrap().as_str(), "127.0.0.1:22379");
+    assert_eq!(w.s.poll_connect(w.t0).unwrap().to_string(), "127.0.0.1:22379");
     w.s.handle_connected();
     let mut server = TestServer::new();
     let pipe = w.s.pipe().unwrap().clone();
@@ -285,11 +291,11 @@ fn calls_queued_on_a_refused_endpoint_go_to_the_next_one_which_is_tried_once() {
         w.start(id, key);
     }
     w.s.drive();
-    assert_eq!(w.s.poll_connect(w.t0).unwrap().as_str(), "127.0.0.1:2379");
+    assert_eq!(w.s.poll_connect(w.t0).unwrap().to_string(), "127.0.0.1:2379");
     w.s.handle_connect_failed("connect to 127.0.0.1:2379: Connection refused");
     assert!(w.collect().is_empty(), "never written: they wait for the next endpoint");
     // Three calls failed with the one attempt: the client moved once, to the second endpoint.
-    assert_eq!(w.s.poll_connect(w.t0).unwrap().as_str(), "127.0.0.1:22379");
+    assert_eq!(w.s.poll_connect(w.t0).unwrap().to_string(), "127.0.0.1:22379");
     w.s.handle_connected();
     w.pump();
     let mut calls = w.server.take_calls();
@@ -308,10 +314,10 @@ fn when_every_endpoint_refused_the_queued_calls_fail_once_each() {
     let mut w = World::new(&["127.0.0.1:2379", "127.0.0.1:22379"]);
     w.start(1, "a");
     w.s.drive();
-    assert_eq!(w.s.poll_connect(w.t0).unwrap().as_str(), "127.0.0.1:2379");
+    assert_eq!(w.s.poll_connect(w.t0).unwrap().to_string(), "127.0.0.1:2379");
     w.s.handle_connect_failed("connect to 127.0.0.1:2379: Connection refused");
     assert!(w.collect().is_empty());
-    assert_eq!(w.s.poll_connect(w.t0).unwrap().as_str(), "127.0.0.1:22379");
+    assert_eq!(w.s.poll_connect(w.t0).unwrap().to_string(), "127.0.0.1:22379");
     w.s.handle_connect_failed("connect to 127.0.0.1:22379: Connection refused");
     let done = w.collect();
     assert_eq!(done.len(), 1);
@@ -322,7 +328,7 @@ fn when_every_endpoint_refused_the_queued_calls_fail_once_each() {
     // The next call starts a new round, at the first endpoint again.
     w.start(2, "b");
     w.s.drive();
-    assert_eq!(w.s.poll_connect(w.t0).unwrap().as_str(), "127.0.0.1:2379");
+    assert_eq!(w.s.poll_connect(w.t0).unwrap().to_string(), "127.0.0.1:2379");
 }
 
 #[test]
@@ -339,7 +345,7 @@ fn a_connect_that_hangs_times_out_and_rotates() {
     // A late "connected" for the abandoned attempt is ignored.
     w.s.handle_connected();
     assert!(!w.s.wants_socket());
-    assert_eq!(w.s.poll_connect(w.at(3000)).unwrap().as_str(), "127.0.0.1:22379");
+    assert_eq!(w.s.poll_connect(w.at(3000)).unwrap().to_string(), "127.0.0.1:22379");
     w.s.handle_timeout(w.at(6000));
     let e = w.collect()[0].1.clone().unwrap_err();
     assert_eq!(e.code(), Code::Unavailable);
@@ -847,7 +853,10 @@ impl World {
     /// Connects to a fresh server (the next connection).
     fn reconnect(&mut self, expect: &str) {
         self.s.drive();
-        assert_eq!(self.s.poll_connect(self.t0).expect("a connection is wanted").as_str(), expect);
+        assert_eq!(
+            self.s.poll_connect(self.t0).expect("a connection is wanted").to_string(),
+            expect
+        );
         self.s.handle_connected();
         self.server = TestServer::new();
         self.pump();
@@ -1095,14 +1104,14 @@ fn after_close_a_new_call_tries_every_endpoint_again() {
     let mut w = World::new(&["127.0.0.1:2379", "127.0.0.1:22379"]);
     w.start(1, "a");
     w.s.drive();
-    assert_eq!(w.s.poll_connect(w.t0).unwrap().as_str(), "127.0.0.1:2379");
+    assert_eq!(w.s.poll_connect(w.t0).unwrap().to_string(), "127.0.0.1:2379");
     w.s.handle_connect_failed("connection refused");
     let closed = w.s.close("client closed");
     assert_eq!(closed.len(), 1, "call 1 cancelled");
     // A fresh start: call 2 should get a try on each endpoint before it fails.
     w.start(2, "b");
     w.s.drive();
-    assert_eq!(w.s.poll_connect(w.t0).unwrap().as_str(), "127.0.0.1:22379");
+    assert_eq!(w.s.poll_connect(w.t0).unwrap().to_string(), "127.0.0.1:22379");
     w.s.handle_connect_failed("connection refused");
     w.s.drive();
     let done = w.collect();
@@ -1111,7 +1120,7 @@ fn after_close_a_new_call_tries_every_endpoint_again() {
         "call 2 failed after one endpoint only: {:?}",
         done.iter().map(|d| d.1.clone().unwrap_err().to_string()).collect::<Vec<_>>()
     );
-    assert_eq!(w.s.poll_connect(w.t0).unwrap().as_str(), "127.0.0.1:2379");
+    assert_eq!(w.s.poll_connect(w.t0).unwrap().to_string(), "127.0.0.1:2379");
 }
 
 #[test]
@@ -1120,7 +1129,7 @@ fn a_call_started_after_the_waiting_ones_ended_tries_every_endpoint() {
     let body = codec::encode(&RangeRequest { key: "a".into(), ..Default::default() });
     let key = w.s.start_unary(RANGE, body, "get", Box::new(|_| {}), w.t0, true).unwrap();
     w.s.drive();
-    assert_eq!(w.s.poll_connect(w.t0).unwrap().as_str(), "127.0.0.1:2379");
+    assert_eq!(w.s.poll_connect(w.t0).unwrap().to_string(), "127.0.0.1:2379");
     w.s.handle_connect_failed("connection refused");
     w.s.cancel_call(key); // the caller gives up (or its deadline fires) before B is tried
     w.s.drive();
@@ -1129,7 +1138,7 @@ fn a_call_started_after_the_waiting_ones_ended_tries_every_endpoint() {
     // Later, B and A may both be fine again; call 2 should try each.
     w.start(2, "b");
     w.s.drive();
-    assert_eq!(w.s.poll_connect(w.t0).unwrap().as_str(), "127.0.0.1:22379");
+    assert_eq!(w.s.poll_connect(w.t0).unwrap().to_string(), "127.0.0.1:22379");
     w.s.handle_connect_failed("connection refused");
     w.s.drive();
     let done = w.collect();

@@ -1,0 +1,459 @@
+//! The thin IO driver: one `mio::Poll`, at most one socket, and the clock.
+//!
+//! It moves bytes between the socket and the session's pipe, reports connection outcomes,
+//! and tells the session the time. One turn ([`Reactor::turn`]):
+//!
+//! 1. wait for readiness (or not at all, for a foreign loop's `process()`);
+//! 2. finish a pending connect; read until the socket is drained and hand the bytes in
+//!    (through TLS, when the endpoint uses it: see [`secure`]);
+//! 3. fire expired timers;
+//! 4. let h2 process what was read.
+//!
+//! The client then runs the callbacks of finished calls, with no borrow held, and only then
+//! [`flush`](Reactor::flush)es: h2 makes progress, a connection is started if the session
+//! wants one, and output is written until `WouldBlock`. Writing after the callbacks puts the
+//! requests they started in the same write as h2's own frames (such as the ack of the PING
+//! that etcd sends with every response): one write per turn instead of two.
+//!
+//! Readiness is edge-triggered: `readable`/`writable` are cached, since no new edge arrives
+//! for data already signalled. `writable` is cleared on `WouldBlock`; `readable` also by a
+//! read that did not fill the buffer (the socket was drained: later data raises a new edge),
+//! unless the peer's end of input was signalled, which is read on to the 0.
+//!
+//! A socket's life, and what the session hears of it:
+//!
+//! ```text
+//!   connecting ──connected──► [TLS handshaking ──handshake done, server spoke──►] established
+//!       │                                  │                                         │
+//!       └─ handle_connect_failed ◄─────────┘ (refused, certificate, alert)           │
+//!                                                   handle_connected ◄───────────────┘
+//! ```
+//!
+//! A TLS socket that is dropped sends close_notify first (best effort: never blocks).
+
+mod secure;
+mod socket;
+
+use crate::endpoint::{Address, Endpoint};
+use crate::session::Session;
+use mio::{Events, Interest, Poll, Token};
+pub(crate) use secure::Connector;
+use secure::Secure;
+use socket::Io;
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::os::fd::{AsRawFd, RawFd};
+use std::time::{Duration, Instant};
+
+const SOCKET: Token = Token(0);
+const READ_CHUNK: usize = 64 * 1024;
+/// Rounds of drive-and-write per flush: writing can unblock h2, which then writes more.
+const MAX_FLUSH_ROUNDS: usize = 8;
+
+/// The socket of the current link.
+#[derive(Debug)]
+struct Socket {
+    io: Io,
+    /// TLS between the socket and the pipe, for a TLS endpoint once connected.
+    tls: Option<Box<Secure>>,
+    endpoint: Endpoint,
+    /// Further addresses of the endpoint, tried in turn when a connect fails.
+    fallback: Vec<SocketAddr>,
+    /// The session's link generation this socket belongs to.
+    generation: u64,
+    /// The socket's own connect finished.
+    connected: bool,
+    /// The session was told it is connected (after the TLS handshake, with TLS).
+    established: bool,
+    readable: bool,
+    writable: bool,
+    /// The peer's FIN or an error was signalled: read on to the 0 / the error.
+    read_closed: bool,
+}
+
+impl Drop for Socket {
+    /// Ends a TLS session politely: close_notify, if the socket takes it now.
+    fn drop(&mut self) {
+        if let (Some(tls), true) = (self.tls.as_mut(), self.established) {
+            tls.close();
+            let _ = tls.write_tls(&mut self.io);
+        }
+    }
+}
+
+/// The mio side of a client.
+#[derive(Debug)]
+pub(crate) struct Reactor {
+    poll: Poll,
+    events: Events,
+    socket: Option<Socket>,
+    read_buf: Box<[u8]>,
+    /// Makes the TLS side of connections to TLS endpoints.
+    connector: Option<Connector>,
+}
+
+impl Reactor {
+    /// A reactor with no socket yet; `connector` serves the TLS endpoints.
+    pub(crate) fn new(connector: Option<Connector>) -> io::Result<Reactor> {
+        Ok(Reactor {
+            poll: Poll::new()?,
+            events: Events::with_capacity(64),
+            socket: None,
+            read_buf: vec![0; READ_CHUNK].into_boxed_slice(),
+            connector,
+        })
+    }
+
+    /// The epoll fd: readable when the socket has news.
+    pub(crate) fn as_raw_fd(&self) -> RawFd {
+        self.poll.as_raw_fd()
+    }
+
+    /// How long the caller may sleep before the next turn: zero when work is waiting, until
+    /// the next timer otherwise, `None` when there is no timer.
+    pub(crate) fn next_timeout(&self, session: &Session, now: Instant) -> Option<Duration> {
+        if session.needs_drive() {
+            return Some(Duration::ZERO);
+        }
+        if session.is_idle() {
+            // Nothing pending: the internal timers left (the idle connection's PING timer)
+            // have nothing to do until an operation starts, which makes this zero again.
+            // The health check alone runs while idle.
+            return session.health_due().map(|d| d.saturating_duration_since(now));
+        }
+        session.next_deadline().map(|d| d.saturating_duration_since(now))
+    }
+
+    /// The input half of a turn: wait up to `timeout` for readiness, read, fire the timers.
+    /// Follow with [`flush`](Reactor::flush) once the finished calls' callbacks have run.
+    pub(crate) fn turn(&mut self, session: &mut Session, timeout: Option<Duration>) {
+        if let Err(e) = self.poll.poll(&mut self.events, timeout) {
+            if e.kind() != ErrorKind::Interrupted {
+                session.handle_link_error(&format!("poll: {e}"));
+            }
+        }
+        for ev in self.events.iter() {
+            if let (SOCKET, Some(s)) = (ev.token(), self.socket.as_mut()) {
+                s.readable |= ev.is_readable() || ev.is_read_closed() || ev.is_error();
+                s.read_closed |= ev.is_read_closed() || ev.is_error();
+                s.writable |= ev.is_writable() || ev.is_write_closed() || ev.is_error();
+            }
+        }
+        session.set_now(Instant::now());
+        self.finish_connect(session);
+        self.read(session);
+        // What was read goes to h2 before the timers fire: a response that arrived in time
+        // beats its deadline expiring in the same turn.
+        session.drive();
+        if session.handle_timeout(Instant::now()) {
+            session.drive();
+        }
+    }
+
+    /// Lets the session make progress and sends what it produced.
+    pub(crate) fn flush(&mut self, session: &mut Session) {
+        for _ in 0..MAX_FLUSH_ROUNDS {
+            session.drive();
+            self.sync_socket(session);
+            self.write(session);
+            if !session.has_ready_tasks() {
+                return;
+            }
+        }
+    }
+
+    /// Drops a socket whose link is gone; starts a connection the session asks for.
+    fn sync_socket(&mut self, session: &mut Session) {
+        let stale = self
+            .socket
+            .as_ref()
+            .is_some_and(|s| s.generation != session.link_generation() || !session.wants_socket());
+        if stale {
+            self.drop_socket();
+        }
+        if let Some(endpoint) = session.poll_connect(Instant::now()) {
+            let addrs = match &endpoint.address {
+                Address::Unix(_) => Vec::new(),
+                Address::Tcp(authority) => match resolve(authority.as_str()) {
+                    Ok(mut addrs) => {
+                        addrs.reverse(); // popped from the back: first address first
+                        addrs
+                    }
+                    Err(e) => {
+                        let msg = format!("resolve {endpoint}: {e}");
+                        return session.handle_connect_failed(&msg);
+                    }
+                },
+            };
+            self.connect(session, endpoint, addrs);
+        }
+    }
+
+    fn drop_socket(&mut self) {
+        if let Some(mut s) = self.socket.take() {
+            let _ = self.poll.registry().deregister(&mut s.io);
+        }
+    }
+
+    /// Starts a non-blocking connect: to the Unix socket, or to the next of `addrs` that the
+    /// OS accepts; reports the last error when none is left.
+    fn connect(&mut self, session: &mut Session, endpoint: Endpoint, mut addrs: Vec<SocketAddr>) {
+        let mut last = io::Error::new(ErrorKind::NotFound, "no address");
+        loop {
+            let started = match &endpoint.address {
+                Address::Unix(path) => Io::unix(path),
+                Address::Tcp(_) => match addrs.pop() {
+                    Some(addr) => Io::tcp(addr),
+                    None => break,
+                },
+            };
+            let unix = matches!(endpoint.address, Address::Unix(_));
+            let mut io = match started {
+                Ok(io) => io,
+                Err(e) if unix => {
+                    return session.handle_connect_failed(&connect_error(&endpoint, &e))
+                }
+                Err(e) => {
+                    last = e;
+                    continue;
+                }
+            };
+            let interest = Interest::READABLE | Interest::WRITABLE;
+            if let Err(e) = self.poll.registry().register(&mut io, SOCKET, interest) {
+                last = e;
+                if unix {
+                    break;
+                }
+                continue;
+            }
+            self.socket = Some(Socket {
+                io,
+                tls: None,
+                endpoint,
+                fallback: addrs,
+                generation: session.link_generation(),
+                connected: false,
+                established: false,
+                readable: false,
+                writable: false,
+                read_closed: false,
+            });
+            return;
+        }
+        session.handle_connect_failed(&connect_error(&endpoint, &last));
+    }
+
+    /// Completes a pending connect once the socket reports readiness; starts TLS for a TLS
+    /// endpoint (the handshake counts against the connect timeout).
+    fn finish_connect(&mut self, session: &mut Session) {
+        let Some(s) = self.socket.as_mut().filter(|s| !s.connected) else {
+            return;
+        };
+        if !(s.writable || s.readable) {
+            return;
+        }
+        match s.io.connect_result() {
+            Ok(false) => {
+                // A spurious wake-up: still connecting.
+                s.readable = false;
+                s.writable = false;
+            }
+            Err(e) => {
+                // Try the endpoint's next address (say 127.0.0.1 after ::1) before giving up.
+                let mut s = self.socket.take().expect("checked above");
+                let _ = self.poll.registry().deregister(&mut s.io);
+                let (endpoint, fallback) = (s.endpoint.clone(), std::mem::take(&mut s.fallback));
+                if fallback.is_empty() {
+                    session.handle_connect_failed(&connect_error(&endpoint, &e));
+                } else {
+                    self.connect(session, endpoint, fallback);
+                }
+            }
+            Ok(true) => {
+                s.io.tune(session.tcp_keepalive());
+                s.connected = true;
+                if !s.endpoint.tls {
+                    s.established = true;
+                    return session.handle_connected();
+                }
+                match secure::start(self.connector.as_mut(), &s.endpoint) {
+                    Ok(tls) => {
+                        s.tls = Some(tls);
+                        session.handle_handshaking();
+                    }
+                    Err(msg) => {
+                        self.drop_socket();
+                        session.handle_connect_failed(&msg);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A TLS failure, or an end of input during the handshake: a failed connection attempt
+    /// (the next endpoint is tried) until established, a broken link afterwards.
+    fn fail(&mut self, session: &mut Session, reason: &str) {
+        let Some(s) = self.socket.as_mut() else {
+            return;
+        };
+        if s.established {
+            s.readable = false;
+            return session.handle_link_error(reason);
+        }
+        if let Some(tls) = s.tls.as_mut() {
+            // The alert rustls queued tells the server why.
+            let _ = tls.write_tls(&mut s.io);
+        }
+        self.drop_socket();
+        session.handle_connect_failed(reason);
+    }
+
+    /// Reads until `WouldBlock`, EOF or an error, handing every chunk to the session. A read
+    /// that does not fill the buffer drained the socket: the registration is edge-triggered,
+    /// so data arriving later raises a new event, and the read that would only say
+    /// `WouldBlock` (one syscall per response) is skipped.
+    fn read(&mut self, session: &mut Session) {
+        loop {
+            let Some(s) = self.socket.as_mut().filter(|s| s.connected && s.readable) else {
+                return;
+            };
+            match s.io.read(&mut self.read_buf) {
+                Ok(0) => {
+                    s.readable = false;
+                    if s.established {
+                        session.handle_eof();
+                    } else {
+                        let msg = format!(
+                            "TLS handshake with {}: connection closed by the server",
+                            s.endpoint
+                        );
+                        self.fail(session, &msg);
+                    }
+                }
+                Ok(n) => {
+                    s.readable = n == self.read_buf.len() || s.read_closed;
+                    let Some(tls) = s.tls.as_mut() else {
+                        session.handle_input(&self.read_buf[..n]);
+                        continue;
+                    };
+                    let result = tls.receive(&self.read_buf[..n], &mut |p| session.handle_input(p));
+                    match result.and_then(|closed| Ok((closed, tls.ready()?))) {
+                        Err(msg) => self.fail(session, &msg),
+                        Ok((_, true)) => {
+                            // Told first: the pipe that takes the plaintext exists from now on.
+                            s.established = true;
+                            session.handle_connected();
+                            session.handle_input(&tls.take_early());
+                        }
+                        Ok((true, false)) if s.established => {
+                            s.readable = false;
+                            session.handle_eof();
+                        }
+                        Ok((true, false)) => {
+                            let msg =
+                                format!("TLS handshake with {}: closed by the server", s.endpoint);
+                            self.fail(session, &msg);
+                        }
+                        Ok((false, false)) => {}
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => s.readable = false,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let msg = match s.established {
+                        true => format!("read: {e}"),
+                        false => format!("TLS handshake with {}: read: {e}", s.endpoint),
+                    };
+                    self.fail(session, &msg);
+                }
+            }
+        }
+    }
+
+    /// Writes the session's output until it is empty or the socket would block; through
+    /// TLS, what TLS has to send (the handshake too) goes first.
+    fn write(&mut self, session: &mut Session) {
+        let Some(s) = self.socket.as_mut().filter(|s| s.connected) else {
+            return;
+        };
+        if s.generation != session.link_generation() {
+            return;
+        }
+        let result = match s.tls.as_mut() {
+            None => write_plain(&mut s.io, &mut s.writable, session),
+            Some(tls) => write_tls(&mut s.io, tls, &mut s.writable, s.established, session),
+        };
+        if let Err(e) = result {
+            let msg = format!("write: {e}");
+            self.fail(session, &msg);
+        }
+    }
+}
+
+/// Moves the pipe's output to the socket until it is empty or the socket would block.
+fn write_plain(io: &mut Io, writable: &mut bool, session: &Session) -> io::Result<()> {
+    let Some(pipe) = session.pipe() else {
+        return Ok(());
+    };
+    let mut pipe = pipe.borrow_mut();
+    while *writable && !pipe.output().is_empty() {
+        match io.write(pipe.output()) {
+            Ok(n) => pipe.consume_output(n),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => *writable = false,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Flushes TLS's ciphertext, then hands it more of the pipe's output, until either runs
+/// out or the socket would block. Plaintext is taken only once the earlier ciphertext
+/// left, so little of what the pipe counts as sent can still be held here.
+fn write_tls(
+    io: &mut Io,
+    tls: &mut Secure,
+    writable: &mut bool,
+    established: bool,
+    session: &Session,
+) -> io::Result<()> {
+    loop {
+        while *writable && tls.wants_write() {
+            match tls.write_tls(io) {
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => *writable = false,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if !*writable || !established {
+            return Ok(());
+        }
+        let Some(pipe) = session.pipe() else {
+            return Ok(());
+        };
+        let mut pipe = pipe.borrow_mut();
+        if pipe.output().is_empty() {
+            return Ok(());
+        }
+        let n = tls.send(pipe.output());
+        pipe.consume_output(n);
+        if n == 0 {
+            return Ok(());
+        }
+    }
+}
+
+fn connect_error(endpoint: &Endpoint, e: &io::Error) -> String {
+    format!("connect to {endpoint}: {e}")
+}
+
+/// The addresses of `host:port`. Names go through the system resolver, which blocks: use IP
+/// addresses where the loop must never stall.
+fn resolve(authority: &str) -> io::Result<Vec<SocketAddr>> {
+    let addrs: Vec<SocketAddr> = authority.to_socket_addrs()?.collect();
+    if addrs.is_empty() {
+        return Err(io::Error::new(ErrorKind::NotFound, "no address"));
+    }
+    Ok(addrs)
+}

@@ -1,0 +1,166 @@
+//! From [`Tls`] settings to a rustls client for each new connection.
+//!
+//! The crypto provider is ring, chosen here explicitly: rustls's process-wide default is
+//! never consulted, so another crate in the program turning on aws-lc cannot make it
+//! ambiguous (rustls panics then).
+
+use super::layer::TlsLayer;
+use super::verify::AcceptAnyCertificate;
+use super::{pem, Tls};
+use crate::endpoint::{self, Address, Endpoint};
+use rustls::client::WantsClientCert;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ConfigBuilder, RootCertStore};
+use std::sync::Arc;
+
+/// Makes the TLS side of every connection.
+pub(crate) struct Connector {
+    tls: Tls,
+    provider: Arc<CryptoProvider>,
+    /// Built once when nothing comes from files; rebuilt per connection otherwise.
+    cached: Option<Arc<ClientConfig>>,
+    /// The name each endpoint's certificate is checked against.
+    names: Vec<(Address, ServerName<'static>)>,
+}
+
+impl std::fmt::Debug for Connector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connector").field("tls", &self.tls).finish_non_exhaustive()
+    }
+}
+
+impl Connector {
+    /// Checks the settings and reads the files once, so that a bad file or name fails
+    /// `Client::new` with a message naming it.
+    pub(crate) fn new(tls: Tls, endpoints: &[Endpoint]) -> Result<Connector, String> {
+        let provider = ring_provider();
+        let names = server_names(&tls, endpoints)?;
+        let mut connector = Connector { tls, provider, cached: None, names };
+        let config = connector.build()?;
+        if !connector.tls.reads_files() {
+            connector.cached = Some(config);
+        }
+        Ok(connector)
+    }
+
+    /// The TLS side of a new connection to `endpoint`. Files are read again here, so a
+    /// rotated certificate is used; a file that no longer parses fails this attempt only.
+    pub(crate) fn connect(&mut self, endpoint: &Endpoint) -> Result<TlsLayer, String> {
+        let config = match &self.cached {
+            Some(config) => config.clone(),
+            None => self.build()?,
+        };
+        let name = self
+            .names
+            .iter()
+            .find(|(address, _)| *address == endpoint.address)
+            .map(|(_, name)| name.clone())
+            .ok_or_else(|| format!("no server name for {endpoint}"))?;
+        let has_identity = self.tls.identity.is_some();
+        TlsLayer::new(config, name, endpoint.to_string(), has_identity)
+    }
+
+    /// A rustls configuration from the current contents of the sources.
+    fn build(&self) -> Result<Arc<ClientConfig>, String> {
+        let builder = ClientConfig::builder_with_provider(self.provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS versions: {e}"))?;
+        let builder = self.verifier(builder)?;
+        let mut config = match &self.tls.identity {
+            None => builder.with_no_client_auth(),
+            Some((cert_source, key_source)) => {
+                let certs = pem::certificates(cert_source)?;
+                let key = pem::private_key(key_source)?;
+                builder.with_client_auth_cert(certs, key).map_err(|e| match e {
+                    rustls::Error::InconsistentKeys(_) => format!(
+                        "{}: the private key does not match the certificate in {}",
+                        key_source.name(),
+                        cert_source.name()
+                    ),
+                    e => format!("{}: the private key does not parse: {e}", key_source.name()),
+                })?
+            }
+        };
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(Arc::new(config))
+    }
+
+    /// Trusted roots, or no verification at all when asked for by name.
+    fn verifier(
+        &self,
+        builder: ConfigBuilder<ClientConfig, rustls::WantsVerifier>,
+    ) -> Result<ConfigBuilder<ClientConfig, WantsClientCert>, String> {
+        if self.tls.accept_invalid_certs {
+            let verifier = Arc::new(AcceptAnyCertificate(self.provider.clone()));
+            return Ok(builder.dangerous().with_custom_certificate_verifier(verifier));
+        }
+        let mut roots = RootCertStore::empty();
+        for source in &self.tls.cas {
+            for cert in pem::certificates(source)? {
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("{}: not a usable CA certificate: {e}", source.name()))?;
+            }
+        }
+        if self.tls.native_roots || self.tls.cas.is_empty() {
+            add_native_roots(&mut roots)?;
+        }
+        Ok(builder.with_root_certificates(roots))
+    }
+}
+
+/// ring, always. rustls 0.23.48 deprecates ring's provider for lacking post-quantum key
+/// exchange; aws-lc would bring it but must not be compiled in (a C toolchain and a larger
+/// build), and etcd 3.5's Go TLS does not offer it anyway.
+#[allow(deprecated)]
+pub(crate) fn ring_provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+#[cfg(feature = "native-roots")]
+fn add_native_roots(roots: &mut RootCertStore) -> Result<(), String> {
+    let found = rustls_native_certs::load_native_certs();
+    let (added, _) = roots.add_parsable_certificates(found.certs);
+    if added == 0 {
+        let why = found.errors.first().map(|e| format!(": {e}")).unwrap_or_default();
+        return Err(format!("no CA configured, and no system CA certificate found{why}"));
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "native-roots"))]
+fn add_native_roots(_: &mut RootCertStore) -> Result<(), String> {
+    Err("no CA configured: give one with Tls::ca_file or Tls::ca_pem (or build with the \
+         feature native-roots to trust the system's CA certificates)"
+        .to_string())
+}
+
+/// Each endpoint's name: its `server_name_for`, else the common `server_name`, else its host.
+fn server_names(
+    tls: &Tls,
+    endpoints: &[Endpoint],
+) -> Result<Vec<(Address, ServerName<'static>)>, String> {
+    let mut overrides = Vec::new();
+    for (raw, name) in &tls.server_names {
+        let address = endpoint::parse(raw).map_err(|e| e.message().to_string())?.0;
+        if !endpoints.iter().any(|e| e.address == address) {
+            return Err(format!("server_name_for: {raw:?} is not one of the endpoints"));
+        }
+        overrides.push((address, name.clone()));
+    }
+    let mut names = Vec::new();
+    for ep in endpoints.iter().filter(|e| e.tls) {
+        let name = overrides
+            .iter()
+            .rev()
+            .find(|(address, _)| *address == ep.address)
+            .map(|(_, name)| name.clone())
+            .or_else(|| tls.server_name.clone())
+            .unwrap_or_else(|| ep.default_server_name());
+        let parsed = ServerName::try_from(name.clone())
+            .map_err(|_| format!("server name {name:?} (for {ep}) is not a DNS name or an IP"))?;
+        names.push((ep.address.clone(), parsed));
+    }
+    Ok(names)
+}

@@ -1,0 +1,206 @@
+//! One TLS connection between the socket and the h2 pipe, without IO of its own.
+//!
+//! ```text
+//!   Handshaking ──handshake done, ALPN h2, the server's first bytes──► Established
+//!        │                                                                 │
+//!        └──── error (certificate, alert, ALPN) ──► the attempt failed     └── peer's close_notify
+//!                                                                              or EOF ──► closed
+//! ```
+//!
+//! The connection counts as established only once the server has sent application data
+//! (an HTTP/2 server's SETTINGS come first, unasked). With TLS 1.3 the client finishes its
+//! handshake before the server has checked the client certificate; a server that refuses it
+//! answers with an alert instead of SETTINGS, and waiting for them makes that a failed
+//! handshake (the next endpoint is tried) rather than a broken link.
+
+use rustls::pki_types::ServerName;
+use rustls::{AlertDescription, CertificateError, ClientConfig, ClientConnection, Error};
+use std::io::{self, BufRead, Write};
+use std::sync::Arc;
+
+/// The client side of one TLS connection.
+pub(crate) struct TlsLayer {
+    conn: ClientConnection,
+    /// For messages: the endpoint as configured.
+    endpoint: String,
+    /// Whether a client certificate is configured, to explain the server's alerts.
+    has_identity: bool,
+    established: bool,
+    /// Plaintext received before the connection counted as established.
+    early: Vec<u8>,
+}
+
+impl std::fmt::Debug for TlsLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsLayer")
+            .field("endpoint", &self.endpoint)
+            .field("established", &self.established)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TlsLayer {
+    /// Starts a handshake (the ClientHello is ready to be written at once).
+    pub(crate) fn new(
+        config: Arc<ClientConfig>,
+        name: ServerName<'static>,
+        endpoint: String,
+        has_identity: bool,
+    ) -> Result<TlsLayer, String> {
+        let conn =
+            ClientConnection::new(config, name).map_err(|e| format!("TLS with {endpoint}: {e}"))?;
+        Ok(TlsLayer { conn, endpoint, has_identity, established: false, early: Vec::new() })
+    }
+
+    /// Takes ciphertext read from the socket. Plaintext goes to `deliver` once established
+    /// and is held until then. `Ok(true)`: the server closed the TLS session. `Err`: the
+    /// connection is unusable, for the reason given (an alert may wait to be written).
+    pub(crate) fn receive(
+        &mut self,
+        mut ciphertext: &[u8],
+        deliver: &mut dyn FnMut(&[u8]),
+    ) -> Result<bool, String> {
+        while !ciphertext.is_empty() {
+            // Reads at most a few KiB per call: loop until the slice is used up.
+            match self.conn.read_tls(&mut ciphertext) {
+                Ok(0) => return Ok(true),
+                Ok(_) => {}
+                Err(e) => return Err(self.failure(&e.to_string())),
+            }
+            self.conn.process_new_packets().map_err(|e| self.failure(&describe(&e, self)))?;
+            if self.drain(deliver) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Moves decrypted plaintext out; whether the server closed the session.
+    fn drain(&mut self, deliver: &mut dyn FnMut(&[u8])) -> bool {
+        loop {
+            let mut reader = self.conn.reader();
+            let n = match reader.fill_buf() {
+                Ok([]) => return true, // close_notify
+                Ok(chunk) => {
+                    if self.established {
+                        deliver(chunk);
+                    } else {
+                        self.early.extend_from_slice(chunk);
+                    }
+                    chunk.len()
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(_) => return true, // end of input without close_notify
+            };
+            reader.consume(n);
+        }
+    }
+
+    /// Whether the handshake is over and the server has spoken: the session may now be told
+    /// it is connected, then given [`take_early`](Self::take_early). `Err` when the server
+    /// did not agree to HTTP/2.
+    pub(crate) fn ready(&self) -> Result<bool, String> {
+        if self.established || self.conn.is_handshaking() {
+            return Ok(false);
+        }
+        if self.conn.alpn_protocol() != Some(b"h2") {
+            return Err(self.failure(
+                "h2 not negotiated: the server did not select HTTP/2 through ALPN \
+                 (is this an etcd client port?)",
+            ));
+        }
+        Ok(!self.early.is_empty())
+    }
+
+    /// The plaintext held back until the session was told; afterwards plaintext goes
+    /// straight to `receive`'s `deliver`.
+    pub(crate) fn take_early(&mut self) -> Vec<u8> {
+        self.established = true;
+        std::mem::take(&mut self.early)
+    }
+
+    /// Encrypts as much of `plaintext` as rustls will buffer; how much it took.
+    pub(crate) fn send(&mut self, plaintext: &[u8]) -> usize {
+        self.conn.writer().write(plaintext).unwrap_or(0)
+    }
+
+    /// Whether ciphertext waits to be written.
+    pub(crate) fn wants_write(&self) -> bool {
+        self.conn.wants_write()
+    }
+
+    /// Writes waiting ciphertext to `socket` (once; call again while `wants_write`).
+    pub(crate) fn write_tls(&mut self, socket: &mut dyn Write) -> io::Result<usize> {
+        self.conn.write_tls(socket)
+    }
+
+    /// Queues close_notify: the polite end of the session, written by the next `write_tls`.
+    pub(crate) fn close(&mut self) {
+        self.conn.send_close_notify();
+    }
+
+    fn failure(&self, why: &str) -> String {
+        let stage = if self.established { "TLS" } else { "TLS handshake" };
+        format!("{stage} with {} failed: {why}", self.endpoint)
+    }
+}
+
+/// A rustls error in the words a user needs to fix it.
+fn describe(e: &Error, layer: &TlsLayer) -> String {
+    match e {
+        Error::InvalidCertificate(cert) => match cert {
+            CertificateError::UnknownIssuer => {
+                "unknown issuer: the server's certificate is not signed by a trusted CA \
+                 (check Tls::ca_file)"
+                    .to_string()
+            }
+            CertificateError::NotValidForName => {
+                "name mismatch: the server's certificate is not valid for this endpoint's \
+                 name (see Tls::server_name)"
+                    .to_string()
+            }
+            CertificateError::NotValidForNameContext { expected, presented } => format!(
+                "name mismatch: the server's certificate is not valid for {expected:?}; it \
+                 names {} (see Tls::server_name)",
+                presented.join(", ")
+            ),
+            CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
+                "expired: the server's certificate has expired".to_string()
+            }
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+                "the server's certificate is not valid yet (check the clocks)".to_string()
+            }
+            other => format!("invalid server certificate: {other:?}"),
+        },
+        Error::AlertReceived(alert) => match alert {
+            AlertDescription::CertificateRequired => no_client_certificate(),
+            AlertDescription::BadCertificate | AlertDescription::HandshakeFailure
+                if !layer.has_identity =>
+            {
+                no_client_certificate()
+            }
+            AlertDescription::BadCertificate
+            | AlertDescription::UnknownCA
+            | AlertDescription::CertificateUnknown
+            | AlertDescription::CertificateExpired => {
+                format!("the server refused the client certificate (alert {alert:?})")
+            }
+            AlertDescription::NoApplicationProtocol => {
+                "h2 not negotiated: the server refused HTTP/2 through ALPN".to_string()
+            }
+            other => format!("the server sent the alert {other:?}"),
+        },
+        Error::NoApplicationProtocol => {
+            "h2 not negotiated: the server offers no HTTP/2 through ALPN".to_string()
+        }
+        other => other.to_string(),
+    }
+}
+
+fn no_client_certificate() -> String {
+    "no client certificate: the server requires one (see Tls::identity_files)".to_string()
+}
+
+#[cfg(test)]
+#[path = "layer_tests.rs"]
+mod tests;
