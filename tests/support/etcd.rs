@@ -57,6 +57,10 @@ pub struct Etcd {
     child: Option<Child>,
     log: Arc<Log>,
     paused: bool,
+    /// Serves clients over TLS (`--cert-file` given): endpoints are `https://`.
+    tls: bool,
+    /// etcdctl's flags for this member (its CA and a client certificate, with TLS).
+    etcdctl_flags: Vec<String>,
 }
 
 impl Etcd {
@@ -72,9 +76,24 @@ impl Etcd {
         cluster.members.pop().expect("one member")
     }
 
-    /// `127.0.0.1:PORT` of the client listener.
+    /// The client listener: `127.0.0.1:PORT`, or `https://127.0.0.1:PORT` over TLS.
     pub fn endpoint(&self) -> String {
-        format!("127.0.0.1:{}", self.client_port)
+        match self.tls {
+            true => format!("https://127.0.0.1:{}", self.client_port),
+            false => format!("127.0.0.1:{}", self.client_port),
+        }
+    }
+
+    /// Starts a single member serving clients over TLS with `files` (requiring client
+    /// certificates with `mtls`), plus `extra` flags.
+    pub fn start_tls(files: &super::certs::TlsFiles, mtls: bool, extra: &[&str]) -> Etcd {
+        let mut cluster = Cluster::start_tls(1, files, mtls, extra);
+        cluster.members.pop().expect("one member")
+    }
+
+    /// etcdctl's global flags for this member (TLS files, or none).
+    pub fn etcdctl_flags(&self) -> &[String] {
+        &self.etcdctl_flags
     }
 
     pub fn client_port(&self) -> u16 {
@@ -284,7 +303,25 @@ impl Cluster {
         panic!("etcd kept hitting port collisions ({START_ATTEMPTS} attempts): {last_err}");
     }
 
-    /// Client endpoints (`127.0.0.1:PORT`) of all members, in member order.
+    /// Like [`Cluster::start_with`], serving clients over TLS with `files` (see
+    /// [`Etcd::start_tls`]).
+    pub fn start_tls(
+        n: usize,
+        files: &super::certs::TlsFiles,
+        mtls: bool,
+        extra: &[&str],
+    ) -> Cluster {
+        let mut flags = files.etcd_flags(mtls);
+        flags.extend(extra.iter().map(|s| s.to_string()));
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let mut cluster = Cluster::start_with(n, &flags);
+        for m in &mut cluster.members {
+            m.etcdctl_flags = files.etcdctl_flags();
+        }
+        cluster
+    }
+
+    /// Client endpoints of all members, in member order (see [`Etcd::endpoint`]).
     pub fn endpoints(&self) -> Vec<String> {
         self.members.iter().map(Etcd::endpoint).collect()
     }
@@ -298,8 +335,9 @@ impl Cluster {
             if m.child.is_none() {
                 return false;
             }
-            let out = super::etcdctl(
+            let out = super::etcdctl_with(
                 &m.endpoint(),
+                &m.etcdctl_flags,
                 &[
                     "--dial-timeout=1s",
                     "--command-timeout=1s",
@@ -362,7 +400,9 @@ fn launch(members: &mut Vec<Etcd>, n: usize, extra: &[&str]) -> Result<(), Strin
         .join(",");
     for (name, client_port, peer_port) in ports {
         let data_dir = make_data_dir();
-        let client_url = format!("http://127.0.0.1:{client_port}");
+        let tls = extra.iter().any(|a| a.starts_with("--cert-file"));
+        let scheme = if tls { "https" } else { "http" };
+        let client_url = format!("{scheme}://127.0.0.1:{client_port}");
         let peer_url = format!("http://127.0.0.1:{peer_port}");
         let mut args: Vec<String> = [
             "--name",
@@ -411,6 +451,8 @@ fn launch(members: &mut Vec<Etcd>, n: usize, extra: &[&str]) -> Result<(), Strin
             child: None,
             log: Arc::new(Log::default()),
             paused: false,
+            tls,
+            etcdctl_flags: Vec::new(),
         };
         member.spawn();
         members.push(member);

@@ -12,6 +12,7 @@
 //! `dead_code` and (for the re-exports) `unused_imports` allowances.
 #![allow(dead_code, unused_imports)]
 
+pub mod certs;
 pub mod client;
 mod etcd;
 pub mod etcdctl;
@@ -102,10 +103,16 @@ fn is_executable(path: &Path) -> bool {
 /// `host:port` list). Used to set up and check state independently of the
 /// client under test. Panics only if etcdctl cannot be executed at all.
 pub fn etcdctl(endpoints: &str, args: &[&str]) -> Output {
+    etcdctl_with(endpoints, &[], args)
+}
+
+/// [`etcdctl`] with extra global flags first (a TLS member's `--cacert`, say).
+pub fn etcdctl_with(endpoints: &str, flags: &[String], args: &[&str]) -> Output {
     let bin = etcd_bin_dir().join("etcdctl");
     Command::new(&bin)
         .env("ETCDCTL_API", "3")
         .arg(format!("--endpoints={endpoints}"))
+        .args(flags)
         .args(args)
         .stdin(Stdio::null())
         .output()
