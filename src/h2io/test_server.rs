@@ -92,6 +92,14 @@ impl TestServer {
     }
 
     /// Calls accepted since the last take.
+    /// Takes bytes from the client, lets the server run, and returns what it sends back:
+    /// for a test that puts something (TLS) between the two pipes.
+    pub(crate) fn serve(&mut self, input: &[u8]) -> Vec<u8> {
+        self.pipe.borrow_mut().push_input(input);
+        self.poll();
+        take_output(&self.pipe)
+    }
+
     pub(crate) fn take_calls(&mut self) -> Vec<ServerCall> {
         std::mem::take(&mut self.accepted)
     }

@@ -203,4 +203,4 @@ fn no_client_certificate() -> String {
 
 #[cfg(test)]
 #[path = "layer_tests.rs"]
-mod tests;
+pub(crate) mod tests;

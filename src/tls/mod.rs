@@ -178,4 +178,6 @@ impl fmt::Debug for Tls {
 }
 
 #[cfg(test)]
+mod session_tests;
+#[cfg(test)]
 pub(crate) mod testcerts;

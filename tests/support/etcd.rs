@@ -70,7 +70,8 @@ impl Etcd {
     }
 
     /// Like [`Etcd::start`] with extra etcd flags (e.g. `--auth-token-ttl=1`),
-    /// appended after the harness's own so they can override them.
+    /// appended after the harness's own so they can override them. `{client_port}` in a
+    /// flag stands for the member's client port.
     pub fn start_with(extra: &[&str]) -> Etcd {
         let mut cluster = Cluster::start_with(1, extra);
         cluster.members.pop().expect("one member")
@@ -238,7 +239,11 @@ impl Etcd {
     fn spawn(&mut self) {
         let bin = etcd_bin_dir().join("etcd");
         let mut cmd = Command::new(&bin);
-        cmd.args(&self.args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        cmd.args(&self.args)
+            .current_dir(&self.data_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
         die_with_parent(&mut cmd);
         let mut child = spawn_from_long_lived_thread(cmd)
             .unwrap_or_else(|e| panic!("spawning {}: {e}", bin.display()));
@@ -440,7 +445,9 @@ fn launch(members: &mut Vec<Etcd>, n: usize, extra: &[&str]) -> Result<(), Strin
         .iter()
         .map(|s| s.to_string())
         .collect();
-        args.extend(extra.iter().map(|s| s.to_string()));
+        // `{client_port}` in a flag is this member's client port (extra listeners on ::1 or
+        // a Unix socket, which etcd creates in its working directory, the data dir).
+        args.extend(extra.iter().map(|s| s.replace("{client_port}", &client_port.to_string())));
         // Owned before spawning, so a failed spawn still cleans the data dir.
         let mut member = Etcd {
             name,

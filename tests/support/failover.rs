@@ -55,7 +55,7 @@ fn every_key_seen(seen: &Seen) -> bool {
 
 /// Writes every key through `endpoints`, [`IN_FLIGHT`] at a time, retrying a put that fails;
 /// sends on `fault` once [`FAULT_AT`] are written.
-fn writer(endpoints: Vec<String>, prefix: String, fault: mpsc::Sender<()>) {
+fn writer(config: Config, prefix: String, fault: mpsc::Sender<()>) {
     struct Writer {
         c: Client,
         prefix: String,
@@ -86,8 +86,7 @@ fn writer(endpoints: Vec<String>, prefix: String, fault: mpsc::Sender<()>) {
             put(w, i);
         }
     }
-    let c = Client::new(Config::new().endpoints(endpoints).timeout(Duration::from_secs(10)))
-        .expect("config");
+    let c = Client::new(config.timeout(Duration::from_secs(10))).expect("config");
     let w = Rc::new(Writer {
         c,
         prefix,
@@ -113,6 +112,19 @@ pub fn watch_through_a_fault(
     test: &str,
     writer_endpoints: Vec<String>,
     fault: impl FnOnce(),
+    each_turn: impl FnMut(),
+) -> u32 {
+    let writer = Config::new().endpoints(writer_endpoints);
+    watch_through_a_fault_with(c, test, writer, fault, each_turn)
+}
+
+/// [`watch_through_a_fault`] with the writer's (and the replay's) whole configuration, for
+/// endpoints that need more than their address (TLS).
+pub fn watch_through_a_fault_with(
+    c: &Client,
+    test: &str,
+    writer: Config,
+    fault: impl FnOnce(),
     mut each_turn: impl FnMut(),
 ) -> u32 {
     let prefix = super::unique_prefix(test);
@@ -124,8 +136,8 @@ pub fn watch_through_a_fault(
     let created = Rc::new(Cell::new(0));
     let watch = watch_all(c, &prefix, start, &seen, &created);
     let (tx, rx) = mpsc::channel();
-    let (w_endpoints, w_prefix) = (writer_endpoints.clone(), prefix.clone());
-    let mut writing = Some(thread::spawn(move || writer(w_endpoints, w_prefix, tx)));
+    let (w_config, w_prefix) = (writer.clone(), prefix.clone());
+    let mut writing = Some(thread::spawn(move || self::writer(w_config, w_prefix, tx)));
     let mut fault = Some(fault);
     drive_until(&[c], Duration::from_secs(60), || {
         if rx.try_recv().is_ok() {
@@ -147,7 +159,7 @@ pub fn watch_through_a_fault(
     let live = seen.borrow().clone();
     let last = live.last().expect("events").2;
     let replayed: Seen = Rc::default();
-    let r = Client::new(Config::new().endpoints(writer_endpoints)).expect("config");
+    let r = Client::new(writer).expect("config");
     let replay = watch_all(&r, &prefix, start, &replayed, &Rc::new(Cell::new(0)));
     drive_until(&[&r], Duration::from_secs(30), || {
         replayed.borrow().last().is_some_and(|e| e.2 >= last)

@@ -1,0 +1,127 @@
+//! The session in virtual time over an in-memory TLS pair: the session's pipe, our TLS
+//! layer, a rustls server and the in-process h2 server, with no socket and no clock. The
+//! session is told it is connected only once the handshake is done and the server spoke.
+
+use super::layer::tests::{client, server};
+use super::testcerts::Pki;
+use super::Tls;
+use crate::endpoint::{Address, Endpoint};
+use crate::grpc::codec;
+use crate::h2io::test_server::TestServer;
+use crate::pb::etcdserverpb::{RangeRequest, RangeResponse, ResponseHeader};
+use crate::session::{Event, Session, SessionConfig};
+use bytes::Bytes;
+use prost::Message;
+use rustls::ServerConnection;
+use std::cell::RefCell;
+use std::io::{Read, Write};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+const RANGE: &str = "/etcdserverpb.KV/Range";
+
+fn config() -> SessionConfig {
+    let address = Address::Tcp("127.0.0.1:2379".parse().unwrap());
+    SessionConfig {
+        endpoints: vec![Endpoint { address, tls: true }],
+        timeout: Duration::from_secs(2),
+        max_request_bytes: 1000,
+        token: None,
+        connect_timeout: Duration::from_secs(3),
+        credentials: None,
+        keepalive_time: None,
+        keepalive_timeout: Duration::from_secs(2),
+        max_retries: 2,
+        health_interval: None,
+    }
+}
+
+/// Moves bytes session → TLS client → TLS server → h2 server and back until all are quiet.
+fn exchange(
+    session: &mut Session,
+    tls: &mut super::layer::TlsLayer,
+    tls_server: &mut ServerConnection,
+    h2: &mut TestServer,
+) {
+    for _ in 0..100 {
+        session.drive();
+        if let Some(pipe) = session.pipe().cloned() {
+            let mut pipe = pipe.borrow_mut();
+            let n = tls.send(pipe.output());
+            pipe.consume_output(n);
+        }
+        let mut wire = Vec::new();
+        while tls.wants_write() {
+            tls.write_tls(&mut wire).unwrap();
+        }
+        let mut slice = &wire[..];
+        while !slice.is_empty() {
+            tls_server.read_tls(&mut slice).unwrap();
+            tls_server.process_new_packets().unwrap();
+        }
+        let mut plain = Vec::new();
+        let _ = tls_server.reader().read_to_end(&mut plain);
+        let answer = h2.serve(&plain);
+        tls_server.writer().write_all(&answer).unwrap();
+        let mut back = Vec::new();
+        while tls_server.wants_write() {
+            tls_server.write_tls(&mut back).unwrap();
+        }
+        if wire.is_empty() && back.is_empty() {
+            return;
+        }
+        let closed = tls.receive(&back, &mut |p| session.handle_input(p)).unwrap();
+        assert!(!closed);
+        if tls.ready().unwrap() {
+            session.handle_connected();
+            session.handle_input(&tls.take_early());
+        }
+    }
+    panic!("never went quiet");
+}
+
+#[test]
+fn a_unary_call_round_trips_through_tls_in_virtual_time() {
+    let pki = Pki::new();
+    let t0 = Instant::now();
+    let mut session = Session::new(config(), t0);
+    let result = Rc::new(RefCell::new(None));
+    let r = result.clone();
+    let body = codec::encode(&RangeRequest { key: "k".into(), ..Default::default() });
+    let done = Box::new(move |res| *r.borrow_mut() = Some(res));
+    session.start_unary(RANGE, body, "get", done, t0, true);
+    session.drive();
+    assert!(session.poll_connect(t0).expect("a connection is wanted").tls);
+    session.handle_handshaking();
+
+    let mut tls = client(Tls::new().ca_pem(&pki.ca.cert_pem), "https://127.0.0.1:2379");
+    let mut tls_server = server(&pki.server, &[b"h2"], None);
+    let mut h2 = TestServer::new();
+    exchange(&mut session, &mut tls, &mut tls_server, &mut h2);
+    assert!(session.pipe().is_some(), "connected once the server's SETTINGS arrived");
+
+    let mut calls = h2.take_calls();
+    assert_eq!(calls.len(), 1, "the call went out through TLS");
+    let header = ResponseHeader { revision: 9, ..Default::default() };
+    let reply = RangeResponse { header: Some(header), ..Default::default() };
+    calls[0].message(codec::encode(&reply));
+    calls[0].trailers(0, "");
+    exchange(&mut session, &mut tls, &mut tls_server, &mut h2);
+    let Some(Event::Call(done)) = session.poll_event() else { panic!("the call finished") };
+    (done.done)(done.result);
+    let bytes: Bytes = result.borrow_mut().take().unwrap().expect("ok");
+    assert_eq!(RangeResponse::decode(bytes).unwrap().header.unwrap().revision, 9);
+
+    // The connect timeout covers the handshake, and names it.
+    let cfg = SessionConfig { connect_timeout: Duration::from_secs(1), ..config() };
+    let mut session = Session::new(cfg, t0);
+    let done = Box::new(|_| {});
+    session.start_unary(RANGE, codec::encode(&RangeRequest::default()), "get", done, t0, true);
+    session.drive();
+    session.poll_connect(t0).unwrap();
+    session.handle_handshaking();
+    session.handle_timeout(t0 + Duration::from_secs(1));
+    let Some(Event::Call(failed)) = session.poll_event() else { panic!("the call failed") };
+    let err = failed.result.unwrap_err();
+    assert!(err.message().contains("TLS handshake with 127.0.0.1:2379 timed out"), "{err}");
+}
