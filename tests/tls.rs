@@ -370,3 +370,39 @@ fn closing_the_client_sends_close_notify() {
     assert_eq!(cancelled.code(), Code::Cancelled);
     assert_eq!(server.join().unwrap(), Ok(()), "the server saw close_notify");
 }
+
+#[test]
+fn mixing_up_the_scheme_says_which_one_to_use() {
+    let files = TlsFiles::new();
+    let tls_etcd = Etcd::start_tls(&files, false, &[]);
+    let plain_etcd = Etcd::start();
+    // http:// to a TLS port: etcd closes without a word.
+    let port = tls_etcd.client_port();
+    let c = Client::new(Config::new().endpoints([format!("http://127.0.0.1:{port}")])).unwrap();
+    assert_unavailable(&get_error(&c), &["before it sent anything", "use https://"]);
+    // https:// to a plaintext port: the handshake is cut short.
+    let c = tls_client(&[format!("https://{}", plain_etcd.endpoint())], ca(&files));
+    assert_unavailable(&get_error(&c), &["TLS handshake with", "use http://"]);
+    // https:// with no CA at all (and no system roots compiled in) is refused up front.
+    #[cfg(not(feature = "native-roots"))]
+    {
+        let err = Client::new(Config::new().endpoints([tls_etcd.endpoint()])).unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument);
+        assert!(err.message().contains("no CA configured"), "{err}");
+    }
+}
+
+/// With the `native-roots` feature, an `https://` endpoint with no `Tls` trusts the system's
+/// CAs, as Go does; `SSL_CERT_FILE` (honoured by the system store's loader) stands in for
+/// the system store here.
+#[cfg(feature = "native-roots")]
+#[test]
+fn system_roots_are_trusted_when_no_ca_is_given() {
+    let files = TlsFiles::new();
+    let etcd = Etcd::start_tls(&files, false, &[]);
+    std::env::set_var("SSL_CERT_FILE", &files.ca);
+    let c = Client::new(Config::new().endpoints([etcd.endpoint()])).expect("system roots");
+    ok(&c, |cb| c.put("/native", "1", PutOptions::new(), cb));
+    let c = tls_client(&[etcd.endpoint()], Tls::new().native_roots(true));
+    ok(&c, |cb| c.get("/native", GetOptions::new(), cb));
+}

@@ -69,6 +69,8 @@ struct Socket {
     writable: bool,
     /// The peer's FIN or an error was signalled: read on to the 0 / the error.
     read_closed: bool,
+    /// Bytes arrived from the server on this plaintext socket (to explain an early close).
+    heard: bool,
 }
 
 impl Drop for Socket {
@@ -237,6 +239,7 @@ impl Reactor {
                 readable: false,
                 writable: false,
                 read_closed: false,
+                heard: false,
             });
             return;
         }
@@ -320,19 +323,25 @@ impl Reactor {
             match s.io.read(&mut self.read_buf) {
                 Ok(0) => {
                     s.readable = false;
-                    if s.established {
+                    if s.established && (s.heard || s.tls.is_some()) {
                         session.handle_eof();
-                    } else {
+                    } else if s.established {
+                        // Likely a TLS port: etcd closes on a preface that is not TLS.
                         let msg = format!(
-                            "TLS handshake with {}: connection closed by the server",
+                            "connection closed by the server before it sent anything \
+                             (does {} serve TLS? then use https://)",
                             s.endpoint
                         );
+                        session.handle_link_error(&msg);
+                    } else {
+                        let msg = closed_in_handshake(&s.endpoint);
                         self.fail(session, &msg);
                     }
                 }
                 Ok(n) => {
                     s.readable = n == self.read_buf.len() || s.read_closed;
                     let Some(tls) = s.tls.as_mut() else {
+                        s.heard = true;
                         session.handle_input(&self.read_buf[..n]);
                         continue;
                     };
@@ -350,8 +359,7 @@ impl Reactor {
                             session.handle_eof();
                         }
                         Ok((true, false)) => {
-                            let msg =
-                                format!("TLS handshake with {}: closed by the server", s.endpoint);
+                            let msg = closed_in_handshake(&s.endpoint);
                             self.fail(session, &msg);
                         }
                         Ok((false, false)) => {}
@@ -442,6 +450,13 @@ fn write_tls(
             return Ok(());
         }
     }
+}
+
+fn closed_in_handshake(endpoint: &Endpoint) -> String {
+    format!(
+        "TLS handshake with {endpoint} failed: the server closed the connection \
+         (a plaintext port? then use http://)"
+    )
 }
 
 fn connect_error(endpoint: &Endpoint, e: &io::Error) -> String {

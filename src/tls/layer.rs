@@ -160,9 +160,10 @@ fn describe(e: &Error, layer: &TlsLayer) -> String {
                     .to_string()
             }
             CertificateError::NotValidForNameContext { expected, presented } => format!(
-                "name mismatch: the server's certificate is not valid for {expected:?}; it \
-                 names {} (see Tls::server_name)",
-                presented.join(", ")
+                "name mismatch: the server's certificate is not valid for {}; it names {} \
+                 (see Tls::server_name)",
+                expected.to_str(),
+                presented.iter().map(|n| plain_name(n)).collect::<Vec<_>>().join(", ")
             ),
             CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
                 "expired: the server's certificate has expired".to_string()
@@ -195,6 +196,16 @@ fn describe(e: &Error, layer: &TlsLayer) -> String {
         }
         other => other.to_string(),
     }
+}
+
+/// `DnsName("a.b")` → `a.b`, `IpAddress(::1)` → `::1`: rustls's names as a user writes them.
+fn plain_name(name: &str) -> &str {
+    for (open, close) in [("DnsName(\"", "\")"), ("IpAddress(", ")")] {
+        if let Some(inner) = name.strip_prefix(open).and_then(|n| n.strip_suffix(close)) {
+            return inner;
+        }
+    }
+    name
 }
 
 fn no_client_certificate() -> String {
