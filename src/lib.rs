@@ -45,6 +45,12 @@
 //! 3. call [`Client::process`], which never blocks;
 //! 4. re-read `next_timeout()` after every `process()` and after starting any operation.
 //!
+//! # TLS
+//!
+//! With the `tls` feature (on by default), `https://` and `unixs://` endpoints, and every
+//! endpoint without a scheme once `Config::tls` is set, go through rustls: see `Tls` for
+//! CAs, client certificates (mTLS) and server names.
+//!
 //! # Keys and values
 //!
 //! Keys and values are bytes ([`bytes::Bytes`]): any `&'static str`, `String`, `Vec<u8>` or
