@@ -95,7 +95,7 @@ impl Config {
     /// The endpoints, one used at a time, in order: `host:port`, `http://host:port`,
     /// `https://host:port` (TLS), `unix://path` or `unixs://path` (TLS over a Unix socket).
     /// The port defaults to 2379. An endpoint without a scheme uses TLS exactly when
-    /// [`tls`](Config::tls) is set, as in Go's clientv3.
+    /// `Config::tls` is set, as in Go's clientv3.
     pub fn endpoints<I, S>(mut self, endpoints: I) -> Config
     where
         I: IntoIterator<Item = S>,
