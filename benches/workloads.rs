@@ -10,10 +10,18 @@
 //!   --keys N        keys the put workloads cycle through (1000)
 //!   --events N      events of watch-replay (50000)
 //!   --scale N       watches / keepalives of the scale workloads (10000)
+//!   --ca FILE       TLS: trust this CA (PEM); default $PEER_BENCH_CA
+//!   --cert FILE     TLS: client certificate (PEM) for mTLS; default $PEER_BENCH_CERT
+//!   --key FILE      TLS: its private key (PEM); default $PEER_BENCH_KEY
 //! ```
 //!
 //! stdout: one JSON line per workload. stderr: progress every second, and each workload's
 //! p50 / p90 / p99 / p99.9. Start etcd with `--unsafe-no-fsync` (`scripts/bench` does).
+//!
+//! TLS as the peer takes it: give the endpoint as `https://host:port` and a CA, either with
+//! `--ca` or in the peer's `PEER_BENCH_CA` variable (`--cert` and `--key`, or `PEER_BENCH_CERT`
+//! and `PEER_BENCH_KEY`, add a client certificate). A CA or certificate given with a plain
+//! `host:port` endpoint turns TLS on for it too (Go's rule); an `http://` endpoint stays plain.
 
 use evetcd::{Client, Config, GetOptions, LeaseGrantOptions, PutOptions, WatchOptions};
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -57,6 +65,9 @@ struct Options {
     keys: usize,
     events: usize,
     scale: usize,
+    ca: Option<String>,
+    cert: Option<String>,
+    key: Option<String>,
 }
 
 impl Options {
@@ -70,6 +81,9 @@ impl Options {
             keys: 1000,
             events: 50_000,
             scale: 10_000,
+            ca: env_path("PEER_BENCH_CA"),
+            cert: env_path("PEER_BENCH_CERT"),
+            key: env_path("PEER_BENCH_KEY"),
         };
         let mut positional = 0;
         let mut args = args.filter(|a| a != "--bench");
@@ -92,11 +106,43 @@ impl Options {
                 "--keys" => o.keys = number()?.max(1),
                 "--events" => o.events = number()?.max(1),
                 "--scale" => o.scale = number()?.max(1),
+                "--ca" => o.ca = Some(value),
+                "--cert" => o.cert = Some(value),
+                "--key" => o.key = Some(value),
                 _ => return Err(format!("unknown option {arg}")),
             }
         }
+        if o.cert.is_some() != o.key.is_some() {
+            return Err("--cert and --key (PEER_BENCH_CERT, PEER_BENCH_KEY) go together".into());
+        }
         Ok(o)
     }
+
+    /// The client's configuration: the endpoint, and TLS when a CA or identity was given.
+    fn config(&self) -> Result<Config, String> {
+        let config = Config::new().endpoints([self.endpoint.clone()]);
+        if self.ca.is_none() && self.cert.is_none() {
+            return Ok(config);
+        }
+        #[cfg(feature = "tls")]
+        {
+            let mut tls = evetcd::Tls::new();
+            if let Some(ca) = &self.ca {
+                tls = tls.ca_file(ca);
+            }
+            if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
+                tls = tls.identity_files(cert, key);
+            }
+            Ok(config.tls(tls))
+        }
+        #[cfg(not(feature = "tls"))]
+        Err("TLS options given, but this build leaves out the `tls` feature".into())
+    }
+}
+
+/// A file named by an environment variable, unless it is unset or empty.
+fn env_path(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
 /// User + system CPU time of this process.
@@ -378,11 +424,15 @@ fn main() {
     let o = match Options::parse(std::env::args().skip(1)) {
         Ok(o) => o,
         Err(e) => {
-            eprintln!("{e}\nusage: workloads [ENDPOINT] [WORKLOAD|all] [--in-flight N] [--duration S] [--value-size B] [--keys N] [--events N] [--scale N]");
+            eprintln!("{e}\nusage: workloads [ENDPOINT] [WORKLOAD|all] [--in-flight N] [--duration S] [--value-size B] [--keys N] [--events N] [--scale N] [--ca FILE] [--cert FILE --key FILE]");
             std::process::exit(2);
         }
     };
-    let client = Client::new(Config::new().endpoints([o.endpoint.clone()])).expect("config");
+    let config = o.config().unwrap_or_else(|e| {
+        eprintln!("{e}");
+        std::process::exit(2);
+    });
+    let client = Client::new(config).expect("config");
     let value = bytes::Bytes::from(vec![b'x'; o.value_size]);
     client.put("bench/k0", value.clone(), PutOptions::new(), |r| {
         r.expect("cannot reach etcd");

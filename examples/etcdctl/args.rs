@@ -23,6 +23,9 @@ const VALUE_FLAGS: &[&str] = &[
     "consistency",
     "new-user-password",
     "password",
+    "cacert",
+    "cert",
+    "key",
 ];
 
 /// Short flags and the long flag each stands for.
@@ -102,18 +105,23 @@ impl Args {
         found
     }
 
-    /// Whether boolean flag `name` is set (`--name`, `--name=true`).
+    /// Whether boolean flag `name` is set (`--name`, `--name=true`); false when not given.
     pub fn take_bool(&mut self, name: &str) -> Result<bool, Failure> {
-        let mut found = false;
+        Ok(self.take_given_bool(name)?.unwrap_or(false))
+    }
+
+    /// Boolean flag `name` if given (the last one), removed: bare is true, else its value
+    /// as Go's `strconv.ParseBool` reads it.
+    pub fn take_given_bool(&mut self, name: &str) -> Result<Option<bool>, Failure> {
+        let mut found = None;
         let mut bad = None;
         self.flags.retain(|(k, v)| {
             if k != name {
                 return true;
             }
-            match v.as_deref() {
-                None | Some("true") | Some("1") => found = true,
-                Some("false") | Some("0") => found = false,
-                Some(other) => bad = Some(other.to_string()),
+            match v.as_deref().map_or(Some(true), parse_go_bool) {
+                Some(b) => found = Some(b),
+                None => bad = v.clone(),
             }
             false
         });
@@ -155,6 +163,15 @@ impl Args {
             Some((k, _)) => Err(Failure::flag(format!("unknown flag: --{k}"))),
             None => Ok(()),
         }
+    }
+}
+
+/// A boolean as Go's `strconv.ParseBool` reads it.
+pub fn parse_go_bool(s: &str) -> Option<bool> {
+    match s {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
+        _ => None,
     }
 }
 

@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! cargo run --example etcdctl -- [--endpoints=a,b] [--user=u:p] [--dial-timeout=2s]
-//!     [--command-timeout=5s] [-w simple|json] COMMAND [flags] [args]
+//!     [--command-timeout=5s] [-w simple|json] [--cacert=ca.crt] [--cert=c.crt --key=c.key]
+//!     [--insecure-transport=false] [--insecure-skip-tls-verify] COMMAND [flags] [args]
 //! ```
 //!
 //! Each command blocks on its calls with [`Ctx::wait`] (a nested `run()` of the one client):
@@ -14,10 +15,12 @@
 mod args;
 mod auth;
 mod cluster;
+mod gopem;
 mod gosyntax;
 mod kv;
 mod lease;
 mod output;
+mod tls;
 
 use args::Args;
 use evetcd::{Client, Config, EtcdError};
@@ -52,6 +55,8 @@ pub enum Kind {
     /// A missing or unknown sub-command: etcdctl prints the command's help on stdout and
     /// exits 0; the message is this example's own short help.
     Help,
+    /// A line of etcdctl's JSON log on stderr, without `Error:` (its fatal log exits 1).
+    Log,
 }
 
 impl Failure {
@@ -82,6 +87,11 @@ impl Failure {
         Failure { code: 0, message, kind: Kind::Help }
     }
 
+    /// A fatal line of etcdctl's JSON log (exit 1, no `Error:`).
+    pub fn log(message: impl Into<String>) -> Failure {
+        Failure { code: EXIT_ERROR, message: message.into(), kind: Kind::Log }
+    }
+
     /// Wrong usage (exit 128).
     pub fn usage(message: impl Into<String>) -> Failure {
         Failure::new(EXIT_BAD_ARGS, message.into())
@@ -110,14 +120,20 @@ impl From<EtcdError> for Failure {
 /// The message etcdctl shows for a client error: the server's text, or gRPC's wording for
 /// the failures the client detects itself. etcdctl's gRPC dials in the background and keeps
 /// retrying an endpoint it cannot reach until the call's deadline, so a refused or timed out
-/// connection reads as the deadline.
+/// connection reads as the deadline; so does one it cannot secure (a TLS handshake that
+/// fails: unknown CA, no client certificate) or that the server closes before speaking
+/// HTTP/2 (plaintext sent to a TLS member), which gRPC keeps dialling again.
 pub fn etcdctl_message(e: &EtcdError) -> String {
+    let m = e.message();
     let local_connect_failure = e.code() == evetcd::Code::Unavailable
-        && (e.message().starts_with("connect to ") || e.message().starts_with("resolve "));
+        && (m.starts_with("connect to ")
+            || m.starts_with("resolve ")
+            || m.starts_with("TLS handshake with ")
+            || m.starts_with("connection closed by the server before it sent anything"));
     if e.code() == evetcd::Code::DeadlineExceeded || local_connect_failure {
         return "context deadline exceeded".to_string();
     }
-    e.message().to_string()
+    m.to_string()
 }
 
 /// The commands, for the help printed when none is given.
@@ -182,6 +198,7 @@ fn main() {
                 Kind::Error => eprintln!("Error: {}", f.message),
                 Kind::Flag => eprintln!("Error: {}\n\nError: {}", f.message, f.message),
                 Kind::Help => print!("{}", f.message),
+                Kind::Log => eprintln!("{}", f.message),
                 Kind::UnknownCommand => {
                     eprintln!("Error: {0}\nRun 'etcdctl --help' for usage.\nError: {0}", f.message)
                 }
@@ -203,6 +220,8 @@ fn run(argv: Vec<String>) -> Result<(), Failure> {
         .collect();
     let dial = args.take_duration("dial-timeout")?.unwrap_or(Duration::from_secs(2));
     let command_timeout = args.take_duration("command-timeout")?.unwrap_or(Duration::from_secs(5));
+    let security = tls::TlsFlags::take(&mut args)?;
+    security.check_empty()?;
     let json = match args.take_value("write-out").as_deref() {
         None | Some("simple") => false,
         Some("json") => true,
@@ -221,8 +240,14 @@ fn run(argv: Vec<String>) -> Result<(), Failure> {
         };
         config = config.user(name, password);
     }
+    if let Some(tls) = security.client_tls(&endpoints)? {
+        config = config.tls(tls);
+    }
     let client =
-        Client::new(config.clone()).map_err(|e| Failure::error(e.message().to_string()))?;
+        Client::new(config.clone()).map_err(|e| match e.message().strip_prefix("TLS: ") {
+            Some(refused) => tls::refused(refused),
+            None => Failure::error(e.message().to_string()),
+        })?;
     let ctx = Ctx { client, config, json, endpoints, command_timeout };
     let Some(command) = args.next_word() else {
         return Err(Failure::help("", &COMMANDS));

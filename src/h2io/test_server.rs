@@ -91,15 +91,16 @@ impl TestServer {
         matches!(self.state, State::Closed)
     }
 
-    /// Calls accepted since the last take.
     /// Takes bytes from the client, lets the server run, and returns what it sends back:
     /// for a test that puts something (TLS) between the two pipes.
+    #[cfg(feature = "tls")]
     pub(crate) fn serve(&mut self, input: &[u8]) -> Vec<u8> {
         self.pipe.borrow_mut().push_input(input);
         self.poll();
         take_output(&self.pipe)
     }
 
+    /// Calls accepted since the last take.
     pub(crate) fn take_calls(&mut self) -> Vec<ServerCall> {
         std::mem::take(&mut self.accepted)
     }

@@ -23,10 +23,12 @@
 //! A socket's life, and what the session hears of it:
 //!
 //! ```text
-//!   connecting ──connected──► [TLS handshaking ──handshake done, server spoke──►] established
-//!       │                                  │                                         │
-//!       └─ handle_connect_failed ◄─────────┘ (refused, certificate, alert)           │
-//!                                                   handle_connected ◄───────────────┘
+//!   connecting ──connected──► [TLS handshaking ──handshake done, ALPN h2──►] established
+//!       │                                  │                                   │
+//!       └─ handle_connect_failed ◄─────────┘ (refused, certificate, alert)     ├─► handle_connected
+//!                                                                              │
+//!   established, TLS, the server silent so far ── alert or EOF ──► handle_refused
+//!   (a TLS 1.3 server refusing the client certificate answers our first data)
 //! ```
 //!
 //! A TLS socket that is dropped sends close_notify first (best effort: never blocks).
@@ -69,7 +71,8 @@ struct Socket {
     writable: bool,
     /// The peer's FIN or an error was signalled: read on to the 0 / the error.
     read_closed: bool,
-    /// Bytes arrived from the server on this plaintext socket (to explain an early close).
+    /// Bytes arrived from the server on this plaintext socket (to explain an early close;
+    /// the TLS layer keeps its own).
     heard: bool,
 }
 
@@ -78,7 +81,7 @@ impl Drop for Socket {
     fn drop(&mut self) {
         if let (Some(tls), true) = (self.tls.as_mut(), self.established) {
             tls.close();
-            let _ = tls.write_tls(&mut self.io);
+            let _ = self.io.write(tls.pending());
         }
     }
 }
@@ -294,18 +297,22 @@ impl Reactor {
     }
 
     /// A TLS failure, or an end of input during the handshake: a failed connection attempt
-    /// (the next endpoint is tried) until established, a broken link afterwards.
+    /// (the next endpoint is tried) before the session was told, a refused link while the
+    /// TLS server has not spoken yet (nothing on it was processed), a broken link after.
     fn fail(&mut self, session: &mut Session, reason: &str) {
         let Some(s) = self.socket.as_mut() else {
             return;
         };
         if s.established {
             s.readable = false;
-            return session.handle_link_error(reason);
+            return match s.tls.as_ref().is_some_and(|t| !t.heard()) {
+                true => session.handle_refused(reason),
+                false => session.handle_link_error(reason),
+            };
         }
         if let Some(tls) = s.tls.as_mut() {
             // The alert rustls queued tells the server why.
-            let _ = tls.write_tls(&mut s.io);
+            let _ = s.io.write(tls.pending());
         }
         self.drop_socket();
         session.handle_connect_failed(reason);
@@ -323,19 +330,10 @@ impl Reactor {
             match s.io.read(&mut self.read_buf) {
                 Ok(0) => {
                     s.readable = false;
-                    if s.established && (s.heard || s.tls.is_some()) {
-                        session.handle_eof();
-                    } else if s.established {
-                        // Likely a TLS port: etcd closes on a preface that is not TLS.
-                        let msg = format!(
-                            "connection closed by the server before it sent anything \
-                             (does {} serve TLS? then use https://)",
-                            s.endpoint
-                        );
-                        session.handle_link_error(&msg);
-                    } else {
-                        let msg = closed_in_handshake(&s.endpoint);
-                        self.fail(session, &msg);
+                    let msg = end_of_input(s);
+                    match msg {
+                        None => session.handle_eof(),
+                        Some(msg) => self.fail(session, &msg),
                     }
                 }
                 Ok(n) => {
@@ -346,31 +344,36 @@ impl Reactor {
                         continue;
                     };
                     let result = tls.receive(&self.read_buf[..n], &mut |p| session.handle_input(p));
-                    match result.and_then(|closed| Ok((closed, tls.ready()?))) {
-                        Err(msg) => self.fail(session, &msg),
-                        Ok((_, true)) => {
+                    let ready = result.and_then(|closed| Ok((closed, tls.ready()?)));
+                    let closed = match ready {
+                        Err(msg) => {
+                            self.fail(session, &msg);
+                            continue;
+                        }
+                        Ok((closed, true)) => {
                             // Told first: the pipe that takes the plaintext exists from now on.
                             s.established = true;
                             session.handle_connected();
                             session.handle_input(&tls.take_early());
+                            closed
                         }
-                        Ok((true, false)) if s.established => {
-                            s.readable = false;
-                            session.handle_eof();
+                        Ok((closed, false)) => closed,
+                    };
+                    if closed {
+                        // close_notify: the end of input, as TLS says it.
+                        s.readable = false;
+                        match end_of_input(s) {
+                            None => session.handle_eof(),
+                            Some(msg) => self.fail(session, &msg),
                         }
-                        Ok((true, false)) => {
-                            let msg = closed_in_handshake(&s.endpoint);
-                            self.fail(session, &msg);
-                        }
-                        Ok((false, false)) => {}
                     }
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => s.readable = false,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => {
-                    let msg = match s.established {
-                        true => format!("read: {e}"),
-                        false => format!("TLS handshake with {}: read: {e}", s.endpoint),
+                    let msg = match s.tls.as_ref().is_some_and(|t| !t.heard()) {
+                        true => format!("TLS handshake with {} failed: read: {e}", s.endpoint),
+                        false => format!("read: {e}"),
                     };
                     self.fail(session, &msg);
                 }
@@ -392,7 +395,10 @@ impl Reactor {
             Some(tls) => write_tls(&mut s.io, tls, &mut s.writable, s.established, session),
         };
         if let Err(e) = result {
-            let msg = format!("write: {e}");
+            let msg = match s.established {
+                true => format!("write: {e}"),
+                false => format!("TLS handshake with {} failed: write: {e}", s.endpoint),
+            };
             self.fail(session, &msg);
         }
     }
@@ -426,15 +432,22 @@ fn write_tls(
     session: &Session,
 ) -> io::Result<()> {
     loop {
-        while *writable && tls.wants_write() {
-            match tls.write_tls(io) {
-                Ok(_) => {}
+        loop {
+            let out = tls.pending();
+            if out.is_empty() {
+                break;
+            }
+            if !*writable {
+                return Ok(());
+            }
+            match io.write(out) {
+                Ok(n) => tls.advance(n),
                 Err(e) if e.kind() == ErrorKind::WouldBlock => *writable = false,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
-        if !*writable || !established {
+        if !established {
             return Ok(());
         }
         let Some(pipe) = session.pipe() else {
@@ -449,6 +462,22 @@ fn write_tls(
         if n == 0 {
             return Ok(());
         }
+    }
+}
+
+/// What the end of input on `s` means: `None` for a plain end of the link, or the
+/// explanation of a connection that ended before it was of any use.
+fn end_of_input(s: &Socket) -> Option<String> {
+    match &s.tls {
+        Some(tls) if !tls.heard() => Some(closed_in_handshake(&s.endpoint)),
+        Some(_) => None,
+        // etcd closes a TLS port on a preface that is not TLS, without a word.
+        None if s.established && !s.heard => Some(format!(
+            "connection closed by the server before it sent anything (does {} serve TLS? \
+             then use https://)",
+            s.endpoint
+        )),
+        None => None,
     }
 }
 

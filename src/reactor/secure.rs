@@ -24,7 +24,6 @@ mod imp {
 #[cfg(not(feature = "tls"))]
 mod imp {
     use super::Endpoint;
-    use std::io;
 
     /// Never made: without the feature no endpoint uses TLS (`Config` refuses them).
     #[derive(Debug)]
@@ -53,13 +52,16 @@ mod imp {
         pub(crate) fn take_early(&mut self) -> Vec<u8> {
             match *self {}
         }
+        pub(crate) fn heard(&self) -> bool {
+            match *self {}
+        }
         pub(crate) fn send(&mut self, _: &[u8]) -> usize {
             match *self {}
         }
-        pub(crate) fn wants_write(&self) -> bool {
+        pub(crate) fn pending(&mut self) -> &[u8] {
             match *self {}
         }
-        pub(crate) fn write_tls(&mut self, _: &mut dyn io::Write) -> io::Result<usize> {
+        pub(crate) fn advance(&mut self, _: usize) {
             match *self {}
         }
         pub(crate) fn close(&mut self) {

@@ -3,7 +3,7 @@
 use mio::event::Source;
 use mio::net::{TcpStream, UnixStream};
 use mio::{Interest, Registry, Token};
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::path::Path;
@@ -65,18 +65,13 @@ impl Read for Io {
     }
 }
 
+/// Only `write`: it is `send` with MSG_NOSIGNAL, where mio's `write_vectored` is `writev`,
+/// which raises SIGPIPE on a reset socket and kills a host that did not ignore it.
 impl Write for Io {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Io::Tcp(s) => s.write(buf),
             Io::Unix(s) => s.write(buf),
-        }
-    }
-
-    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        match self {
-            Io::Tcp(s) => s.write_vectored(bufs),
-            Io::Unix(s) => s.write_vectored(bufs),
         }
     }
 

@@ -47,7 +47,7 @@ use auth::AuthGate;
 use bytes::Bytes;
 use call::{h2_error, Call, CallKey, CallKind, CallState, Completion, Reader, Step};
 use health::Health;
-use http::uri::{Authority, PathAndQuery};
+use http::uri::PathAndQuery;
 use http::{HeaderValue, Request};
 use keepalive::{KeepaliveDelivery, KeepaliveKey, Keepalives};
 use observe::{ObserveDelivery, ObserveKey, Observes};
@@ -202,6 +202,8 @@ pub(crate) struct Session {
     attempted: usize,
     /// The latest connection attempt is in its TLS handshake.
     handshaking: bool,
+    /// The link up was refused before the server spoke (see `handle_refused`).
+    refused: bool,
     /// State of the generator that jitters backoffs.
     jitter: u64,
     /// The periodic health check (see `session/health.rs`).
@@ -241,6 +243,7 @@ impl Session {
             connect_failures: 0,
             attempted: 0,
             handshaking: false,
+            refused: false,
             jitter: jitter_seed(),
             health: Health::default(),
         };
@@ -400,6 +403,17 @@ impl Session {
     /// its message names the handshake.
     pub(crate) fn handle_handshaking(&mut self) {
         self.handshaking = matches!(self.link, Link::Connecting(_));
+    }
+
+    /// The link reported up failed before the server sent a byte (a TLS 1.3 server refusing
+    /// the client certificate answers the first data with an alert): nothing on it was
+    /// processed, so its unary calls are sent again (within `MAX_RESENDS`), as after a
+    /// refused stream, and the next endpoint is used.
+    pub(crate) fn handle_refused(&mut self, reason: &str) {
+        if matches!(self.link, Link::Up(_)) {
+            self.refused = true;
+            self.handle_link_error(reason);
+        }
     }
 
     /// The connection attempt failed (refused, unreachable, no address, TLS handshake).
@@ -700,7 +714,7 @@ impl Session {
                 None => (body, true),
             };
             let mut request =
-                build_request(&self.cfg.endpoints[self.endpoint].authority(), path, token.as_ref());
+                build_request(&self.cfg.endpoints[self.endpoint], path, token.as_ref());
             if stream {
                 request.headers_mut().insert("hasleader", HeaderValue::from_static("true"));
             }
@@ -856,6 +870,8 @@ impl Session {
     fn link_lost(&mut self, reason: &str, was_up: bool) {
         let lost = self.link_generation;
         let sent = match &self.link {
+            // Refused before the server spoke: none of what was sent counts as received.
+            Link::Up(_) if std::mem::take(&mut self.refused) => 0,
             Link::Up(t) => t.pipe().borrow().sent(),
             _ => 0,
         };
@@ -960,16 +976,18 @@ impl Session {
     }
 }
 
-/// The HTTP/2 request for a gRPC call: absolute URI (so `:scheme` and `:authority` are sent),
-/// gRPC content type, `te: trailers`, and the auth token when there is one.
+/// The HTTP/2 request for a gRPC call: absolute URI (so `:scheme`, `https` over TLS as
+/// grpc-go sends, and `:authority` are sent), gRPC content type, `te: trailers`, and the auth
+/// token when there is one.
 fn build_request(
-    authority: &Authority,
+    endpoint: &Endpoint,
     path: &'static str,
     token: Option<&HeaderValue>,
 ) -> Request<()> {
+    let scheme = if endpoint.tls { http::uri::Scheme::HTTPS } else { http::uri::Scheme::HTTP };
     let uri = http::Uri::builder()
-        .scheme("http")
-        .authority(authority.clone())
+        .scheme(scheme)
+        .authority(endpoint.authority())
         .path_and_query(PathAndQuery::from_static(path))
         .build()
         .expect("authority validated by Config, path generated from the protos");

@@ -285,6 +285,33 @@ fn a_broken_link_fails_sent_calls_once_keeps_unsent_ones_and_rotates() {
 }
 
 #[test]
+fn a_link_refused_before_the_server_spoke_resends_its_calls_a_bounded_number_of_times() {
+    let mut w = World::new(&["127.0.0.1:2379", "127.0.0.1:22379"]);
+    w.start(1, "a");
+    w.connect();
+    w.s.drive(); // the call is written: its bytes left
+    let msg = "TLS handshake with 127.0.0.1:2379 failed: no client certificate";
+    let mut endpoints = Vec::new();
+    for _ in 0..=MAX_RESENDS {
+        w.s.handle_refused(msg);
+        w.s.drive();
+        if let Some(ep) = w.s.poll_connect(w.t0) {
+            endpoints.push(ep.to_string());
+            w.s.handle_connected();
+            w.s.drive();
+        }
+    }
+    // Nothing on a refused link was processed: sent again on the next endpoint each time,
+    // and given up with the refusal's reason once MAX_RESENDS is used.
+    assert_eq!(endpoints, ["127.0.0.1:22379", "127.0.0.1:2379", "127.0.0.1:22379"]);
+    let done = w.collect();
+    assert_eq!(done.len(), 1);
+    let err = done[0].1.clone().unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable);
+    assert!(err.message().contains("no client certificate"), "{err}");
+}
+
+#[test]
 fn calls_queued_on_a_refused_endpoint_go_to_the_next_one_which_is_tried_once() {
     let mut w = World::new(&["127.0.0.1:2379", "127.0.0.1:22379", "127.0.0.1:32379"]);
     for (id, key) in [(1, "a"), (2, "b"), (3, "c")] {

@@ -22,6 +22,8 @@ pub(crate) struct Connector {
     cached: Option<Arc<ClientConfig>>,
     /// The name each endpoint's certificate is checked against.
     names: Vec<(Address, ServerName<'static>)>,
+    /// The system's CA certificates, read once (reading them can take tens of ms).
+    native: Option<Vec<rustls::pki_types::CertificateDer<'static>>>,
 }
 
 impl std::fmt::Debug for Connector {
@@ -36,7 +38,11 @@ impl Connector {
     pub(crate) fn new(tls: Tls, endpoints: &[Endpoint]) -> Result<Connector, String> {
         let provider = ring_provider();
         let names = server_names(&tls, endpoints)?;
-        let mut connector = Connector { tls, provider, cached: None, names };
+        let native = match tls.native_roots || (tls.cas.is_empty() && !tls.accept_invalid_certs) {
+            true => Some(native_roots()?),
+            false => None,
+        };
+        let mut connector = Connector { tls, provider, cached: None, names, native };
         let config = connector.build()?;
         if !connector.tls.reads_files() {
             connector.cached = Some(config);
@@ -47,9 +53,10 @@ impl Connector {
     /// The TLS side of a new connection to `endpoint`. Files are read again here, so a
     /// rotated certificate is used; a file that no longer parses fails this attempt only.
     pub(crate) fn connect(&mut self, endpoint: &Endpoint) -> Result<TlsLayer, String> {
+        let failed = |e: String| format!("TLS handshake with {endpoint} failed: {e}");
         let config = match &self.cached {
             Some(config) => config.clone(),
-            None => self.build()?,
+            None => self.build().map_err(failed)?,
         };
         let name = self
             .names
@@ -103,8 +110,8 @@ impl Connector {
                     .map_err(|e| format!("{}: not a usable CA certificate: {e}", source.name()))?;
             }
         }
-        if self.tls.native_roots || self.tls.cas.is_empty() {
-            add_native_roots(&mut roots)?;
+        if let Some(native) = &self.native {
+            roots.add_parsable_certificates(native.iter().cloned());
         }
         Ok(builder.with_root_certificates(roots))
     }
@@ -118,19 +125,19 @@ pub(crate) fn ring_provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// The system's CA certificates; at least one.
 #[cfg(feature = "native-roots")]
-fn add_native_roots(roots: &mut RootCertStore) -> Result<(), String> {
+fn native_roots() -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
     let found = rustls_native_certs::load_native_certs();
-    let (added, _) = roots.add_parsable_certificates(found.certs);
-    if added == 0 {
+    if found.certs.is_empty() {
         let why = found.errors.first().map(|e| format!(": {e}")).unwrap_or_default();
         return Err(format!("no CA configured, and no system CA certificate found{why}"));
     }
-    Ok(())
+    Ok(found.certs)
 }
 
 #[cfg(not(feature = "native-roots"))]
-fn add_native_roots(_: &mut RootCertStore) -> Result<(), String> {
+fn native_roots() -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
     Err("no CA configured: give one with Tls::ca_file or Tls::ca_pem (or build with the \
          feature native-roots to trust the system's CA certificates)"
         .to_string())

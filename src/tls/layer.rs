@@ -1,21 +1,23 @@
 //! One TLS connection between the socket and the h2 pipe, without IO of its own.
 //!
 //! ```text
-//!   Handshaking ──handshake done, ALPN h2, the server's first bytes──► Established
-//!        │                                                                 │
-//!        └──── error (certificate, alert, ALPN) ──► the attempt failed     └── peer's close_notify
-//!                                                                              or EOF ──► closed
+//!   Handshaking ──handshake done, ALPN h2──► Established ──the server's first bytes──► Heard
+//!        │                                        │                                     │
+//!        └── error (certificate, alert, ALPN) ────┴──► the handshake failed             └── error,
+//!                                                                                           close
 //! ```
 //!
-//! The connection counts as established only once the server has sent application data
-//! (an HTTP/2 server's SETTINGS come first, unasked). With TLS 1.3 the client finishes its
-//! handshake before the server has checked the client certificate; a server that refuses it
-//! answers with an alert instead of SETTINGS, and waiting for them makes that a failed
-//! handshake (the next endpoint is tried) rather than a broken link.
+//! With TLS 1.3 the client finishes its handshake before the server has checked the client
+//! certificate: a server that refuses it answers the client's first application data with an
+//! alert. So until the server has sent plaintext, a failure is still named a failed
+//! handshake (and the reactor tells the session that nothing on the link was processed).
+//! Waiting for the server to speak first instead would deadlock behind a TLS terminator in
+//! front of etcd's plaintext port, which waits for the client's HTTP/2 preface.
 
 use rustls::pki_types::ServerName;
 use rustls::{AlertDescription, CertificateError, ClientConfig, ClientConnection, Error};
 use std::io::{self, BufRead, Write};
+// `Write` is for rustls's writer(); ciphertext leaves through `pending`.
 use std::sync::Arc;
 
 /// The client side of one TLS connection.
@@ -26,8 +28,15 @@ pub(crate) struct TlsLayer {
     /// Whether a client certificate is configured, to explain the server's alerts.
     has_identity: bool,
     established: bool,
+    /// The server has sent plaintext: its application saw the connection.
+    heard: bool,
     /// Plaintext received before the connection counted as established.
     early: Vec<u8>,
+    /// Ciphertext gathered from rustls, from `sent` on not yet written: written with one
+    /// plain `write` (send with MSG_NOSIGNAL), never rustls's `writev`, which raises SIGPIPE
+    /// on a reset socket.
+    out: Vec<u8>,
+    sent: usize,
 }
 
 impl std::fmt::Debug for TlsLayer {
@@ -49,7 +58,16 @@ impl TlsLayer {
     ) -> Result<TlsLayer, String> {
         let conn =
             ClientConnection::new(config, name).map_err(|e| format!("TLS with {endpoint}: {e}"))?;
-        Ok(TlsLayer { conn, endpoint, has_identity, established: false, early: Vec::new() })
+        Ok(TlsLayer {
+            conn,
+            endpoint,
+            has_identity,
+            established: false,
+            heard: false,
+            early: Vec::new(),
+            out: Vec::new(),
+            sent: 0,
+        })
     }
 
     /// Takes ciphertext read from the socket. Plaintext goes to `deliver` once established
@@ -82,6 +100,7 @@ impl TlsLayer {
             let n = match reader.fill_buf() {
                 Ok([]) => return true, // close_notify
                 Ok(chunk) => {
+                    self.heard = true;
                     if self.established {
                         deliver(chunk);
                     } else {
@@ -96,9 +115,8 @@ impl TlsLayer {
         }
     }
 
-    /// Whether the handshake is over and the server has spoken: the session may now be told
-    /// it is connected, then given [`take_early`](Self::take_early). `Err` when the server
-    /// did not agree to HTTP/2.
+    /// Whether the handshake is over: the session may now be told it is connected, then
+    /// given [`take_early`](Self::take_early). `Err` when the server did not agree to HTTP/2.
     pub(crate) fn ready(&self) -> Result<bool, String> {
         if self.established || self.conn.is_handshaking() {
             return Ok(false);
@@ -109,7 +127,12 @@ impl TlsLayer {
                  (is this an etcd client port?)",
             ));
         }
-        Ok(!self.early.is_empty())
+        Ok(true)
+    }
+
+    /// Whether the server has sent plaintext (see the module docs).
+    pub(crate) fn heard(&self) -> bool {
+        self.heard
     }
 
     /// The plaintext held back until the session was told; afterwards plaintext goes
@@ -124,23 +147,32 @@ impl TlsLayer {
         self.conn.writer().write(plaintext).unwrap_or(0)
     }
 
-    /// Whether ciphertext waits to be written.
-    pub(crate) fn wants_write(&self) -> bool {
-        self.conn.wants_write()
+    /// The ciphertext waiting to be written (empty: nothing); mark what was written with
+    /// [`advance`](Self::advance).
+    pub(crate) fn pending(&mut self) -> &[u8] {
+        if self.sent == self.out.len() {
+            self.out.clear();
+            self.sent = 0;
+        }
+        while self.conn.wants_write() {
+            // Writing into a Vec cannot fail.
+            let _ = self.conn.write_tls(&mut self.out);
+        }
+        &self.out[self.sent..]
     }
 
-    /// Writes waiting ciphertext to `socket` (once; call again while `wants_write`).
-    pub(crate) fn write_tls(&mut self, socket: &mut dyn Write) -> io::Result<usize> {
-        self.conn.write_tls(socket)
+    /// `n` bytes of [`pending`](Self::pending) were written.
+    pub(crate) fn advance(&mut self, n: usize) {
+        self.sent = (self.sent + n).min(self.out.len());
     }
 
-    /// Queues close_notify: the polite end of the session, written by the next `write_tls`.
+    /// Queues close_notify: the polite end of the session, part of the next `pending`.
     pub(crate) fn close(&mut self) {
         self.conn.send_close_notify();
     }
 
     fn failure(&self, why: &str) -> String {
-        let stage = if self.established { "TLS" } else { "TLS handshake" };
+        let stage = if self.heard { "TLS" } else { "TLS handshake" };
         format!("{stage} with {} failed: {why}", self.endpoint)
     }
 }
@@ -175,10 +207,12 @@ fn describe(e: &Error, layer: &TlsLayer) -> String {
         },
         Error::AlertReceived(alert) => match alert {
             AlertDescription::CertificateRequired => no_client_certificate(),
-            AlertDescription::BadCertificate | AlertDescription::HandshakeFailure
-                if !layer.has_identity =>
-            {
-                no_client_certificate()
+            // TLS 1.2 servers say bad_certificate for a missing one.
+            AlertDescription::BadCertificate if !layer.has_identity => no_client_certificate(),
+            AlertDescription::HandshakeFailure => {
+                "the server refused the handshake (alert HandshakeFailure: no TLS version, \
+                 cipher suite or key exchange in common)"
+                    .to_string()
             }
             AlertDescription::BadCertificate
             | AlertDescription::UnknownCA

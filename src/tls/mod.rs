@@ -137,7 +137,7 @@ impl Tls {
         self
     }
 
-    /// Also trusts the operating system's CA certificates (read once per connection).
+    /// Also trusts the operating system's CA certificates (read once, by `Client::new`).
     #[cfg(feature = "native-roots")]
     pub fn native_roots(mut self, on: bool) -> Tls {
         self.native_roots = on;

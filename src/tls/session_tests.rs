@@ -50,10 +50,8 @@ fn exchange(
             let n = tls.send(pipe.output());
             pipe.consume_output(n);
         }
-        let mut wire = Vec::new();
-        while tls.wants_write() {
-            tls.write_tls(&mut wire).unwrap();
-        }
+        let wire = tls.pending().to_vec();
+        tls.advance(wire.len());
         let mut slice = &wire[..];
         while !slice.is_empty() {
             tls_server.read_tls(&mut slice).unwrap();

@@ -8,7 +8,7 @@
 use super::etcd_bin_dir;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 
 /// What one run printed.
@@ -51,11 +51,16 @@ pub fn command(bin: &Path, endpoints: &str, args: &[&str]) -> Command {
 }
 
 fn run_bin(bin: PathBuf, endpoints: &str, args: &[&str], stdin: Option<&str>) -> Run {
-    let mut child = command(&bin, endpoints, args)
+    let child = command(&bin, endpoints, args)
         .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("running {}: {e}", bin.display()));
+    finish(child, stdin).0
+}
+
+/// Feeds `stdin` to `child` and waits: what it printed, and the whole of its stderr.
+fn finish(mut child: Child, stdin: Option<&str>) -> (Run, String) {
     if let Some(input) = stdin {
         // A command that fails before reading its input closes the pipe: not an error here.
         let written = child.stdin.take().expect("piped").write_all(input.as_bytes());
@@ -64,12 +69,68 @@ fn run_bin(bin: PathBuf, endpoints: &str, args: &[&str], stdin: Option<&str>) ->
         }
     }
     let out = child.wait_with_output().expect("wait");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    Run {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let run = Run {
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         errors: stderr.lines().filter(|l| l.starts_with("Error:")).map(String::from).collect(),
         code: out.status.code().unwrap_or(-1),
+    };
+    (run, stderr)
+}
+
+/// Variables that change how etcdctl secures its connections: etcdctl's own and Go's
+/// system roots. [`run_env`] removes those of the test's environment.
+pub const TLS_ENV: [&str; 7] = [
+    "ETCDCTL_CACERT",
+    "ETCDCTL_CERT",
+    "ETCDCTL_KEY",
+    "ETCDCTL_INSECURE_TRANSPORT",
+    "ETCDCTL_INSECURE_SKIP_TLS_VERIFY",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+];
+
+/// Runs `bin` (either binary) with `env` set and the rest of [`TLS_ENV`] removed: the run,
+/// and the whole of stderr (etcdctl's log lines included).
+pub fn run_env(bin: &Path, endpoints: &str, args: &[&str], env: &[(&str, &str)]) -> (Run, String) {
+    let mut cmd = command(bin, endpoints, args);
+    for name in TLS_ENV {
+        cmd.env_remove(name);
     }
+    let child = cmd
+        .envs(env.iter().copied())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("running {}: {e}", bin.display()));
+    finish(child, None)
+}
+
+/// [`same`] with `env` for both runs (see [`run_env`]).
+pub fn same_env(
+    endpoints: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+    normalise: fn(&str) -> String,
+) -> Run {
+    let (theirs, _) = run_env(&etcd_bin_dir().join("etcdctl"), endpoints, args, env);
+    let (ours, _) = run_env(&example_bin(), endpoints, args, env);
+    assert_same(args, &theirs, &ours, normalise);
+    ours
+}
+
+/// Panics with both outputs unless, `normalise`d, they agree.
+fn assert_same(args: &[&str], theirs: &Run, ours: &Run, normalise: fn(&str) -> String) {
+    let (t, o) = (normalise(&theirs.stdout), normalise(&ours.stdout));
+    assert!(
+        t == o && theirs.errors == ours.errors && theirs.code == ours.code,
+        "etcdctl {args:?} differs\n--- etcdctl (exit {}):\n{}{:?}\n--- example (exit {}):\n{}{:?}",
+        theirs.code,
+        theirs.stdout,
+        theirs.errors,
+        ours.code,
+        ours.stdout,
+        ours.errors
+    );
 }
 
 /// Runs etcdctl 3.5.1.
@@ -97,17 +158,7 @@ pub fn same_after(
     let theirs = etcdctl_run(endpoints, args, stdin);
     setup();
     let ours = example_run(endpoints, args, stdin);
-    let (t, o) = (normalise(&theirs.stdout), normalise(&ours.stdout));
-    assert!(
-        t == o && theirs.errors == ours.errors && theirs.code == ours.code,
-        "etcdctl {args:?} differs\n--- etcdctl (exit {}):\n{}{:?}\n--- example (exit {}):\n{}{:?}",
-        theirs.code,
-        theirs.stdout,
-        theirs.errors,
-        ours.code,
-        ours.stdout,
-        ours.errors
-    );
+    assert_same(args, &theirs, &ours, normalise);
     ours
 }
 

@@ -20,6 +20,8 @@ pub mod failover;
 pub mod metrics;
 mod net;
 pub mod proxy;
+#[cfg(feature = "tls")]
+pub mod tls_server;
 
 pub use etcd::{Cluster, Etcd};
 pub use net::{refused_endpoint, SilentListener};
