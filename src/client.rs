@@ -45,6 +45,9 @@ pub(crate) struct Inner {
     in_callbacks: Cell<bool>,
     /// Hears of health changes (see `Config::health_interval`).
     on_health: RefCell<Option<HealthCallback>>,
+    /// The server answered RangeStream with UNIMPLEMENTED (etcd before 3.7): `get_paged`
+    /// pages with Range from then on.
+    pub(crate) no_range_stream: Cell<bool>,
 }
 
 /// What `on_health_change` registers.
@@ -75,6 +78,7 @@ impl Client {
                 stopped: Cell::new(false),
                 in_callbacks: Cell::new(false),
                 on_health: RefCell::new(None),
+                no_range_stream: Cell::new(false),
             }),
         })
     }
@@ -244,7 +248,7 @@ impl Client {
     }
 
     /// A handle that does not keep the client alive (for stream handles).
-    pub(crate) fn downgrade(&self) -> Weak<Inner> {
+    pub(crate) fn weak(&self) -> Weak<Inner> {
         Rc::downgrade(&self.inner)
     }
 
@@ -266,6 +270,11 @@ impl Client {
             dropped
         });
         drop(dropped); // outside the borrow: what it captured may use the client
+    }
+
+    /// Shared state of the client (flags the operations in `ops/` keep).
+    pub(crate) fn inner(&self) -> &Inner {
+        &self.inner
     }
 
     /// The session, for the operations in `ops/` that are not plain unary calls.
@@ -300,6 +309,21 @@ impl Client {
         let callback =
             move |r: Result<R::Response, EtcdError>| callback(r.map_err(EtcdError::not_retryable));
         let key = self.start::<R>(operation, request, false, callback);
+        Pending::new(self, key)
+    }
+
+    /// Starts unary call `R` with the usual deadline, returning a handle that can abandon it
+    /// (a cancelled call's callback gets `CANCELLED`).
+    pub(crate) fn call_pending_timed<R: Rpc>(
+        &self,
+        operation: &'static str,
+        request: &R::Request,
+        callback: impl FnOnce(Result<R::Response, EtcdError>) + 'static,
+    ) -> Pending
+    where
+        R::Response: 'static,
+    {
+        let key = self.start::<R>(operation, request, true, callback);
         Pending::new(self, key)
     }
 

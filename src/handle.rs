@@ -29,7 +29,7 @@ impl std::fmt::Debug for Watch {
 
 impl Watch {
     pub(crate) fn new(client: &Client, key: WatchKey) -> Watch {
-        Watch { client: client.downgrade(), key }
+        Watch { client: client.weak(), key }
     }
 
     /// Cancels the watch: from the moment this returns, the watch's callback never runs
@@ -63,7 +63,7 @@ impl std::fmt::Debug for Keepalive {
 
 impl Keepalive {
     pub(crate) fn new(client: &Client, key: KeepaliveKey) -> Keepalive {
-        Keepalive { client: client.downgrade(), key }
+        Keepalive { client: client.weak(), key }
     }
 
     /// Stops renewing the lease (which then expires on its own): from the moment this
@@ -95,7 +95,7 @@ impl std::fmt::Debug for Pending {
 
 impl Pending {
     pub(crate) fn new(client: &Client, key: Option<CallKey>) -> Pending {
-        Pending { client: client.downgrade(), key }
+        Pending { client: client.weak(), key }
     }
 
     /// Abandons the call: its h2 stream is reset (etcd stops waiting on its behalf) and its
@@ -126,7 +126,7 @@ impl std::fmt::Debug for Observe {
 
 impl Observe {
     pub(crate) fn new(client: &Client, key: ObserveKey) -> Observe {
-        Observe { client: client.downgrade(), key }
+        Observe { client: client.weak(), key }
     }
 
     /// Stops observing: from the moment this returns the observer's callback never runs

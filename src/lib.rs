@@ -83,13 +83,15 @@ pub use ops::kv::{
     prefix_range_end, CompactOptions, DeleteOptions, GetOptions, PutOptions, SortOrder, SortTarget,
 };
 pub use ops::lease::LeaseGrantOptions;
+pub use ops::paged::PagedRead;
 pub use ops::txn::{Compare, CompareOp, Txn, TxnOp, TxnOpResponse};
 pub use ops::watch::WatchOptions;
 pub use pb::etcdserverpb::alarm_request::AlarmAction;
+pub use pb::etcdserverpb::downgrade_request::DowngradeAction;
 pub use pb::etcdserverpb::{
-    AlarmType, CompactionResponse, DeleteRangeResponse, LeaseGrantResponse, LeaseKeepAliveResponse,
-    LeaseLeasesResponse, LeaseRevokeResponse, LeaseTimeToLiveResponse, PutResponse, RangeResponse,
-    ResponseHeader, TxnResponse, WatchResponse,
+    AlarmType, CompactionResponse, DeleteRangeResponse, DowngradeResponse, LeaseGrantResponse,
+    LeaseKeepAliveResponse, LeaseLeasesResponse, LeaseRevokeResponse, LeaseTimeToLiveResponse,
+    PutResponse, RangeResponse, ResponseHeader, TxnResponse, WatchResponse,
 };
 pub use pb::mvccpb::{event::EventType, Event, KeyValue};
 pub use pb::v3electionpb::{

@@ -32,7 +32,7 @@ impl Client {
     ) {
         let (user, password) = (user.into(), password.into());
         let req = AuthenticateRequest { name: user.clone(), password: password.clone() };
-        let weak = self.downgrade();
+        let weak = self.weak();
         self.call::<auth_rpc::Authenticate>("authenticate", &req, move |res| {
             if let (Ok(resp), Some(client)) = (&res, Client::upgrade(&weak)) {
                 if let Ok(token) = HeaderValue::from_str(&resp.token) {
@@ -59,7 +59,7 @@ impl Client {
         &self,
         callback: impl FnOnce(Result<AuthDisableResponse, EtcdError>) + 'static,
     ) {
-        let weak = self.downgrade();
+        let weak = self.weak();
         self.call::<auth_rpc::AuthDisable>("auth_disable", &AuthDisableRequest {}, move |res| {
             if let (Ok(_), Some(client)) = (&res, Client::upgrade(&weak)) {
                 client.with_session(|s| s.clear_credentials());

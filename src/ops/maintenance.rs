@@ -5,10 +5,10 @@ use crate::error::{Code, EtcdError};
 use crate::grpc::{codec, Rpc};
 use crate::handle::Pending;
 use crate::pb::etcdserverpb::{
-    alarm_request::AlarmAction, maintenance_rpc, AlarmRequest, AlarmResponse, AlarmType,
-    DefragmentRequest, DefragmentResponse, HashKvRequest, HashKvResponse, HashRequest,
-    HashResponse, MoveLeaderRequest, MoveLeaderResponse, SnapshotRequest, SnapshotResponse,
-    StatusRequest, StatusResponse,
+    alarm_request::AlarmAction, downgrade_request::DowngradeAction, maintenance_rpc, AlarmRequest,
+    AlarmResponse, AlarmType, DefragmentRequest, DefragmentResponse, DowngradeRequest,
+    DowngradeResponse, HashKvRequest, HashKvResponse, HashRequest, HashResponse, MoveLeaderRequest,
+    MoveLeaderResponse, SnapshotRequest, SnapshotResponse, StatusRequest, StatusResponse,
 };
 use bytes::{Bytes, BytesMut};
 use prost::Message;
@@ -32,6 +32,22 @@ impl Client {
     ) {
         let req = AlarmRequest { action: action as i32, member_id, alarm: alarm as i32 };
         self.call::<maintenance_rpc::Alarm>("alarm", &req, callback);
+    }
+
+    /// The cluster downgrade (etcd 3.5+): `Validate` checks that the cluster may go down to
+    /// `version` (major.minor, exactly one minor release below the cluster's: `"3.5"` for a
+    /// 3.6 cluster; anything else is `INVALID_ARGUMENT`), `Enable` starts the downgrade
+    /// (members may then be replaced by binaries of that version), `Cancel` stops one in
+    /// progress (etcd 3.5 answers `FAILED_PRECONDITION` when none is). The response carries
+    /// the cluster version.
+    pub fn downgrade(
+        &self,
+        action: DowngradeAction,
+        version: impl Into<String>,
+        callback: impl FnOnce(Result<DowngradeResponse, EtcdError>) + 'static,
+    ) {
+        let req = DowngradeRequest { action: action as i32, version: version.into() };
+        self.call::<maintenance_rpc::Downgrade>("downgrade", &req, callback);
     }
 
     /// Defragments the connected member's backend (it stops serving meanwhile).

