@@ -115,6 +115,12 @@ fn member_list_and_status_describe_the_cluster() {
     let s = &status[0];
     let (a, b, c) = support::etcd_version();
     assert_eq!(s.version, format!("{a}.{b}.{c}"));
+    if (a, b) >= (3, 6) {
+        // Fields 3.6 added to the status, decoded.
+        assert_eq!(s.storage_version, format!("{a}.{b}.0"), "{s:?}");
+        assert!(s.db_size_quota > 0, "{s:?}");
+        assert!(s.downgrade_info.as_ref().is_some_and(|d| !d.enabled), "{s:?}");
+    }
     assert!(ids.contains(&s.leader), "leader {:x} is not one of {ids:x?}", s.leader);
     assert!(s.raft_index > 0 && s.raft_term > 0 && s.raft_applied_index > 0, "{s:?}");
     assert!(s.db_size > 0 && s.db_size_in_use > 0 && s.db_size_in_use <= s.db_size, "{s:?}");
