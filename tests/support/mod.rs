@@ -17,6 +17,7 @@ pub mod client;
 mod etcd;
 pub mod etcdctl;
 pub mod failover;
+pub mod goclient;
 pub mod metrics;
 mod net;
 pub mod proxy;
