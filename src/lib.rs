@@ -55,7 +55,7 @@
 //!
 //! Keys and values are bytes ([`bytes::Bytes`]): any `&'static str`, `String`, `Vec<u8>` or
 //! `Bytes` converts. Responses are the etcd protobuf messages in [`pb`], with `Bytes` fields.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 #![deny(missing_docs, missing_debug_implementations)]
 
 mod client;

@@ -5,7 +5,6 @@ use mio::net::{TcpStream, UnixStream};
 use mio::{Interest, Registry, Token};
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::time::Duration;
 
@@ -50,7 +49,7 @@ impl Io {
         if let Io::Tcp(s) = self {
             let _ = s.set_nodelay(true);
             if let Some((time, timeout)) = keepalive {
-                let _ = crate::sockopt::set_tcp_keepalive(s.as_raw_fd(), time, timeout);
+                let _ = crate::sockopt::set_tcp_keepalive(s, time, timeout);
             }
         }
     }
