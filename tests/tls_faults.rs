@@ -178,3 +178,23 @@ fn a_tls_terminator_in_front_of_a_plaintext_port_works() {
     let got = ok(&c, |cb| c.get("/terminated", GetOptions::new(), cb));
     assert_eq!(&got.kvs[0].value[..], b"1");
 }
+
+/// etcd's plaintext port closes a TLS connection, or resets it: both name the likely cause.
+#[test]
+fn a_reset_during_the_handshake_says_which_scheme_to_use() {
+    let files = TlsFiles::new();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (mut socket, _) = listener.accept().unwrap();
+        let mut hello = [0u8; 4096];
+        let _ = socket.read(&mut hello).unwrap();
+        tls_server::reset(socket);
+    });
+    let c = client_for(port, &files, Duration::from_secs(5));
+    let err = get_result(&c).0.unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable);
+    let m = err.message();
+    assert!(m.starts_with("TLS handshake with") && m.contains("use http://"), "{err}");
+    server.join().unwrap();
+}

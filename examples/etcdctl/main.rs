@@ -129,7 +129,7 @@ pub fn etcdctl_message(e: &EtcdError) -> String {
         && (m.starts_with("connect to ")
             || m.starts_with("resolve ")
             || m.starts_with("TLS handshake with ")
-            || m.starts_with("connection closed by the server before it sent anything"));
+            || m.contains("then use https://"));
     if e.code() == evetcd::Code::DeadlineExceeded || local_connect_failure {
         return "context deadline exceeded".to_string();
     }

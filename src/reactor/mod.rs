@@ -6,8 +6,9 @@
 //! 1. wait for readiness (or not at all, for a foreign loop's `process()`);
 //! 2. finish a pending connect; read until the socket is drained and hand the bytes in
 //!    (through TLS, when the endpoint uses it: see [`secure`]);
-//! 3. fire expired timers;
-//! 4. let h2 process what was read.
+//! 3. let h2 process what was read, before the timers: a response that arrived in time
+//!    beats its deadline expiring in the same turn;
+//! 4. fire expired timers, and let h2 process what they did, if any fired.
 //!
 //! The client then runs the callbacks of finished calls, with no borrow held, and only then
 //! [`flush`](Reactor::flush)es: h2 makes progress, a connection is started if the session
@@ -371,10 +372,7 @@ impl Reactor {
                 Err(e) if e.kind() == ErrorKind::WouldBlock => s.readable = false,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => {
-                    let msg = match s.tls.as_ref().is_some_and(|t| !t.heard()) {
-                        true => format!("TLS handshake with {} failed: read: {e}", s.endpoint),
-                        false => format!("read: {e}"),
-                    };
+                    let msg = explain(s, &format!("read: {e}"));
                     self.fail(session, &msg);
                 }
             }
@@ -395,10 +393,7 @@ impl Reactor {
             Some(tls) => write_tls(&mut s.io, tls, &mut s.writable, s.established, session),
         };
         if let Err(e) = result {
-            let msg = match s.established {
-                true => format!("write: {e}"),
-                false => format!("TLS handshake with {} failed: write: {e}", s.endpoint),
-            };
+            let msg = explain(s, &format!("write: {e}"));
             self.fail(session, &msg);
         }
     }
@@ -468,24 +463,25 @@ fn write_tls(
 /// What the end of input on `s` means: `None` for a plain end of the link, or the
 /// explanation of a connection that ended before it was of any use.
 fn end_of_input(s: &Socket) -> Option<String> {
-    match &s.tls {
-        Some(tls) if !tls.heard() => Some(closed_in_handshake(&s.endpoint)),
-        Some(_) => None,
-        // etcd closes a TLS port on a preface that is not TLS, without a word.
-        None if s.established && !s.heard => Some(format!(
-            "connection closed by the server before it sent anything (does {} serve TLS? \
-             then use https://)",
-            s.endpoint
-        )),
-        None => None,
-    }
+    let early = s.tls.as_ref().map_or(s.established && !s.heard, |t| !t.heard());
+    early.then(|| explain(s, "the server closed the connection"))
 }
 
-fn closed_in_handshake(endpoint: &Endpoint) -> String {
-    format!(
-        "TLS handshake with {endpoint} failed: the server closed the connection \
-         (a plaintext port? then use http://)"
-    )
+/// `what` went wrong on `s`, in words a user can act on: before the server said anything, a
+/// scheme mix-up is the likely cause (etcd closes or resets a TLS port on a preface that is
+/// not TLS, and a plaintext port on a ClientHello), and the message says which to use.
+fn explain(s: &Socket, what: &str) -> String {
+    match &s.tls {
+        Some(tls) if !tls.heard() => format!(
+            "TLS handshake with {} failed: {what} (a plaintext port? then use http://)",
+            s.endpoint
+        ),
+        None if s.established && !s.heard => format!(
+            "{what} before it sent anything (does {} serve TLS? then use https://)",
+            s.endpoint
+        ),
+        _ => what.to_string(),
+    }
 }
 
 fn connect_error(endpoint: &Endpoint, e: &io::Error) -> String {
