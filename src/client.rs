@@ -48,6 +48,8 @@ pub(crate) struct Inner {
     /// The server answered RangeStream with UNIMPLEMENTED (etcd before 3.7): `get_paged`
     /// pages with Range from then on.
     pub(crate) no_range_stream: Cell<bool>,
+    /// Counts `close()` calls: a multi-step operation (`get_paged`) started before one ends.
+    pub(crate) closes: Cell<u64>,
 }
 
 /// What `on_health_change` registers.
@@ -79,6 +81,7 @@ impl Client {
                 in_callbacks: Cell::new(false),
                 on_health: RefCell::new(None),
                 no_range_stream: Cell::new(false),
+                closes: Cell::new(0),
             }),
         })
     }
@@ -150,6 +153,7 @@ impl Client {
     /// A callback that captures its own client keeps the client alive while it is pending;
     /// `close` is how a program ends such cycles before dropping its last handle.
     pub fn close(&self) {
+        self.inner.closes.set(self.inner.closes.get() + 1);
         let events = {
             let mut core = self.inner.core.borrow_mut();
             let Core { session, reactor } = &mut *core;
@@ -194,20 +198,46 @@ impl Client {
         match event {
             Event::Call(c) => (c.done)(c.result),
             Event::Health(healthy, endpoint) => {
-                // Taken out while it runs, so that it may replace itself.
+                // Taken out while it runs, so that it may replace itself; put back even if it
+                // panics (unless it registered another).
                 let taken = self.inner.on_health.borrow_mut().take();
-                if let Some(mut callback) = taken {
-                    callback(healthy, &endpoint);
-                    self.inner.on_health.borrow_mut().get_or_insert(callback);
+                if let Some(callback) = taken {
+                    let on_health = &self.inner.on_health;
+                    let mut guard = PutBack::new(callback, |callback| {
+                        if let Ok(mut slot) = on_health.try_borrow_mut() {
+                            slot.get_or_insert(callback);
+                        }
+                    });
+                    guard.callback()(healthy, &endpoint);
                 }
             }
             // An error is a stream's final delivery: its entry goes once it has run.
-            Event::Sink((key, item)) => self.run_stream_callback(
-                matches!(item, Err(_) | Ok(None)),
-                item,
-                |s| s.take_sink_callback(key),
-                |s, cb, last| s.restore_sink_callback(key, cb, last),
-            ),
+            Event::Sink((key, item)) => {
+                let last = matches!(item, Err(_) | Ok(None));
+                // The final item of a sink whose callback is running (it closed the client)
+                // waits for the callback to come back, then goes to it.
+                let item = match last {
+                    true => match self.with_session(|s| s.defer_sink_final(key, item)) {
+                        Ok(()) => return,
+                        Err(item) => item,
+                    },
+                    false => item,
+                };
+                self.run_stream_callback(
+                    last,
+                    item,
+                    |s| s.take_sink_callback(key),
+                    |s, cb, last| s.restore_sink_callback(key, cb, last),
+                );
+                if let Some(item) = self.with_session(|s| s.take_deferred_sink_final(key)) {
+                    self.run_stream_callback(
+                        true,
+                        item,
+                        |s| s.take_sink_callback(key),
+                        |s, cb, last| s.restore_sink_callback(key, cb, last),
+                    );
+                }
+            }
             Event::Watch((key, item)) => self.run_stream_callback(
                 item.is_err(),
                 item,
@@ -229,7 +259,9 @@ impl Client {
         }
     }
 
-    /// Take, call, put back: the session is borrowed only to take and to restore.
+    /// Take, call, put back: the session is borrowed only to take and to restore. The
+    /// callback is put back even if it panics, so that a loop that catches the panic still
+    /// hears from the stream (and the stream still ends after its final delivery).
     /// A callback that is not put back is dropped only after the borrow is released: what
     /// it captured may run code (a `Drop`) that uses the client.
     fn run_stream_callback<T, C: FnMut(T)>(
@@ -240,10 +272,17 @@ impl Client {
         restore: impl FnOnce(&mut Session, C, bool) -> Option<C>,
     ) {
         let taken = take(&mut self.inner.core.borrow_mut().session);
-        if let Some(mut callback) = taken {
-            callback(item);
-            let leftover = restore(&mut self.inner.core.borrow_mut().session, callback, last);
-            drop(leftover);
+        if let Some(callback) = taken {
+            let core = &self.inner.core;
+            let mut guard = PutBack::new(callback, |callback| {
+                // No borrow is held while a callback runs, panicking or not.
+                if let Ok(mut core) = core.try_borrow_mut() {
+                    let leftover = restore(&mut core.session, callback, last);
+                    drop(core);
+                    drop(leftover);
+                }
+            });
+            guard.callback()(item);
         }
     }
 
@@ -369,9 +408,35 @@ impl Client {
     }
 }
 
+/// Hands a callback taken out of its slot back to `put_back` when dropped: after it ran, and
+/// also when it panicked.
+struct PutBack<C, F: FnOnce(C)> {
+    callback: Option<C>,
+    put_back: Option<F>,
+}
+
+impl<C, F: FnOnce(C)> PutBack<C, F> {
+    fn new(callback: C, put_back: F) -> Self {
+        PutBack { callback: Some(callback), put_back: Some(put_back) }
+    }
+
+    fn callback(&mut self) -> &mut C {
+        self.callback.as_mut().expect("taken only on drop")
+    }
+}
+
+impl<C, F: FnOnce(C)> Drop for PutBack<C, F> {
+    fn drop(&mut self) {
+        if let (Some(callback), Some(put_back)) = (self.callback.take(), self.put_back.take()) {
+            put_back(callback);
+        }
+    }
+}
+
 /// Runs a batch of callbacks. If one panics, the guard's drop clears the in-callback flag
-/// and puts the callbacks that did not run back at the front of the queue, so a loop that
-/// catches the panic loses nothing.
+/// and puts the callbacks that did not run back at the front of the queue; the one that
+/// panicked, if it was a stream's or the health callback, was put back in its slot (see
+/// [`PutBack`]). So a loop that catches the panic loses nothing but that one delivery.
 struct Delivery<'a> {
     inner: &'a Inner,
     rest: std::vec::IntoIter<Event>,

@@ -8,7 +8,7 @@
 //!   Range(limit = page) ──► page ──more──► Range(from last key + \0, same revision) ──► …
 //! ```
 
-use crate::client::Client;
+use crate::client::{Client, Inner};
 use crate::error::{Code, EtcdError};
 use crate::grpc::{codec, Rpc};
 use crate::handle::Pending;
@@ -17,7 +17,7 @@ use crate::pb::etcdserverpb::{kv_rpc, RangeRequest, RangeResponse, RangeStreamRe
 use bytes::Bytes;
 use prost::Message;
 use std::cell::RefCell;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 
 /// What `get_paged`'s callback receives.
 type OnPage = Box<dyn FnMut(Result<RangeResponse, EtcdError>)>;
@@ -60,8 +60,11 @@ impl Client {
     /// of the first header delivered (each page's header is the server's, as `get` returns
     /// it; with RangeStream only the last page has one). Against etcd 3.7+ the server's
     /// RangeStream is used (its chunks are the pages); older servers are read with Range
-    /// calls of `page_size` keys. A `limit` or sort order in `options` is refused
-    /// (`INVALID_ARGUMENT`): paging is by key.
+    /// calls of `page_size` keys (also on 3.7 when `options` filter by mod or create
+    /// revision, which RangeStream refuses). A `limit`, sort order or `count_only` in
+    /// `options` is refused (`INVALID_ARGUMENT`): paging is by key. Each page's `count` is
+    /// the server's (on the Range path, the keys from that page on). `Client::close` ends a
+    /// read in progress with `CANCELLED`.
     pub fn get_paged(
         &self,
         key: impl Into<Bytes>,
@@ -75,6 +78,8 @@ impl Client {
             Some("page_size must be > 0")
         } else if req.limit != 0 || req.sort_order != 0 || req.sort_target != 0 {
             Some("get_paged reads in key order: no limit or sort option")
+        } else if req.count_only {
+            Some("get_paged reads keys: for a count, use get with count_only")
         } else {
             None
         };
@@ -82,9 +87,20 @@ impl Client {
             self.fail(EtcdError::invalid(why, "get_paged"), on_page);
             return handle;
         }
-        let read = Read { client: self.clone(), state: handle.state.clone(), page_size };
+        let read = Read {
+            client: self.weak(),
+            state: handle.state.clone(),
+            page_size,
+            closes: self.inner().closes.get(),
+        };
         let on_page: Rc<RefCell<OnPage>> = Rc::new(RefCell::new(Box::new(on_page)));
-        match self.inner().no_range_stream.get() {
+        // RangeStream refuses revision filters with UNIMPLEMENTED, which must not read as
+        // "this server has no RangeStream".
+        let filtered = req.min_mod_revision != 0
+            || req.max_mod_revision != 0
+            || req.min_create_revision != 0
+            || req.max_create_revision != 0;
+        match filtered || self.inner().no_range_stream.get() {
             true => read.page(req, on_page),
             false => read.stream(req, on_page),
         }
@@ -92,17 +108,20 @@ impl Client {
     }
 }
 
-/// One paged read's moving parts, cloned into each step's callback.
+/// One paged read's moving parts, cloned into each step's callback. The client is held
+/// weakly, as by the stream handles: a read in progress does not keep a dropped client alive.
 #[derive(Clone)]
 struct Read {
-    client: Client,
+    client: Weak<Inner>,
     state: Rc<RefCell<PagedState>>,
     page_size: i64,
+    /// `Client::close` calls when the read started: one more ends it.
+    closes: u64,
 }
 
 impl Read {
-    /// The one way to the callback: nothing after its last call; once cancelled, whatever
-    /// comes is one `CANCELLED` (pages may already be queued when `cancel` is called).
+    /// The one way to the callback: nothing after its last call; once cancelled (or the
+    /// client closed), whatever comes is one `CANCELLED` (pages may already be queued).
     fn emit(
         &self,
         on_page: &Rc<RefCell<OnPage>>,
@@ -114,7 +133,10 @@ impl Read {
             if state.over {
                 return;
             }
-            let item = match state.cancelled {
+            // `Client::close` since the read started ends it as a cancel does.
+            let closed = Client::upgrade(&self.client)
+                .is_some_and(|c| c.inner().closes.get() != self.closes);
+            let item = match state.cancelled || closed {
                 true => {
                     Err(EtcdError::new(Code::Cancelled, "cancelled by the caller", "get_paged"))
                 }
@@ -141,36 +163,41 @@ impl Read {
 
     /// The next Range page: `req.key` onwards, `page_size` keys, at `req.revision`.
     fn page(&self, mut req: RangeRequest, on_page: Rc<RefCell<OnPage>>) {
+        let Some(client) = Client::upgrade(&self.client) else {
+            return; // the client is gone: its callbacks never run
+        };
+        if client.inner().closes.get() != self.closes {
+            // Closed since the read started (from a page's callback, between two pages).
+            return self.emit(&on_page, Ok(RangeResponse::default()), true);
+        }
         req.limit = self.page_size;
         let this = self.clone();
         let next_req = req.clone();
-        let pending =
-            self.client.call_pending_timed::<kv_rpc::Range>("get_paged", &req, move |r| {
-                let mut page = match r {
-                    Ok(page) => page,
-                    Err(e) => return this.emit(&on_page, Err(e), true),
-                };
-                // Pinned by the first page (or the caller's revision): the header of a later
-                // page is the store's revision when that page was served.
-                let revision = match next_req.revision {
-                    0 => page.header.as_ref().map_or(0, |h| h.revision),
-                    pinned => pinned,
-                };
-                let last = page.kvs.last().map(|kv| kv.key.clone()).filter(|_| page.more);
-                page.count = page.kvs.len() as i64;
-                this.emit(&on_page, Ok(page), last.is_none());
-                let Some(last) = last.filter(|_| !this.over()) else {
-                    return; // the last page, or the read is over
-                };
-                if this.state.borrow().cancelled {
-                    // Cancelled from this callback, between two calls.
-                    return this.emit(&on_page, Ok(RangeResponse::default()), true);
-                }
-                let mut key = last.to_vec();
-                key.push(0);
-                let req = RangeRequest { key: key.into(), revision, ..next_req };
-                this.page(req, on_page);
-            });
+        let pending = client.call_pending_timed::<kv_rpc::Range>("get_paged", &req, move |r| {
+            let page = match r {
+                Ok(page) => page,
+                Err(e) => return this.emit(&on_page, Err(e), true),
+            };
+            // Pinned by the first page (or the caller's revision): the header of a later
+            // page is the store's revision when that page was served.
+            let revision = match next_req.revision {
+                0 => page.header.as_ref().map_or(0, |h| h.revision),
+                pinned => pinned,
+            };
+            let last = page.kvs.last().map(|kv| kv.key.clone()).filter(|_| page.more);
+            this.emit(&on_page, Ok(page), last.is_none());
+            let Some(last) = last.filter(|_| !this.over()) else {
+                return; // the last page, or the read is over
+            };
+            if this.state.borrow().cancelled {
+                // Cancelled from this callback, between two calls.
+                return this.emit(&on_page, Ok(RangeResponse::default()), true);
+            }
+            let mut key = last.to_vec();
+            key.push(0);
+            let req = RangeRequest { key: key.into(), revision, ..next_req };
+            this.page(req, on_page);
+        });
         self.track(pending);
     }
 
@@ -202,14 +229,33 @@ impl Read {
             }
             // etcd before 3.7: page with Range, from now on for this client.
             Err(e) if e.code() == Code::Unimplemented && held.is_none() && !this.over() => {
-                this.client.inner().no_range_stream.set(true);
+                if let Some(client) = Client::upgrade(&this.client) {
+                    client.inner().no_range_stream.set(true);
+                }
+                this.page(retry_req.clone(), on_page.clone());
+            }
+            // A stale token refused the stream before any chunk: this read goes by Range,
+            // whose calls re-authenticate and are retried.
+            Err(e) if stale_token(&e) && held.is_none() && !this.over() => {
                 this.page(retry_req.clone(), on_page.clone());
             }
             Err(e) => this.emit(&on_page, Err(e), true),
         });
+        let Some(client) = Client::upgrade(&self.client) else {
+            return;
+        };
         let body = codec::encode(&req);
         let path = <kv_rpc::RangeStream as Rpc>::PATH;
-        let key = self.client.with_session(|s| s.start_sink(path, "get_paged", body, sink));
-        self.track(Pending::new(&self.client, Some(key)));
+        let key = client.with_session(|s| s.start_sink(path, "get_paged", body, sink));
+        self.track(Pending::new(&client, Some(key)));
     }
+}
+
+/// Whether `e` says the auth token was stale (etcd's words differ by version).
+fn stale_token(e: &EtcdError) -> bool {
+    let m = e.message();
+    e.code() == Code::Unauthenticated
+        || m.contains("invalid auth token")
+        || m.contains("auth store is old")
+        || m.contains("revision in header is old")
 }

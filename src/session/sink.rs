@@ -31,6 +31,9 @@ struct Entry {
     callback: Option<SinkCallback>,
     /// The final delivery is queued: the entry goes once it has run.
     ended: bool,
+    /// A final delivery that came while the callback was out running (it called
+    /// `Client::close`): handed to it as soon as it returns.
+    deferred: Option<Result<Option<Bytes>, EtcdError>>,
 }
 
 /// Every sink of a client.
@@ -64,14 +67,43 @@ impl Session {
         let sinks = &mut self.sinks;
         let generation = sinks.next_generation;
         sinks.next_generation += 1;
-        let index =
-            sinks.entries.insert(Entry { generation, callback: Some(callback), ended: false });
+        let index = sinks.entries.insert(Entry {
+            generation,
+            callback: Some(callback),
+            ended: false,
+            deferred: None,
+        });
         self.queue_call(path, operation, CallKind::Sink(SinkKey { index, generation }), body)
     }
 
     /// Takes a sink's callback out to run it.
     pub(crate) fn take_sink_callback(&mut self, key: SinkKey) -> Option<SinkCallback> {
         self.sinks.get_mut(key)?.callback.take()
+    }
+
+    /// Keeps `item`, a final delivery, when the sink's callback is out running; whether it
+    /// was kept (else it is the caller's to deliver).
+    pub(crate) fn defer_sink_final(
+        &mut self,
+        key: SinkKey,
+        item: Result<Option<Bytes>, EtcdError>,
+    ) -> Result<(), Result<Option<Bytes>, EtcdError>> {
+        match self.sinks.get_mut(key) {
+            Some(entry) if entry.callback.is_none() => {
+                entry.deferred.get_or_insert(item);
+                Ok(())
+            }
+            _ => Err(item),
+        }
+    }
+
+    /// The final delivery kept by [`defer_sink_final`](Self::defer_sink_final), once the
+    /// callback is back.
+    pub(crate) fn take_deferred_sink_final(
+        &mut self,
+        key: SinkKey,
+    ) -> Option<Result<Option<Bytes>, EtcdError>> {
+        self.sinks.get_mut(key).filter(|e| e.callback.is_some())?.deferred.take()
     }
 
     /// Puts a sink's callback back after it ran; after the final delivery the entry goes
