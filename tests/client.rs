@@ -267,6 +267,68 @@ fn a_panicking_callback_loses_no_other_callback() {
     assert!(c.is_idle());
 }
 
+/// Drives `c` until `done()`, as a loop that survives panicking callbacks would: each panic
+/// "callback panics" is caught and the loop goes on; any other panic (the time limit) is not.
+/// Returns how many were caught.
+fn drive_catching(c: &Client, done: impl Fn() -> bool) -> usize {
+    let mut caught = 0;
+    loop {
+        let limit = Duration::from_secs(10);
+        let run = || support::client::drive_until(&[c], limit, &done);
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
+            Ok(()) => return caught,
+            Err(p) if p.downcast_ref::<&str>() == Some(&"callback panics") => caught += 1,
+            Err(p) => std::panic::resume_unwind(p),
+        }
+    }
+}
+
+#[test]
+fn a_panicking_stream_callback_still_hears_from_its_stream() {
+    let etcd = Etcd::start();
+    let c = client(&etcd.endpoint());
+    let rev = ok(&c, |cb| c.put("pw", "1", PutOptions::new(), cb)).header.unwrap().revision;
+    let values = Rc::new(RefCell::new(Vec::new()));
+    let v = values.clone();
+    let options = evetcd::WatchOptions::new().start_revision(rev);
+    let watch = c.watch("pw", options, move |r| {
+        for ev in r.unwrap().events {
+            v.borrow_mut().push(ev.kv.unwrap().value);
+        }
+        if !v.borrow().is_empty() {
+            panic!("callback panics");
+        }
+    });
+    assert_eq!(drive_catching(&c, || values.borrow().len() == 1), 1);
+    // The watch goes on: the next event still reaches the callback that panicked.
+    c.put("pw", "2", PutOptions::new(), |r| {
+        r.unwrap();
+    });
+    assert_eq!(drive_catching(&c, || values.borrow().len() == 2), 1);
+    assert_eq!(*values.borrow(), ["1", "2"]);
+    watch.cancel(|r| r.unwrap());
+    c.run();
+    assert!(c.is_idle());
+}
+
+#[test]
+fn a_stream_whose_final_delivery_panicked_still_ends() {
+    // A watch create above the size limit ends the watch on the next turn, without a server.
+    let endpoint = support::refused_endpoint();
+    let small = Client::new(Config::new().endpoints([endpoint]).max_request_bytes(100)).unwrap();
+    let failed = Rc::new(Cell::new(false));
+    let f = failed.clone();
+    small.watch(vec![b'k'; 200], evetcd::WatchOptions::new(), move |r| {
+        assert_eq!(r.unwrap_err().code(), Code::InvalidArgument);
+        f.set(true);
+        panic!("callback panics");
+    });
+    // Its entry goes once the final delivery ran, panic or not: the client becomes idle.
+    assert_eq!(drive_catching(&small, || small.is_idle()), 1);
+    assert!(failed.get());
+    small.run(); // returns at once
+}
+
 #[test]
 fn close_cancels_every_pending_operation_at_once_and_the_client_stays_usable() {
     let etcd = Etcd::start();

@@ -452,6 +452,29 @@ fn health_changes_are_reported_once_each_way() {
 }
 
 #[test]
+fn a_health_callback_that_panicked_still_hears_the_next_change() {
+    let mut etcd = Etcd::start();
+    let ep = etcd.endpoint();
+    let (c, reports) = health_client(std::slice::from_ref(&ep));
+    let r = reports.clone();
+    c.on_health_change(move |healthy, endpoint| {
+        r.borrow_mut().push((healthy, endpoint.into()));
+        if !healthy {
+            panic!("callback panics");
+        }
+    });
+    etcd.pause();
+    // The loop catches the panic and goes on.
+    let wait =
+        || wait_for(&c, Duration::from_secs(10), "a report", || !reports.borrow().is_empty());
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(wait)).unwrap_err();
+    assert_eq!(caught.downcast_ref::<&str>(), Some(&"callback panics"));
+    etcd.resume();
+    wait_for(&c, Duration::from_secs(10), "a second report", || reports.borrow().len() > 1);
+    assert_eq!(*reports.borrow(), [(false, ep.clone()), (true, ep)]);
+}
+
+#[test]
 fn an_unhealthy_endpoint_is_left_for_the_next_one() {
     let etcd = Etcd::start();
     let ep = etcd.endpoint();

@@ -29,6 +29,5 @@ pub(crate) trait Rpc {
     /// `/package.Service/Method`.
     const PATH: &'static str;
     /// Unary or streaming.
-    #[allow(dead_code)]
     const KIND: RpcKind;
 }

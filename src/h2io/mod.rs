@@ -198,7 +198,6 @@ impl H2Stream {
     }
 
     /// Sends one more request message on a bidi stream.
-    #[allow(dead_code)]
     pub(crate) fn send(&mut self, body: Bytes, end: bool) -> Result<(), h2::Error> {
         match self.send.as_mut() {
             Some(s) => s.send_data(body, end),

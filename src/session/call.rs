@@ -32,7 +32,9 @@ pub(crate) struct Call {
     pub(crate) path: &'static str,
     pub(crate) operation: &'static str,
     pub(crate) kind: CallKind,
-    /// Unary calls have a deadline; streams have none.
+    /// The deadline's timer: unary calls started with one (not lock and campaign, which
+    /// wait as long as it takes), the client's Authenticate and its health check. Streams
+    /// have none.
     pub(crate) deadline: Option<TimerKey>,
     pub(crate) state: CallState,
     /// Which token (see `Session::auth_epoch`) the call was sent with.

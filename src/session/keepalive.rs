@@ -146,7 +146,9 @@ impl Session {
         KeepaliveKey { index, generation }
     }
 
-    /// Stops a keepalive at once (the lease then expires on its own). Whether it existed.
+    /// Stops a keepalive at once (the lease then expires on its own). Returns its callback
+    /// (`None` if the keepalive is gone or its callback is running), to be dropped once no
+    /// borrow is held.
     pub(crate) fn cancel_keepalive(&mut self, key: KeepaliveKey) -> Option<KeepaliveCallback> {
         self.keepalives.get_mut(key)?;
         let entry = self.keepalives.remove(key.index);

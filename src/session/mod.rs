@@ -491,7 +491,10 @@ impl Session {
 
     /// The endpoint to connect to, when a connection is wanted and none exists or is being
     /// made. The link is `Connecting` afterwards: report the outcome with
-    /// [`handle_connected`](Self::handle_connected) or [`handle_link_error`](Self::handle_link_error).
+    /// [`handle_connected`](Self::handle_connected) (for TLS, after
+    /// [`handle_handshaking`](Self::handle_handshaking) and the handshake) or
+    /// [`handle_connect_failed`](Self::handle_connect_failed); `handle_link_error` is for a
+    /// link that is up, and ignores one that is connecting.
     pub(crate) fn poll_connect(&mut self, now: Instant) -> Option<Endpoint> {
         if !matches!(self.link, Link::Down) {
             return None;
@@ -582,20 +585,14 @@ impl Session {
         let mut out: Vec<Event> = self.events.drain(..).collect();
         let indexes: Vec<usize> = self.calls.iter().map(|(i, _)| i).collect();
         for index in indexes {
-            let call = self.calls.remove(index);
-            if let Some(deadline) = call.deadline {
-                self.timers.cancel(deadline);
-            }
-            if let CallState::Open(stream, _) = call.state {
-                stream.cancel();
-            }
-            let cancelled = EtcdError::new(Code::Cancelled, reason, call.operation);
-            match call.kind {
+            let (kind, operation) = self.remove_call(index);
+            let cancelled = EtcdError::new(Code::Cancelled, reason, operation);
+            match kind {
                 CallKind::Unary { done, .. } => {
                     out.push(Event::Call(Completed { done, result: Err(cancelled) }));
                 }
                 CallKind::Sink(key) => {
-                    self.sink_ended(key, call.operation, Err((Code::Cancelled, reason.into())));
+                    self.sink_ended(key, operation, Err((Code::Cancelled, reason.into())));
                     out.extend(self.events.pop_back());
                 }
                 CallKind::Health { .. } => self.health.checking = false,
@@ -826,33 +823,49 @@ impl Session {
     /// Ends call slot `index` with `result`: a unary call's completion is queued; a stream's
     /// owner learns that it ended.
     fn finish_now(&mut self, index: usize, result: Result<(), (Code, String)>) {
-        let call = self.calls.remove(index);
-        if let Some(deadline) = call.deadline {
-            self.timers.cancel(deadline);
-        }
-        if let CallState::Open(stream, _) = call.state {
-            stream.cancel();
-        }
-        let (done, response) = match call.kind {
+        let (kind, operation) = self.remove_call(index);
+        let (done, response) = match kind {
             CallKind::Unary { done, response, .. } => (done, response),
             CallKind::Auth { response } => return self.auth_done(response, result),
             CallKind::Shared(kind) => return self.shared_ended(kind, result),
             CallKind::Observe(key) => return self.observe_ended(key, result),
-            CallKind::Sink(key) => return self.sink_ended(key, call.operation, result),
+            CallKind::Sink(key) => return self.sink_ended(key, operation, result),
             CallKind::Health { sent_to, response } => {
                 let endpoint = sent_to.unwrap_or(self.attempted);
-                let result = result.map_err(|(c, m)| EtcdError::new(c, m, call.operation));
+                let result = result.map_err(|(c, m)| EtcdError::new(c, m, operation));
                 return self.health_checked(endpoint, response, result);
             }
         };
         self.unary_calls -= 1;
         let result = match result {
             Ok(()) => response.ok_or_else(|| {
-                EtcdError::new(Code::Internal, "response had no message", call.operation)
+                EtcdError::new(Code::Internal, "response had no message", operation)
             }),
-            Err((code, msg)) => Err(EtcdError::new(code, msg, call.operation)),
+            Err((code, msg)) => Err(EtcdError::new(code, msg, operation)),
         };
         self.events.push_back(Event::Call(Completed { done, result }));
+    }
+
+    /// Takes call slot `index` out of the slab: its deadline is cancelled and its stream, if
+    /// open, reset. Returns what its owner is told with: its kind and its operation. (The
+    /// count of unary calls is the caller's to keep.)
+    fn remove_call(&mut self, index: usize) -> (CallKind, &'static str) {
+        let Call { kind, operation, deadline, state, .. } = self.calls.remove(index);
+        if let Some(deadline) = deadline {
+            self.timers.cancel(deadline);
+        }
+        if let CallState::Open(stream, _) = state {
+            stream.cancel();
+        }
+        (kind, operation)
+    }
+
+    /// Removes a stream's call `key` (see [`remove_call`](Self::remove_call)) unless it has
+    /// already ended: its owner is done with it and is not told.
+    pub(super) fn drop_stream_call(&mut self, key: CallKey) {
+        if self.call_mut(key).is_some() {
+            self.remove_call(key.index);
+        }
     }
 
     fn expire(&mut self, key: CallKey) {

@@ -16,7 +16,7 @@
 
 use super::call::CallKey;
 use super::shared::backoff;
-use super::{CallKind, CallState, Event, Session, Timer};
+use super::{CallKind, Event, Session, Timer};
 use crate::error::{Code, EtcdError};
 use crate::grpc::Rpc;
 use crate::h2io::wake::CONNECTION;
@@ -73,13 +73,22 @@ impl Observes {
 }
 
 impl Session {
-    /// Starts observing; `request` is the framed LeaderRequest.
+    /// Starts observing; `request` is the framed LeaderRequest. A request above the size
+    /// limit is never sent: the observer ends with `INVALID_ARGUMENT` on the next turn.
     pub(crate) fn observe(
         &mut self,
         request: Bytes,
         callback: ObserveCallback,
         auto_reconnect: bool,
     ) -> ObserveKey {
+        let size = request.len().saturating_sub(crate::grpc::codec::PREFIX_LEN);
+        let too_large = (size > self.cfg.max_request_bytes).then(|| {
+            let msg = format!(
+                "observe request of {size} bytes exceeds the limit of {} bytes; not sent",
+                self.cfg.max_request_bytes
+            );
+            EtcdError::invalid(msg, "election_observe")
+        });
         let obs = &mut self.observes;
         let generation = obs.next_generation;
         obs.next_generation += 1;
@@ -91,11 +100,14 @@ impl Session {
             attempts: 0,
             last: None,
             callback: Some(callback),
-            ended: false,
+            ended: too_large.is_some(),
             auto_reconnect,
         });
         let key = ObserveKey { index, generation };
-        self.open_observe(key);
+        match too_large {
+            Some(err) => self.events.push_back(Event::Observe((key, Err(err)))),
+            None => self.open_observe(key),
+        }
         key
     }
 
@@ -106,27 +118,25 @@ impl Session {
         self.observes.entries[key.index].call = Some(call);
     }
 
-    /// Stops an observer at once: its stream is reset. Whether it existed.
-    /// Returns the callback (if not running), to be dropped once no borrow is held.
+    /// Stops an observer at once: its stream is reset. Returns its callback (`None` if the
+    /// observer is gone or its callback is running), to be dropped once no borrow is held.
     pub(crate) fn cancel_observe(&mut self, key: ObserveKey) -> Option<ObserveCallback> {
         self.observes.get_mut(key)?;
-        let entry = self.observes.entries.remove(key.index);
-        self.drop_observe_stream(&entry);
+        let entry = self.remove_observe(key.index);
         self.wakers.wake(CONNECTION);
         entry.callback
     }
 
-    fn drop_observe_stream(&mut self, entry: &Entry) {
+    /// Takes observer slot `index` out, with its stream (reset) or its backoff.
+    fn remove_observe(&mut self, index: usize) -> Entry {
+        let entry = self.observes.entries.remove(index);
         if let Some(call) = entry.call {
-            if self.calls.get(call.index).is_some_and(|c| c.generation == call.generation) {
-                if let CallState::Open(stream, _) = self.calls.remove(call.index).state {
-                    stream.cancel();
-                }
-            }
+            self.drop_stream_call(call);
         }
         if let Some(timer) = entry.backoff {
             self.timers.cancel(timer);
         }
+        entry
     }
 
     /// Takes an observer's callback out to run it.
@@ -145,8 +155,7 @@ impl Session {
     ) -> Option<ObserveCallback> {
         let Some(entry) = self.observes.get_mut(key) else { return Some(callback) };
         if entry.ended && delivered_final {
-            let entry = self.observes.entries.remove(key.index);
-            self.drop_observe_stream(&entry);
+            self.remove_observe(key.index);
             return Some(callback);
         }
         entry.callback = Some(callback);
@@ -257,9 +266,7 @@ impl Session {
                 self.timers.cancel(timer);
             }
             if let Some(call) = call {
-                if self.calls.get(call.index).is_some_and(|c| c.generation == call.generation) {
-                    self.calls.remove(call.index);
-                }
+                self.drop_stream_call(call);
             }
             let err = EtcdError::new(Code::Cancelled, reason, "election_observe");
             out.push((key, Err(err)));

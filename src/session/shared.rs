@@ -205,13 +205,7 @@ impl Session {
     /// Ends the stream, whatever its state: its call is reset, or its backoff cancelled.
     fn end_shared(&mut self, kind: Shared) {
         match std::mem::take(&mut self.shared_mut(kind).state) {
-            State::Call(key) => {
-                if self.calls.get(key.index).is_some_and(|c| c.generation == key.generation) {
-                    if let CallState::Open(stream, _) = self.calls.remove(key.index).state {
-                        stream.cancel();
-                    }
-                }
-            }
+            State::Call(key) => self.drop_stream_call(key),
             State::Backoff(timer) => {
                 self.timers.cancel(timer);
             }

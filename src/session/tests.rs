@@ -426,6 +426,34 @@ fn an_oversized_request_fails_on_the_next_turn_and_is_never_queued() {
     assert!(w.s.is_idle());
 }
 
+#[test]
+fn an_oversized_observe_request_ends_the_observer_on_the_next_turn_and_is_never_sent() {
+    use crate::pb::v3electionpb::{LeaderRequest, LeaderResponse};
+    let mut w = World::new(&["127.0.0.1:2379"]);
+    let seen: Rc<RefCell<Vec<Result<LeaderResponse, EtcdError>>>> = Default::default();
+    let s = seen.clone();
+    let request = codec::encode(&LeaderRequest { name: vec![b'e'; 1001].into() });
+    let key = w.s.observe(request, Box::new(move |r| s.borrow_mut().push(r)), true);
+    assert!(seen.borrow().is_empty(), "not from inside the call");
+    w.s.drive();
+    assert!(w.s.poll_connect(w.t0).is_none(), "nothing to send, so no connection");
+    // Delivered as the client does: the final error, then the observer is gone.
+    let Some(Event::Observe((k, item))) = w.s.poll_event() else { panic!("no final error") };
+    assert_eq!(k, key);
+    let mut cb = w.s.take_observe_callback(key).expect("the observer's callback");
+    cb(item);
+    drop(w.s.restore_observe_callback(key, cb, true));
+    assert!(w.s.poll_event().is_none(), "one delivery");
+    let e = seen.borrow_mut().pop().unwrap().unwrap_err();
+    assert_eq!((e.code(), e.operation()), (Code::InvalidArgument, "election_observe"));
+    assert!(e.message().contains("exceeds the limit") && !e.is_retryable(), "{e}");
+    // Nothing re-opens later either.
+    w.s.handle_timeout(w.at(60_000));
+    w.s.drive();
+    assert!(w.s.poll_connect(w.at(60_000)).is_none());
+    assert!(w.s.is_idle());
+}
+
 // ===== keepalives in virtual time =====
 
 use crate::pb::etcdserverpb::{LeaseKeepAliveRequest, LeaseKeepAliveResponse};

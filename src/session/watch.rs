@@ -18,7 +18,8 @@
 //! moves to the last delivered event's revision + 1, and to a server progress notification's
 //! revision + 1 for that watch. Replies to the client's own progress requests never move it
 //! (etcd 3.5 answers them even while a watcher is still catching up). A re-created watch starts
-//! at `next_rev`, and any event below it is dropped.
+//! at `next_rev`, and any event below it is dropped. Each "+ 1" saturates: a revision of
+//! `i64::MAX` from the server must not overflow (etcd never gets there; the hub must not panic).
 
 use super::auth::is_stale_token;
 use crate::error::{Code, EtcdError};
@@ -338,7 +339,7 @@ impl WatchHub {
                 // from where it asked to start (a watch from "now" starts after the revision
                 // of the refusal, so that nothing written since is missed).
                 if let (0, Some(h)) = (entry.next_rev, resp.header.as_ref()) {
-                    entry.next_rev = h.revision + 1;
+                    entry.next_rev = h.revision.saturating_add(1);
                 }
                 entry.reauthed = true;
                 entry.state = State::Unsent;
@@ -351,7 +352,7 @@ impl WatchHub {
         entry.state = State::Active(resp.watch_id);
         if entry.next_rev == 0 {
             // A watch from "now" sees the revisions after the one it was created at.
-            entry.next_rev = resp.header.as_ref().map_or(0, |h| h.revision) + 1;
+            entry.next_rev = resp.header.as_ref().map_or(0, |h| h.revision).saturating_add(1);
         }
         self.by_id.insert(resp.watch_id, key.index);
         out.push((key, Ok(resp)));
@@ -378,7 +379,7 @@ impl WatchHub {
             // The server's progress notification for this watch: it has seen everything up
             // to the header revision.
             let rev = resp.header.as_ref().map_or(0, |h| h.revision);
-            entry.next_rev = entry.next_rev.max(rev + 1);
+            entry.next_rev = entry.next_rev.max(rev.saturating_add(1));
             out.push((key, Ok(resp)));
             return;
         }
@@ -387,7 +388,7 @@ impl WatchHub {
         let Some(last) = resp.events.last().and_then(|ev| ev.kv.as_ref()) else {
             return; // every event was a repeat of one already delivered
         };
-        entry.next_rev = last.mod_revision + 1;
+        entry.next_rev = last.mod_revision.saturating_add(1);
         out.push((key, Ok(resp)));
     }
 

@@ -289,3 +289,38 @@ fn a_watch_that_failed_before_sending_is_never_created() {
     assert!(!hub.wants_stream());
     assert_eq!(item.unwrap_err().code(), Code::InvalidArgument);
 }
+
+#[test]
+fn a_revision_of_i64_max_from_the_server_saturates_the_resume_points() {
+    const MAX: i64 = i64::MAX;
+    let mut hub = WatchHub { reauth: true, ..Default::default() };
+    let seen: Seen = Default::default();
+    hub.add(create("now", 0), callback(&seen)); // resumes after its created revision
+    hub.add(create("progress", 1), callback(&seen)); // after a progress notification
+    hub.add(create("event", 1), callback(&seen)); // after its last event
+    hub.add(create("refused", 0), callback(&seen)); // after a stale token's refusal
+    hub.on_stream_opened();
+    sent(&mut hub);
+    feed(&mut hub, created(0, MAX));
+    feed(&mut hub, created(1, 9));
+    feed(&mut hub, created(2, 9));
+    feed(
+        &mut hub,
+        WatchResponse {
+            created: true,
+            canceled: true,
+            watch_id: -1,
+            cancel_reason: "etcdserver: invalid auth token".into(),
+            header: header(MAX),
+            ..Default::default()
+        },
+    );
+    assert!(hub.take_needs_reauth());
+    feed(&mut hub, WatchResponse { watch_id: 1, header: header(MAX), ..Default::default() });
+    feed(&mut hub, events(2, &[MAX]));
+    assert_eq!(seen.borrow().len(), 5, "three created replies, the progress, the event");
+    assert!(seen.borrow().iter().all(Result::is_ok));
+    hub.on_stream_lost();
+    hub.on_stream_opened();
+    assert_eq!(sent(&mut hub).0, [MAX; 4], "each resumes at the last revision there is");
+}
