@@ -347,22 +347,22 @@ impl Client {
     {
         let callback =
             move |r: Result<R::Response, EtcdError>| callback(r.map_err(EtcdError::not_retryable));
-        let key = self.start::<R>(operation, request, false, callback);
-        Pending::new(self, key)
+        self.call_handle::<R>(operation, request, false, callback)
     }
 
-    /// Starts unary call `R` with the usual deadline, returning a handle that can abandon it
-    /// (a cancelled call's callback gets `CANCELLED`).
-    pub(crate) fn call_pending_timed<R: Rpc>(
+    /// Starts unary call `R`, with the usual deadline when `timed`, returning a handle that
+    /// can abandon it (a cancelled call's callback gets `CANCELLED`).
+    pub(crate) fn call_handle<R: Rpc>(
         &self,
         operation: &'static str,
         request: &R::Request,
+        timed: bool,
         callback: impl FnOnce(Result<R::Response, EtcdError>) + 'static,
     ) -> Pending
     where
         R::Response: 'static,
     {
-        let key = self.start::<R>(operation, request, true, callback);
+        let key = self.start::<R>(operation, request, timed, callback);
         Pending::new(self, key)
     }
 

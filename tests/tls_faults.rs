@@ -29,6 +29,22 @@ fn get_result(c: &Client) -> (Result<(), EtcdError>, Duration) {
     (r, start.elapsed())
 }
 
+/// A server on loopback that reads the client's ClientHello and then does `then` with the
+/// socket: its port, and its thread.
+fn after_client_hello(
+    then: impl FnOnce(std::net::TcpStream) + Send + 'static,
+) -> (u16, std::thread::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (mut socket, _) = listener.accept().unwrap();
+        let mut hello = [0u8; 4096];
+        let _ = socket.read(&mut hello).unwrap();
+        then(socket);
+    });
+    (port, server)
+}
+
 fn client_for(port: u16, files: &TlsFiles, timeout: Duration) -> Client {
     let config = Config::new()
         .endpoints([format!("https://127.0.0.1:{port}")])
@@ -125,12 +141,7 @@ fn close_notify_with_the_first_bytes_ends_the_link_at_once() {
 #[test]
 fn a_handshake_failure_alert_is_not_called_a_missing_client_certificate() {
     let files = TlsFiles::new();
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let server = std::thread::spawn(move || {
-        let (mut socket, _) = listener.accept().unwrap();
-        let mut hello = [0u8; 4096];
-        let _ = socket.read(&mut hello).unwrap();
+    let (port, server) = after_client_hello(|mut socket| {
         // alert(21), TLS 1.2, length 2: fatal(2), handshake_failure(40)
         socket.write_all(&[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28]).unwrap();
         tls_server::wait_for_close(&mut socket);
@@ -183,14 +194,7 @@ fn a_tls_terminator_in_front_of_a_plaintext_port_works() {
 #[test]
 fn a_reset_during_the_handshake_says_which_scheme_to_use() {
     let files = TlsFiles::new();
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let server = std::thread::spawn(move || {
-        let (mut socket, _) = listener.accept().unwrap();
-        let mut hello = [0u8; 4096];
-        let _ = socket.read(&mut hello).unwrap();
-        tls_server::reset(socket);
-    });
+    let (port, server) = after_client_hello(tls_server::reset);
     let c = client_for(port, &files, Duration::from_secs(5));
     let err = get_result(&c).0.unwrap_err();
     assert_eq!(err.code(), Code::Unavailable);

@@ -173,7 +173,7 @@ impl Read {
         req.limit = self.page_size;
         let this = self.clone();
         let next_req = req.clone();
-        let pending = client.call_pending_timed::<kv_rpc::Range>("get_paged", &req, move |r| {
+        let pending = client.call_handle::<kv_rpc::Range>("get_paged", &req, true, move |r| {
             let page = match r {
                 Ok(page) => page,
                 Err(e) => return this.emit(&on_page, Err(e), true),
