@@ -389,6 +389,10 @@ fn mixing_up_the_scheme_says_which_one_to_use() {
         let err = Client::new(Config::new().endpoints([tls_etcd.endpoint()])).unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument);
         assert!(err.message().contains("no CA configured"), "{err}");
+        let asked = Tls::new().ca_file(&files.ca).native_roots(true);
+        let err =
+            Client::new(Config::new().endpoints([tls_etcd.endpoint()]).tls(asked)).unwrap_err();
+        assert!(err.message().contains("needs the feature native-roots"), "{err}");
     }
 }
 

@@ -39,7 +39,7 @@ impl Connector {
         let provider = ring_provider();
         let names = server_names(&tls, endpoints)?;
         let native = match tls.native_roots || (tls.cas.is_empty() && !tls.accept_invalid_certs) {
-            true => Some(native_roots()?),
+            true => Some(native_roots(tls.native_roots)?),
             false => None,
         };
         let mut connector = Connector { tls, provider, cached: None, names, native };
@@ -127,7 +127,7 @@ pub(crate) fn ring_provider() -> Arc<CryptoProvider> {
 
 /// The system's CA certificates; at least one.
 #[cfg(feature = "native-roots")]
-fn native_roots() -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
+fn native_roots(_asked: bool) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
     let found = rustls_native_certs::load_native_certs();
     if found.certs.is_empty() {
         let why = found.errors.first().map(|e| format!(": {e}")).unwrap_or_default();
@@ -136,11 +136,16 @@ fn native_roots() -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, Str
     Ok(found.certs)
 }
 
+/// Without the feature: why there are no system roots (asked for by `Tls::native_roots`,
+/// or needed because no CA is configured).
 #[cfg(not(feature = "native-roots"))]
-fn native_roots() -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
-    Err("no CA configured: give one with Tls::ca_file or Tls::ca_pem (or build with the \
-         feature native-roots to trust the system's CA certificates)"
-        .to_string())
+fn native_roots(asked: bool) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
+    Err(match asked {
+        true => "Tls::native_roots needs the feature native-roots".to_string(),
+        false => "no CA configured: give one with Tls::ca_file or Tls::ca_pem (or build with \
+                  the feature native-roots to trust the system's CA certificates)"
+            .to_string(),
+    })
 }
 
 /// Each endpoint's name: its `server_name_for`, else the common `server_name`, else its host.

@@ -138,7 +138,8 @@ impl Tls {
     }
 
     /// Also trusts the operating system's CA certificates (read once, by `Client::new`).
-    #[cfg(feature = "native-roots")]
+    /// Needs the `native-roots` feature: without it, `Client::new` refuses a `Tls` that asks
+    /// for them, saying so.
     pub fn native_roots(mut self, on: bool) -> Tls {
         self.native_roots = on;
         self
