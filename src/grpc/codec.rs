@@ -179,3 +179,7 @@ mod tests {
         d.finish().unwrap();
     }
 }
+
+#[cfg(test)]
+#[path = "codec_props.rs"]
+mod props;

@@ -31,3 +31,23 @@ pub(crate) trait Rpc {
     /// Unary or streaming.
     const KIND: RpcKind;
 }
+
+/// Settings for the crate's property tests (`*_props.rs` beside the code they test).
+///
+/// The case count is fixed so that a CI run takes a known time: `default_cases` per property,
+/// or `EVETCD_PROPTEST_CASES` when set, for a longer search on demand
+/// (`EVETCD_PROPTEST_CASES=20000 cargo test --lib props`). Seeds are random per run, so runs
+/// explore different inputs; a failure prints its shrunk input. No regression files are
+/// written: a shrunk failure is kept as a named unit test instead.
+#[cfg(test)]
+pub(crate) fn proptest_config(default_cases: u32) -> proptest::test_runner::Config {
+    let cases = std::env::var("EVETCD_PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(default_cases);
+    proptest::test_runner::Config {
+        cases,
+        failure_persistence: None,
+        ..proptest::test_runner::Config::default()
+    }
+}

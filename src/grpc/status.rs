@@ -20,9 +20,12 @@ impl Status {
     /// The status in `map`, if it carries `grpc-status`.
     pub(crate) fn from_headers(map: &HeaderMap) -> Option<Status> {
         let raw = map.get("grpc-status")?;
+        // `1*DIGIT` only: `parse` alone would also read a sign ("+0", "-0" as OK).
         let code = std::str::from_utf8(raw.as_bytes())
             .ok()
-            .and_then(|s| s.trim().parse::<i32>().ok())
+            .map(str::trim)
+            .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|s| s.parse::<i32>().ok())
             .map_or(Code::Unknown, Code::from_i32);
         let message =
             map.get("grpc-message").map(|m| percent_decode(m.as_bytes())).unwrap_or_default();
@@ -101,6 +104,16 @@ mod tests {
         assert_eq!(st.code, Code::Unknown);
     }
 
+    /// Found by `props::arbitrary_headers`: a signed number is not a `grpc-status`, so "+0"
+    /// and "-0" must not read as OK (nor "+14" as UNAVAILABLE).
+    #[test]
+    fn a_signed_status_is_unknown_not_ok() {
+        for v in ["+0", "-0", "+14", "-1"] {
+            let st = Status::from_headers(&headers(&[("grpc-status", v)])).unwrap();
+            assert_eq!(st.code, Code::Unknown, "grpc-status {v}");
+        }
+    }
+
     #[test]
     fn malformed_escapes_are_kept() {
         assert_eq!(percent_decode(b"50%"), "50%");
@@ -116,3 +129,7 @@ mod tests {
         assert_eq!(code_for_http_status(500), Code::Unknown);
     }
 }
+
+#[cfg(test)]
+#[path = "status_props.rs"]
+mod props;

@@ -93,6 +93,10 @@ pub(crate) enum CallState {
 #[derive(Debug, Default)]
 pub(crate) struct Reader {
     decoder: Decoder,
+    /// A framing error that followed whole messages in the same DATA chunk: those messages
+    /// are handed out first (as they are when the chunk is cut before the bad frame), and
+    /// this ends the call right after (see `take_failure`).
+    failed: Option<FrameError>,
 }
 
 /// What one stream event meant.
@@ -108,7 +112,12 @@ pub(crate) enum Step {
 
 impl Reader {
     /// Applies one event from the h2 stream.
+    ///
+    /// After `Step::Messages`, the caller asks `take_failure` before applying another event.
     pub(crate) fn apply(&mut self, event: StreamEvent) -> Step {
+        if let Some(err) = self.take_failure() {
+            return Step::Finished(Err(err));
+        }
         match event {
             StreamEvent::Headers(parts, end) => self.headers(&parts, end),
             StreamEvent::Data(chunk) => {
@@ -118,7 +127,11 @@ impl Reader {
                     match self.decoder.next() {
                         Ok(Some(m)) => msgs.push(m),
                         Ok(None) => break,
-                        Err(e) => return Step::Finished(Err(frame_error(e))),
+                        Err(e) if msgs.is_empty() => return Step::Finished(Err(frame_error(e))),
+                        Err(e) => {
+                            self.failed = Some(e);
+                            break;
+                        }
                     }
                 }
                 if msgs.is_empty() {
@@ -138,6 +151,12 @@ impl Reader {
             }
             StreamEvent::Failed(e) => Step::Finished(Err(h2_error(&e))),
         }
+    }
+
+    /// The error that ends the call after the messages just handed out, if a framing error
+    /// followed them in their chunk.
+    pub(crate) fn take_failure(&mut self) -> Option<(Code, String)> {
+        self.failed.take().map(frame_error)
     }
 
     fn headers(&mut self, parts: &http::response::Parts, end: bool) -> Step {
@@ -247,6 +266,32 @@ mod tests {
         );
     }
 
+    /// Found by `props::every_split_reads_as_whole`: a message followed, in the same chunk, by
+    /// a frame with the compression flag set was dropped, while the same bytes cut between
+    /// the two handed the message out. Now it is handed out either way, then the call fails.
+    #[test]
+    fn messages_before_a_framing_error_in_the_same_chunk_are_handed_out() {
+        let mut wire = vec![0, 0, 0, 0, 9];
+        wire.extend_from_slice(&[0; 9]);
+        wire.extend_from_slice(&[1, 0, 0, 0, 0]);
+        let mut r = Reader::default();
+        r.apply(StreamEvent::Headers(parts(200, &[]), false));
+        assert_eq!(
+            r.apply(StreamEvent::Data(Bytes::from(wire))),
+            Step::Messages(vec![Bytes::from_static(&[0; 9])])
+        );
+        let compressed = (
+            Code::Internal,
+            "compressed message received; compression was not negotiated".to_string(),
+        );
+        assert_eq!(r.take_failure(), Some(compressed.clone()));
+        assert_eq!(r.take_failure(), None);
+        // A caller that applies the next event without asking still gets the error first.
+        let mut r = Reader::default();
+        r.apply(StreamEvent::Data(Bytes::from_static(&[0, 0, 0, 0, 0, 1, 0, 0, 0, 0])));
+        assert_eq!(r.apply(trailers("0", "")), Step::Finished(Err(compressed)));
+    }
+
     #[test]
     fn errors_in_trailers_http_status_and_truncation() {
         let mut r = Reader::default();
@@ -266,3 +311,7 @@ mod tests {
         assert!(matches!(r.apply(StreamEvent::End), Step::Finished(Err((Code::Internal, _)))));
     }
 }
+
+#[cfg(test)]
+#[path = "call_props.rs"]
+mod props;

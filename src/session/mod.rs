@@ -740,9 +740,13 @@ impl Session {
             let Some(call) = self.calls.get_mut(index) else {
                 return;
             };
-            let CallState::Open(stream, _) = &mut call.state else {
+            let CallState::Open(stream, reader) = &mut call.state else {
                 return;
             };
+            // A framing error after messages of the same chunk: they went out, now it ends.
+            if let Some(err) = reader.take_failure() {
+                return self.finish(index, Err(err));
+            }
             let Some(event) = stream.poll(&mut self.wakers, index) else {
                 return;
             };

@@ -1251,3 +1251,27 @@ fn after_close_health_checks_wait_for_the_next_operation() {
     w.start(2, "b");
     assert_eq!(w.s.health_due(), Some(w.at(1000)), "World::start runs at t0");
 }
+
+/// Found by `call::props::every_split_reads_as_whole`: whole messages that share a DATA chunk
+/// with a bad frame are handed out, and the stream ends at once (not at its next event).
+#[test]
+fn a_framing_error_after_a_message_in_the_same_chunk_delivers_the_message_then_ends() {
+    let mut w = World::new(&["127.0.0.1:2379"]);
+    let seen: WSeen = Default::default();
+    w.watch("a", false, &seen);
+    w.connect();
+    w.pump();
+    let mut calls = w.server.take_calls();
+    let created = WatchResponse { created: true, watch_id: 0, ..Default::default() };
+    let mut data = codec::encode(&created).to_vec();
+    data.extend_from_slice(&[1, 0, 0, 0, 0]); // the compression flag, never negotiated
+    calls[0].message(Bytes::from(data));
+    w.pump();
+    w.run_watches();
+    let seen = seen.borrow();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert!(seen[0].as_ref().unwrap().created);
+    let err = seen[1].clone().unwrap_err();
+    assert_eq!(err.code(), Code::Internal);
+    assert!(err.message().contains("compressed"), "{}", err.message());
+}

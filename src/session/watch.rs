@@ -430,3 +430,7 @@ fn cancel_error(resp: &WatchResponse) -> EtcdError {
 #[cfg(test)]
 #[path = "watch_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "watch_props.rs"]
+mod props;
