@@ -306,12 +306,7 @@ fn the_certificate_cn_is_the_user_when_no_token_is_sent() {
 fn a_watch_over_tls_survives_a_kill_of_its_member_and_delivers_every_event_once() {
     let files = TlsFiles::new();
     let mut cluster = support::Cluster::start_tls(3, &files, true, &[]);
-    let leader = cluster.leader_index().expect("a leader");
-    let victim = (leader + 1) % 3;
-    let others: Vec<String> =
-        (0..3).filter(|&i| i != victim).map(|i| cluster.members[i].endpoint()).collect();
-    let mut watch_endpoints = vec![cluster.members[victim].endpoint()];
-    watch_endpoints.extend(others.iter().cloned());
+    let (victim, watch_endpoints, others) = support::failover::victim_first(&cluster);
     let c = tls_client(&watch_endpoints, mtls(&files));
     let writer = Config::new().endpoints(others).tls(mtls(&files));
     let created = support::failover::watch_through_a_fault_with(

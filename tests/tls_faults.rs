@@ -29,6 +29,23 @@ fn get_result(c: &Client) -> (Result<(), EtcdError>, Duration) {
     (r, start.elapsed())
 }
 
+/// A TLS server on loopback (the harness's certificate, ALPN h2) that completes one handshake
+/// and then does `then` with the connection and its socket: its port, and its thread.
+fn after_handshake(
+    files: &TlsFiles,
+    then: impl FnOnce(rustls::ServerConnection, std::net::TcpStream) + Send + 'static,
+) -> (u16, std::thread::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let config = tls_server::server_config(files);
+    let server = std::thread::spawn(move || {
+        let (mut socket, _) = listener.accept().unwrap();
+        let conn = tls_server::handshake(config, &mut socket);
+        then(conn, socket);
+    });
+    (port, server)
+}
+
 /// A server on loopback that reads the client's ClientHello and then does `then` with the
 /// socket: its port, and its thread.
 fn after_client_hello(
@@ -87,12 +104,7 @@ fn a_reset_tls_connection_does_not_kill_the_process_with_sigpipe() {
         "a_reset_tls_connection_does_not_kill_the_process_with_sigpipe",
         || {
             let files = TlsFiles::new();
-            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-            let port = listener.local_addr().unwrap().port();
-            let config = tls_server::server_config(&files);
-            let server = std::thread::spawn(move || {
-                let (mut socket, _) = listener.accept().unwrap();
-                let mut conn = tls_server::handshake(config, &mut socket);
+            let (port, server) = after_handshake(&files, |mut conn, mut socket| {
                 conn.writer().write_all(&SETTINGS).unwrap();
                 tls_server::flush(&mut conn, &mut socket);
                 // The client's preface has arrived: reset, as a killed server's kernel does.
@@ -117,12 +129,7 @@ fn a_reset_tls_connection_does_not_kill_the_process_with_sigpipe() {
 #[test]
 fn close_notify_with_the_first_bytes_ends_the_link_at_once() {
     let files = TlsFiles::new();
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let config = tls_server::server_config(&files);
-    let server = std::thread::spawn(move || {
-        let (mut socket, _) = listener.accept().unwrap();
-        let mut conn = tls_server::handshake(config, &mut socket);
+    let (port, server) = after_handshake(&files, |mut conn, mut socket| {
         // SETTINGS and close_notify in one write, so the client reads them together.
         conn.writer().write_all(&SETTINGS).unwrap();
         conn.send_close_notify();

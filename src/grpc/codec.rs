@@ -102,20 +102,23 @@ fn whole_message(bytes: &[u8]) -> Result<Option<usize>, FrameError> {
     Ok((bytes.len() >= PREFIX_LEN + len).then_some(len))
 }
 
+/// Frames raw `payloads` as a server does (uncompressed), for tests of the readers.
+#[cfg(test)]
+pub(crate) fn framed<P: AsRef<[u8]>>(payloads: &[P]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for p in payloads {
+        let p = p.as_ref();
+        out.push(0);
+        out.extend_from_slice(&(p.len() as u32).to_be_bytes());
+        out.extend_from_slice(p);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::pb::etcdserverpb::RangeRequest;
-
-    fn framed(payloads: &[&[u8]]) -> Vec<u8> {
-        let mut out = Vec::new();
-        for p in payloads {
-            out.push(0);
-            out.extend_from_slice(&(p.len() as u32).to_be_bytes());
-            out.extend_from_slice(p);
-        }
-        out
-    }
 
     #[test]
     fn encode_writes_flag_length_and_message() {
@@ -131,7 +134,7 @@ mod tests {
 
     #[test]
     fn messages_split_across_chunks_at_every_offset() {
-        let wire = framed(&[b"hello", b"", b"world!"]);
+        let wire = framed::<&[u8]>(&[b"hello", b"", b"world!"]);
         for cut in 0..=wire.len() {
             let mut d = Decoder::default();
             let mut got = Vec::new();
@@ -170,7 +173,7 @@ mod tests {
 
     #[test]
     fn a_message_whole_in_one_chunk_is_a_slice_of_it_not_a_copy() {
-        let chunk = Bytes::from(framed(&[b"abc", b"de"]));
+        let chunk = Bytes::from(framed::<&[u8]>(&[b"abc", b"de"]));
         let mut d = Decoder::default();
         d.push(chunk.clone());
         assert_eq!(d.next().unwrap().unwrap().as_ptr(), chunk[5..].as_ptr());
@@ -182,4 +185,4 @@ mod tests {
 
 #[cfg(test)]
 #[path = "codec_props.rs"]
-mod props;
+pub(crate) mod props;

@@ -36,23 +36,12 @@ fn whole(wire: &[u8]) -> Outcome {
     decode([(wire, true)])
 }
 
-/// Frames `payloads` as the server does.
-fn framed(payloads: &[Vec<u8>]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for p in payloads {
-        out.push(0);
-        out.extend_from_slice(&(p.len() as u32).to_be_bytes());
-        out.extend_from_slice(p);
-    }
-    out
-}
-
-/// A response body: random bytes, or well-framed messages with a few bytes overwritten (a
-/// flag, a length, a payload byte) and perhaps cut short.
-fn body() -> impl Strategy<Value = Vec<u8>> {
-    let framed_then_damaged = (
-        prop::collection::vec(prop::collection::vec(any::<u8>(), 0..40), 0..6),
-        prop::collection::vec((any::<Index>(), any::<u8>()), 0..3),
+/// Up to `messages` well-framed messages with up to `writes` bytes overwritten (a flag, a
+/// length, a payload byte) and perhaps cut short: what a damaged response body looks like.
+pub(crate) fn damaged_frames(messages: usize, writes: usize) -> impl Strategy<Value = Vec<u8>> {
+    (
+        prop::collection::vec(prop::collection::vec(any::<u8>(), 0..40), 0..messages),
+        prop::collection::vec((any::<Index>(), any::<u8>()), 0..writes),
         any::<Option<Index>>(),
     )
         .prop_map(|(payloads, writes, cut)| {
@@ -67,10 +56,14 @@ fn body() -> impl Strategy<Value = Vec<u8>> {
                 wire.truncate(cut.index(wire.len() + 1));
             }
             wire
-        });
+        })
+}
+
+/// A response body: random bytes, or damaged frames.
+fn body() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
         1 => prop::collection::vec(any::<u8>(), 0..64),
-        4 => framed_then_damaged,
+        4 => damaged_frames(6, 3),
     ]
 }
 

@@ -56,29 +56,7 @@ fn response<'a>(chunks: impl IntoIterator<Item = &'a [u8]>, status: &str) -> Out
 
 /// A body: well-framed messages, a few bytes overwritten, perhaps cut short.
 fn body() -> impl Strategy<Value = Vec<u8>> {
-    (
-        prop::collection::vec(prop::collection::vec(any::<u8>(), 0..40), 0..5),
-        prop::collection::vec((any::<Index>(), any::<u8>()), 0..2),
-        any::<Option<Index>>(),
-    )
-        .prop_map(|(payloads, writes, cut)| {
-            let mut wire = Vec::new();
-            for p in payloads {
-                wire.push(0);
-                wire.extend_from_slice(&(p.len() as u32).to_be_bytes());
-                wire.extend_from_slice(&p);
-            }
-            if !wire.is_empty() {
-                for (at, byte) in writes {
-                    let at = at.index(wire.len());
-                    wire[at] = byte;
-                }
-            }
-            if let Some(cut) = cut {
-                wire.truncate(cut.index(wire.len() + 1));
-            }
-            wire
-        })
+    crate::grpc::codec::props::damaged_frames(5, 2)
 }
 
 /// A stream event, as plain data (`StreamEvent` is not `Clone`, which strategies need).

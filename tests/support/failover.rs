@@ -20,6 +20,20 @@ const IN_FLIGHT: usize = 50;
 /// (key, value, mod_revision) of every event a watch delivered.
 pub type Seen = Rc<RefCell<Vec<(String, String, i64)>>>;
 
+/// The member a watching client should start on, and the endpoints of the others (the
+/// writer's), in a 3-member `cluster`: a follower, since killing the leader would stall the
+/// writes for an election, which is beside the point. Returns (victim, the watcher's
+/// endpoints with the victim first, the others).
+pub fn victim_first(cluster: &super::Cluster) -> (usize, Vec<String>, Vec<String>) {
+    let leader = cluster.leader_index().expect("a leader");
+    let victim = (leader + 1) % 3;
+    let others: Vec<String> =
+        (0..3).filter(|&i| i != victim).map(|i| cluster.members[i].endpoint()).collect();
+    let mut watcher = vec![cluster.members[victim].endpoint()];
+    watcher.extend(others.iter().cloned());
+    (victim, watcher, others)
+}
+
 /// Watches everything under `prefix` from revision `from`, recording every event in `seen`
 /// and counting the times the watch was created in `created`. The watch must never fail.
 pub fn watch_all(
