@@ -4,13 +4,10 @@
 //! each as an `impl Client` block built on [`Client::call`].
 
 use crate::config::Config;
+use crate::core::{CallKey, Core, Event, StreamItem, StreamKey};
 use crate::error::{Code, EtcdError};
 use crate::grpc::{codec, Rpc, RpcKind};
-use crate::handle::Pending;
 use crate::reactor::Reactor;
-use crate::session::call::CallKey;
-
-use crate::session::{Event, Session};
 use bytes::Bytes;
 use std::cell::{Cell, RefCell};
 use std::os::fd::{AsRawFd, RawFd};
@@ -38,7 +35,7 @@ impl std::fmt::Debug for Client {
 }
 
 pub(crate) struct Inner {
-    core: RefCell<Core>,
+    core: RefCell<Driver>,
     /// Set by `stop()`; `run()` returns at the end of its turn and clears it.
     stopped: Cell<bool>,
     /// True while callbacks run, so that a nested `run()`/`process()` returns at once.
@@ -55,8 +52,9 @@ pub(crate) struct Inner {
 /// What `on_health_change` registers.
 type HealthCallback = Box<dyn FnMut(bool, &str)>;
 
-struct Core {
-    session: Session,
+/// The sans-IO core and the reactor that drives it.
+struct Driver {
+    core: Core,
     reactor: Reactor,
 }
 
@@ -73,10 +71,10 @@ impl Client {
         let connector = None;
         let reactor = Reactor::new(connector)
             .map_err(|e| EtcdError::new(Code::Internal, format!("epoll: {e}"), "new"))?;
-        let session = Session::new(cfg, Instant::now());
+        let core = Core::new(cfg, Instant::now());
         Ok(Client {
             inner: Rc::new(Inner {
-                core: RefCell::new(Core { session, reactor }),
+                core: RefCell::new(Driver { core, reactor }),
                 stopped: Cell::new(false),
                 in_callbacks: Cell::new(false),
                 on_health: RefCell::new(None),
@@ -100,11 +98,11 @@ impl Client {
                 return;
             }
             let timeout = {
-                let core = self.inner.core.borrow();
-                if core.session.is_idle() {
+                let driver = self.inner.core.borrow();
+                if driver.core.is_idle() {
                     return;
                 }
-                core.reactor.next_timeout(&core.session, Instant::now())
+                driver.reactor.next_timeout(&driver.core, Instant::now())
             };
             self.turn(timeout);
         }
@@ -133,8 +131,8 @@ impl Client {
     /// the next check instead; see [`Config::health_interval`]). Re-read it after every
     /// `process()` and after every operation started.
     pub fn next_timeout(&self) -> Option<Duration> {
-        let core = self.inner.core.borrow();
-        core.reactor.next_timeout(&core.session, Instant::now())
+        let driver = self.inner.core.borrow();
+        driver.reactor.next_timeout(&driver.core, Instant::now())
     }
 
     /// Registers `callback(healthy, endpoint)`, called from the loop each time the periodic
@@ -155,10 +153,10 @@ impl Client {
     pub fn close(&self) {
         self.inner.closes.set(self.inner.closes.get() + 1);
         let events = {
-            let mut core = self.inner.core.borrow_mut();
-            let Core { session, reactor } = &mut *core;
-            let events = session.close("client closed");
-            reactor.flush(session); // drops the socket
+            let mut driver = self.inner.core.borrow_mut();
+            let Driver { core, reactor } = &mut *driver;
+            let events = core.close("client closed");
+            reactor.flush(core); // drops the socket
             events
         };
         let mut delivery = Delivery::new(&self.inner, events);
@@ -169,17 +167,17 @@ impl Client {
 
     /// Whether no operation is pending.
     pub fn is_idle(&self) -> bool {
-        self.inner.core.borrow().session.is_idle()
+        self.inner.core.borrow().core.is_idle()
     }
 
     /// One turn: input and timers with the core borrowed, then callbacks with nothing
     /// borrowed, then one flush that sends what h2 and the callbacks produced.
     fn turn(&self, timeout: Option<Duration>) {
         let batch: Vec<Event> = {
-            let mut core = self.inner.core.borrow_mut();
-            let Core { session, reactor } = &mut *core;
-            reactor.turn(session, timeout);
-            std::iter::from_fn(|| session.poll_event()).collect()
+            let mut driver = self.inner.core.borrow_mut();
+            let Driver { core, reactor } = &mut *driver;
+            reactor.turn(core, timeout);
+            std::iter::from_fn(|| core.poll_event()).collect()
         };
         if !batch.is_empty() {
             let mut delivery = Delivery::new(&self.inner, batch);
@@ -187,16 +185,16 @@ impl Client {
                 self.deliver(event);
             }
         }
-        let mut core = self.inner.core.borrow_mut();
-        let Core { session, reactor } = &mut *core;
-        reactor.flush(session);
+        let mut driver = self.inner.core.borrow_mut();
+        let Driver { core, reactor } = &mut *driver;
+        reactor.flush(core);
     }
 
-    /// Runs one event's callback with no borrow held. A stream's callback is taken out of
-    /// the session and put back afterwards, so that it may cancel its own stream.
+    /// Runs one event's callback with no borrow held: the one delivery path.
     fn deliver(&self, event: Event) {
         match event {
-            Event::Call(c) => (c.done)(c.result),
+            Event::Call(done, result) => done(result),
+            Event::Local(work) => work(),
             Event::Health(healthy, endpoint) => {
                 // Taken out while it runs, so that it may replace itself; put back even if it
                 // panics (unless it registered another).
@@ -211,79 +209,42 @@ impl Client {
                     guard.callback()(healthy, &endpoint);
                 }
             }
-            // An error is a stream's final delivery: its entry goes once it has run.
-            Event::Sink((key, item)) => {
-                let last = matches!(item, Err(_) | Ok(None));
-                // The final item of a sink whose callback is running (it closed the client)
-                // waits for the callback to come back, then goes to it.
-                let item = match last {
-                    true => match self.with_session(|s| s.defer_sink_final(key, item)) {
+            Event::Stream(key, item) => {
+                // A final item for a callback that is out running (it closed the client)
+                // waits for it to come back, then goes to it.
+                let item = match item.is_final() {
+                    true => match self.with_core(|c| c.defer_final(key, item)) {
                         Ok(()) => return,
                         Err(item) => item,
                     },
                     false => item,
                 };
-                self.run_stream_callback(
-                    last,
-                    item,
-                    |s| s.take_sink_callback(key),
-                    |s, cb, last| s.restore_sink_callback(key, cb, last),
-                );
-                if let Some(item) = self.with_session(|s| s.take_deferred_sink_final(key)) {
-                    self.run_stream_callback(
-                        true,
-                        item,
-                        |s| s.take_sink_callback(key),
-                        |s, cb, last| s.restore_sink_callback(key, cb, last),
-                    );
+                self.run_stream_callback(key, item);
+                if let Some(item) = self.with_core(|c| c.take_deferred(key)) {
+                    self.run_stream_callback(key, item);
                 }
             }
-            Event::Watch((key, item)) => self.run_stream_callback(
-                item.is_err(),
-                item,
-                |s| s.take_watch_callback(key),
-                |s, cb, last| s.restore_watch_callback(key, cb, last),
-            ),
-            Event::Keepalive((key, item)) => self.run_stream_callback(
-                item.is_err(),
-                item,
-                |s| s.take_keepalive_callback(key),
-                |s, cb, last| s.restore_keepalive_callback(key, cb, last),
-            ),
-            Event::Observe((key, item)) => self.run_stream_callback(
-                item.is_err(),
-                item,
-                |s| s.take_observe_callback(key),
-                |s, cb, last| s.restore_observe_callback(key, cb, last),
-            ),
         }
     }
 
-    /// Take, call, put back: the session is borrowed only to take and to restore. The
-    /// callback is put back even if it panics, so that a loop that catches the panic still
-    /// hears from the stream (and the stream still ends after its final delivery).
-    /// A callback that is not put back is dropped only after the borrow is released: what
-    /// it captured may run code (a `Drop`) that uses the client.
-    fn run_stream_callback<T, C: FnMut(T)>(
-        &self,
-        last: bool,
-        item: T,
-        take: impl FnOnce(&mut Session) -> Option<C>,
-        restore: impl FnOnce(&mut Session, C, bool) -> Option<C>,
-    ) {
-        let taken = take(&mut self.inner.core.borrow_mut().session);
-        if let Some(callback) = taken {
-            let core = &self.inner.core;
-            let mut guard = PutBack::new(callback, |callback| {
-                // No borrow is held while a callback runs, panicking or not.
-                if let Ok(mut core) = core.try_borrow_mut() {
-                    let leftover = restore(&mut core.session, callback, last);
-                    drop(core);
-                    drop(leftover);
-                }
-            });
-            guard.callback()(item);
-        }
+    /// Take, call, put back: the core is borrowed only to take and to restore. The callback
+    /// is put back even if it panics, so that a loop that catches the panic still hears from
+    /// the stream (and the stream still ends after its final delivery). A callback that is
+    /// not put back is dropped only after the borrow is released: what it captured may run
+    /// code (a `Drop`) that uses the client.
+    fn run_stream_callback(&self, key: StreamKey, item: StreamItem) {
+        let last = item.is_final();
+        let Some(callback) = self.with_core(|c| c.take_callback(key)) else { return };
+        let driver = &self.inner.core;
+        let mut guard = PutBack::new(callback, |callback| {
+            // No borrow is held while a callback runs, panicking or not.
+            if let Ok(mut driver) = driver.try_borrow_mut() {
+                let leftover = driver.core.restore_callback(key, callback, last);
+                drop(driver);
+                drop(leftover);
+            }
+        });
+        guard.callback().call(item);
     }
 
     /// A handle that does not keep the client alive (for stream handles).
@@ -296,16 +257,16 @@ impl Client {
         inner.upgrade().map(|inner| Client { inner })
     }
 
-    /// Cancels a stream with `cancel`; `callback` gets `Ok(())` on the next turn. The
-    /// stream's callback, which `cancel` hands back, is dropped once no borrow is held.
-    pub(crate) fn cancel_stream<C>(
+    /// Cancels stream `key`; `callback` gets `Ok(())` on the next turn. The stream's
+    /// callback is dropped once no borrow is held.
+    pub(crate) fn cancel_stream(
         &self,
-        cancel: impl FnOnce(&mut Session) -> Option<C>,
+        key: StreamKey,
         callback: impl FnOnce(Result<(), EtcdError>) + 'static,
     ) {
-        let dropped = self.with_session(|s| {
-            let dropped = cancel(s);
-            s.complete_soon(Box::new(move |_| callback(Ok(()))), Ok(Bytes::new()));
+        let dropped = self.with_core(|c| {
+            let dropped = c.cancel_stream(key);
+            c.defer(Box::new(move || callback(Ok(()))));
             dropped
         });
         drop(dropped); // outside the borrow: what it captured may use the client
@@ -316,9 +277,9 @@ impl Client {
         &self.inner
     }
 
-    /// The session, for the operations in `ops/` that are not plain unary calls.
-    pub(crate) fn with_session<T>(&self, f: impl FnOnce(&mut Session) -> T) -> T {
-        f(&mut self.inner.core.borrow_mut().session)
+    /// The core, for the operations in `ops/` that are not plain unary calls.
+    pub(crate) fn with_core<T>(&self, f: impl FnOnce(&mut Core) -> T) -> T {
+        f(&mut self.inner.core.borrow_mut().core)
     }
 
     /// Starts unary call `R` with `request`; `callback` gets the decoded response.
@@ -333,40 +294,9 @@ impl Client {
         self.start::<R>(operation, request, true, callback);
     }
 
-    /// Starts unary call `R` without a deadline, for operations that wait as long as it
-    /// takes (lock, campaign). Their errors are never retryable. The returned handle
-    /// abandons the call.
-    pub(crate) fn call_pending<R: Rpc>(
-        &self,
-        operation: &'static str,
-        request: &R::Request,
-        callback: impl FnOnce(Result<R::Response, EtcdError>) + 'static,
-    ) -> Pending
-    where
-        R::Response: 'static,
-    {
-        let callback =
-            move |r: Result<R::Response, EtcdError>| callback(r.map_err(EtcdError::not_retryable));
-        self.call_handle::<R>(operation, request, false, callback)
-    }
-
-    /// Starts unary call `R`, with the usual deadline when `timed`, returning a handle that
-    /// can abandon it (a cancelled call's callback gets `CANCELLED`).
-    pub(crate) fn call_handle<R: Rpc>(
-        &self,
-        operation: &'static str,
-        request: &R::Request,
-        timed: bool,
-        callback: impl FnOnce(Result<R::Response, EtcdError>) + 'static,
-    ) -> Pending
-    where
-        R::Response: 'static,
-    {
-        let key = self.start::<R>(operation, request, timed, callback);
-        Pending::new(self, key)
-    }
-
-    fn start<R: Rpc>(
+    /// Starts unary call `R`, with the usual deadline when `timed`; its key, unless it
+    /// failed at once.
+    pub(crate) fn start<R: Rpc>(
         &self,
         operation: &'static str,
         request: &R::Request,
@@ -382,7 +312,7 @@ impl Client {
             callback(res.and_then(|bytes| decode::<R::Response>(bytes, operation)));
         });
         let now = Instant::now();
-        self.with_session(|s| s.start_unary(R::PATH, body, operation, done, now, timed))
+        self.with_core(|c| c.start_unary(R::PATH, body, operation, done, now, timed))
     }
 
     /// Reports `err` to `callback` on the next turn: a bad argument never calls back from
@@ -392,19 +322,12 @@ impl Client {
         err: EtcdError,
         callback: impl FnOnce(Result<T, EtcdError>) + 'static,
     ) {
-        let done = Box::new(move |res: Result<Bytes, EtcdError>| {
-            let err = match res {
-                Err(e) => e,
-                Ok(_) => EtcdError::new(Code::Internal, "a failure completed with success", "fail"),
-            };
-            callback(Err(err));
-        });
-        self.with_session(|s| s.fail_soon(done, err));
+        self.with_core(|c| c.defer(Box::new(move || callback(Err(err)))));
     }
 
-    /// Abandons pending call `key` (see [`Pending::cancel`]).
+    /// Abandons pending call `key` (see `Pending::cancel`).
     pub(crate) fn cancel_call(&self, key: CallKey) {
-        self.with_session(|s| s.cancel_call(key));
+        self.with_core(|c| c.cancel_call(key));
     }
 }
 
@@ -457,8 +380,8 @@ impl Drop for Delivery<'_> {
         self.inner.in_callbacks.set(self.was_in_callbacks);
         let rest: Vec<Event> = self.rest.by_ref().collect();
         if !rest.is_empty() {
-            if let Ok(mut core) = self.inner.core.try_borrow_mut() {
-                core.session.requeue(rest);
+            if let Ok(mut driver) = self.inner.core.try_borrow_mut() {
+                driver.core.requeue(rest);
             }
         }
     }

@@ -2,7 +2,7 @@
 
 use crate::endpoint::{self, Endpoint, Security};
 use crate::error::EtcdError;
-use crate::session::SessionConfig;
+use crate::core::CoreConfig;
 #[cfg(feature = "tls")]
 use crate::tls::{connector::Connector, Tls};
 use http::HeaderValue;
@@ -22,7 +22,7 @@ pub const MIN_KEEPALIVE_TIME: Duration = Duration::from_secs(5);
 
 /// The longest deadline or connect timeout; longer values are lowered to it, so that "no
 /// timeout" can be asked for with `Duration::MAX`.
-pub const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
+pub const MAX_TIMEOUT: Duration = crate::timer::MAX_DELAY;
 
 /// How to reach etcd and how long to wait.
 ///
@@ -221,7 +221,7 @@ impl Config {
     }
 
     /// Checks the settings and turns them into what the session needs.
-    pub(crate) fn validate(&self) -> Result<SessionConfig, EtcdError> {
+    pub(crate) fn validate(&self) -> Result<CoreConfig, EtcdError> {
         if self.endpoints.is_empty() {
             return Err(EtcdError::invalid("no endpoints configured", "new"));
         }
@@ -238,7 +238,7 @@ impl Config {
                     })?,
             ),
         };
-        Ok(SessionConfig {
+        Ok(CoreConfig {
             endpoints,
             timeout: self.timeout.clamp(MIN_TIMEOUT, MAX_TIMEOUT),
             connect_timeout: self.connect_timeout.clamp(Duration::from_millis(1), MAX_TIMEOUT),
@@ -251,6 +251,7 @@ impl Config {
                 .then(|| self.health_interval.clamp(Duration::from_millis(100), MAX_TIMEOUT)),
             max_request_bytes: self.max_request_bytes,
             token,
+            jitter_seed: 0,
         })
     }
 }

@@ -68,7 +68,7 @@ mod handle;
 pub mod ops;
 pub mod pb;
 mod reactor;
-mod session;
+mod core;
 mod sockopt;
 mod timer;
 #[cfg(feature = "tls")]

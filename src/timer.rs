@@ -16,6 +16,9 @@ use std::time::{Duration, Instant};
 
 use slab::Slab;
 
+/// The longest delay a timer is armed for (a year): longer ones are clamped by their users.
+pub(crate) const MAX_DELAY: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// Number of levels in the wheel.
 const LEVELS: usize = 6;
 /// log2 of the number of slots per level.

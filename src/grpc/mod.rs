@@ -3,6 +3,7 @@
 //! generated from the proto services by `build.rs`.
 
 pub(crate) mod codec;
+pub(crate) mod reader;
 pub(crate) mod status;
 
 /// How many messages each side of an RPC sends.

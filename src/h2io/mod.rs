@@ -70,9 +70,29 @@ impl Transport {
         }
     }
 
-    /// The buffers the reactor moves bytes through.
-    pub(crate) fn pipe(&self) -> &Rc<RefCell<PipeBuffers>> {
-        &self.pipe
+    /// Bytes received from the server, for h2 to read.
+    pub(crate) fn push_input(&self, bytes: &[u8]) {
+        self.pipe.borrow_mut().push_input(bytes);
+    }
+
+    /// The end of the server's input: h2 reads it after what came before.
+    pub(crate) fn push_eof(&self) {
+        self.pipe.borrow_mut().push_eof();
+    }
+
+    /// What h2 wrote since the last call, if anything: counted as sent from now on.
+    pub(crate) fn take_output(&self) -> Option<Bytes> {
+        self.pipe.borrow_mut().take_output()
+    }
+
+    /// Bytes h2 has written so far (sent or not): the mark of what comes next.
+    pub(crate) fn produced(&self) -> u64 {
+        self.pipe.borrow().produced()
+    }
+
+    /// Bytes taken to be sent so far (see [`take_output`](Self::take_output)).
+    pub(crate) fn sent(&self) -> u64 {
+        self.pipe.borrow().sent()
     }
 
     /// Drives the connection: reads frames, writes queued frames, answers pings and settings.

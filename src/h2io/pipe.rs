@@ -4,7 +4,7 @@
 //! session free of IO: the reactor moves bytes between socket and pipe (and TLS could sit in
 //! between), and tests can drive a session with no socket at all.
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use std::cell::RefCell;
 use std::io;
 use std::pin::Pin;
@@ -58,20 +58,19 @@ impl PipeBuffers {
         self.sent
     }
 
-    /// Bytes waiting to be sent.
-    pub(crate) fn output(&self) -> &[u8] {
-        &self.outbound
-    }
-
-    /// Drops `n` sent bytes from the front of the output, and lets a blocked h2 write again.
-    pub(crate) fn consume_output(&mut self, n: usize) {
-        self.outbound.advance(n);
-        self.sent += n as u64;
-        if self.outbound.len() < HIGH_WATER {
-            if let Some(w) = self.writer.take() {
-                w.wake();
-            }
+    /// Takes every byte waiting to be sent (no copy: the buffer is split off), counts them
+    /// as sent, and lets a blocked h2 write again. The taker holds them until written, so
+    /// h2's writes wait while more than [`HIGH_WATER`] bytes are unsent on either side.
+    pub(crate) fn take_output(&mut self) -> Option<Bytes> {
+        if self.outbound.is_empty() {
+            return None;
         }
+        let out = self.outbound.split().freeze();
+        self.sent += out.len() as u64;
+        if let Some(w) = self.writer.take() {
+            w.wake();
+        }
+        Some(out)
     }
 }
 

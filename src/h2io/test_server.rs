@@ -52,18 +52,17 @@ impl TestServer {
     }
 
     /// Moves bytes both ways between `client` and this server, and lets both h2 sides run,
-    /// until neither has anything more to send. `drive` runs the client side.
-    pub(crate) fn exchange(&mut self, client: &Rc<RefCell<PipeBuffers>>, mut drive: impl FnMut()) {
+    /// until neither has anything more to send.
+    pub(crate) fn exchange(&mut self, client: &mut impl Peer) {
         for _ in 0..1000 {
-            drive();
-            let to_server = take_output(client);
+            let to_server = client.transmit().unwrap_or_default();
             self.pipe.borrow_mut().push_input(&to_server);
             self.poll();
-            let to_client = take_output(&self.pipe);
+            let to_client = self.output();
             if to_server.is_empty() && to_client.is_empty() {
                 return;
             }
-            client.borrow_mut().push_input(&to_client);
+            client.receive(&to_client);
         }
         panic!("client and server never went quiet");
     }
@@ -97,7 +96,11 @@ impl TestServer {
     pub(crate) fn serve(&mut self, input: &[u8]) -> Vec<u8> {
         self.pipe.borrow_mut().push_input(input);
         self.poll();
-        take_output(&self.pipe)
+        self.output()
+    }
+
+    fn output(&self) -> Vec<u8> {
+        self.pipe.borrow_mut().take_output().map_or_else(Vec::new, |b| b.to_vec())
     }
 
     /// Calls accepted since the last take.
@@ -132,11 +135,10 @@ impl TestServer {
     }
 }
 
-fn take_output(pipe: &Rc<RefCell<PipeBuffers>>) -> Vec<u8> {
-    let mut p = pipe.borrow_mut();
-    let out = p.output().to_vec();
-    p.consume_output(out.len());
-    out
+/// The client side of an exchange: its bytes out, the server's bytes in.
+pub(crate) trait Peer {
+    fn transmit(&mut self) -> Option<Bytes>;
+    fn receive(&mut self, bytes: &[u8]);
 }
 
 impl ServerCall {

@@ -36,10 +36,7 @@ impl Client {
         self.call::<auth_rpc::Authenticate>("authenticate", &req, move |res| {
             if let (Ok(resp), Some(client)) = (&res, Client::upgrade(&weak)) {
                 if let Ok(token) = HeaderValue::from_str(&resp.token) {
-                    client.with_session(|s| {
-                        s.set_token(Some(token));
-                        s.set_credentials(user, password);
-                    });
+                    client.with_core(|c| c.set_auth(token, user, password));
                 }
             }
             callback(res);
@@ -62,7 +59,7 @@ impl Client {
         let weak = self.weak();
         self.call::<auth_rpc::AuthDisable>("auth_disable", &AuthDisableRequest {}, move |res| {
             if let (Ok(_), Some(client)) = (&res, Client::upgrade(&weak)) {
-                client.with_session(|s| s.clear_credentials());
+                client.with_core(|c| c.clear_auth());
             }
             callback(res);
         });

@@ -1,5 +1,6 @@
 //! Election (`v3electionpb`): campaign, proclaim, leader, resign.
 
+use crate::core::StreamCallback;
 use crate::client::Client;
 use crate::error::EtcdError;
 use crate::grpc::codec;
@@ -103,7 +104,8 @@ impl Client {
     ) -> Observe {
         let request = codec::encode(&LeaderRequest { name: name.into() });
         let reconnect = options.reconnects();
-        let key = self.with_session(|s| s.observe(request, Box::new(callback), reconnect));
+        let callback = StreamCallback::Observe(Box::new(callback));
+        let key = self.with_core(|c| c.observe(request, callback, reconnect));
         Observe::new(self, key)
     }
 }

@@ -1,5 +1,6 @@
 //! Lease: grant, revoke, time-to-live, list, and keepalives on the shared stream.
 
+use crate::core::StreamCallback;
 use crate::client::Client;
 use crate::error::EtcdError;
 use crate::handle::{Keepalive, StreamOptions};
@@ -105,7 +106,8 @@ impl Client {
         callback: impl FnMut(Result<LeaseKeepAliveResponse, EtcdError>) + 'static,
     ) -> Keepalive {
         let reconnect = options.reconnects();
-        let key = self.with_session(|s| s.keepalive(id, Box::new(callback), reconnect));
+        let callback = StreamCallback::Keepalive(Box::new(callback));
+        let key = self.with_core(|c| c.keepalive(id, callback, reconnect));
         Keepalive::new(self, key)
     }
 }

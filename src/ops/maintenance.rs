@@ -1,5 +1,6 @@
 //! Maintenance: status, alarms, defragment, hashes, leadership transfer.
 
+use crate::core::StreamCallback;
 use crate::client::Client;
 use crate::error::{Code, EtcdError};
 use crate::grpc::{codec, Rpc};
@@ -131,7 +132,8 @@ impl Client {
         });
         let body = codec::encode(&SnapshotRequest {});
         let path = <maintenance_rpc::Snapshot as Rpc>::PATH;
-        let key = self.with_session(|s| s.start_sink(path, "snapshot", body, sink));
+        let sink = StreamCallback::Sink(sink);
+        let key = self.with_core(|c| c.start_sink(path, "snapshot", body, sink));
         Pending::new(self, Some(key))
     }
 

@@ -8,6 +8,7 @@
 //!   Range(limit = page) ──► page ──more──► Range(from last key + \0, same revision) ──► …
 //! ```
 
+use crate::core::StreamCallback;
 use crate::client::{Client, Inner};
 use crate::error::{Code, EtcdError};
 use crate::grpc::{codec, Rpc};
@@ -246,7 +247,8 @@ impl Read {
         };
         let body = codec::encode(&req);
         let path = <kv_rpc::RangeStream as Rpc>::PATH;
-        let key = client.with_session(|s| s.start_sink(path, "get_paged", body, sink));
+        let sink = StreamCallback::Sink(sink);
+        let key = client.with_core(|c| c.start_sink(path, "get_paged", body, sink));
         self.track(Pending::new(&client, Some(key)));
     }
 }

@@ -1,5 +1,6 @@
 //! Watch: options, `Client::watch` and `Client::request_progress`.
 
+use crate::core::StreamCallback;
 use crate::client::Client;
 use crate::error::EtcdError;
 use crate::handle::Watch;
@@ -124,7 +125,8 @@ impl Client {
     ) -> Watch {
         let reconnect = !options.no_reconnect;
         let create = options.request(key.into());
-        let key = self.with_session(|s| s.watch(create, Box::new(callback), reconnect));
+        let callback = StreamCallback::Watch(Box::new(callback));
+        let key = self.with_core(|c| c.watch(create, callback, reconnect));
         Watch::new(self, key)
     }
 
@@ -132,7 +134,7 @@ impl Client {
     /// synced, each active watch's callback receives a response with no events, `watch_id`
     /// -1 and the current revision in its header. Does nothing while no watch stream is open.
     pub fn request_progress(&self) {
-        self.with_session(|s| s.request_progress());
+        self.with_core(|c| c.request_progress());
     }
 }
 

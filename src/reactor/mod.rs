@@ -1,18 +1,17 @@
-//! The thin IO driver: one `mio::Poll`, at most one socket, and the clock.
+//! The thin IO driver: one `mio::Poll`, at most one socket, and the clock: system calls and
+//! TLS records only; every decision is the core's (see the contract on [`Core`]).
 //!
-//! It moves bytes between the socket and the session's pipe, reports connection outcomes,
-//! and tells the session the time. One turn ([`Reactor::turn`]):
+//! One turn ([`Reactor::turn`]):
 //!
 //! 1. wait for readiness (or not at all, for a foreign loop's `process()`);
-//! 2. finish a pending connect; read until the socket is drained and hand the bytes in
+//! 2. finish a pending connect; read until the socket is drained and hand the plaintext in
 //!    (through TLS, when the endpoint uses it: see [`secure`]);
-//! 3. let h2 process what was read, before the timers: a response that arrived in time
-//!    beats its deadline expiring in the same turn;
-//! 4. fire expired timers, and let h2 process what they did, if any fired.
+//! 3. tell the core the time ([`Core::handle_timeout`]): it processes what was read, then
+//!    fires its timers.
 //!
 //! The client then runs the callbacks of finished calls, with no borrow held, and only then
-//! [`flush`](Reactor::flush)es: h2 makes progress, a connection is started if the session
-//! wants one, and output is written until `WouldBlock`. Writing after the callbacks puts the
+//! [`flush`](Reactor::flush)es: the core's link commands are carried out (connect, close)
+//! and its output is written until `WouldBlock`. Writing after the callbacks puts the
 //! requests they started in the same write as h2's own frames (such as the ack of the PING
 //! that etcd sends with every response): one write per turn instead of two.
 //!
@@ -37,8 +36,10 @@
 mod secure;
 mod socket;
 
+use crate::core::link::LinkCommand;
+use crate::core::Core;
 use crate::endpoint::{Address, Endpoint};
-use crate::session::Session;
+use bytes::{Buf, Bytes};
 use mio::{Events, Interest, Poll, Token};
 pub(crate) use secure::Connector;
 use secure::Secure;
@@ -50,7 +51,7 @@ use std::time::{Duration, Instant};
 
 const SOCKET: Token = Token(0);
 const READ_CHUNK: usize = 64 * 1024;
-/// Rounds of drive-and-write per flush: writing can unblock h2, which then writes more.
+/// Rounds of commands-and-writes per flush: writing can unblock h2, which then writes more.
 const MAX_FLUSH_ROUNDS: usize = 8;
 
 /// The socket of the current link.
@@ -62,11 +63,13 @@ struct Socket {
     endpoint: Endpoint,
     /// Further addresses of the endpoint, tried in turn when a connect fails.
     fallback: Vec<SocketAddr>,
-    /// The session's link generation this socket belongs to.
-    generation: u64,
+    /// TCP keepalive interval and timeout, if on.
+    keepalive: Option<(Duration, Duration)>,
+    /// Output taken from the core and not yet written (plaintext, before TLS).
+    pending: Bytes,
     /// The socket's own connect finished.
     connected: bool,
-    /// The session was told it is connected (after the TLS handshake, with TLS).
+    /// The core was told it is connected (after the TLS handshake, with TLS).
     established: bool,
     readable: bool,
     writable: bool,
@@ -115,27 +118,17 @@ impl Reactor {
         self.poll.as_raw_fd()
     }
 
-    /// How long the caller may sleep before the next turn: zero when work is waiting, until
-    /// the next timer otherwise, `None` when there is no timer.
-    pub(crate) fn next_timeout(&self, session: &Session, now: Instant) -> Option<Duration> {
-        if session.needs_drive() {
-            return Some(Duration::ZERO);
-        }
-        if session.is_idle() {
-            // Nothing pending: the internal timers left (the idle connection's PING timer)
-            // have nothing to do until an operation starts, which makes this zero again.
-            // The health check alone runs while idle.
-            return session.health_due().map(|d| d.saturating_duration_since(now));
-        }
-        session.next_deadline().map(|d| d.saturating_duration_since(now))
+    /// How long the caller may sleep before the next turn (see [`Core::poll_timeout`]).
+    pub(crate) fn next_timeout(&self, core: &Core, now: Instant) -> Option<Duration> {
+        core.poll_timeout().map(|at| at.saturating_duration_since(now))
     }
 
-    /// The input half of a turn: wait up to `timeout` for readiness, read, fire the timers.
+    /// The input half of a turn: wait up to `timeout` for readiness, read, tell the time.
     /// Follow with [`flush`](Reactor::flush) once the finished calls' callbacks have run.
-    pub(crate) fn turn(&mut self, session: &mut Session, timeout: Option<Duration>) {
+    pub(crate) fn turn(&mut self, core: &mut Core, timeout: Option<Duration>) {
         if let Err(e) = self.poll.poll(&mut self.events, timeout) {
             if e.kind() != ErrorKind::Interrupted {
-                session.handle_link_error(&format!("poll: {e}"));
+                core.handle_link_error(&format!("poll: {e}"));
             }
         }
         for ev in self.events.iter() {
@@ -145,54 +138,49 @@ impl Reactor {
                 s.writable |= ev.is_writable() || ev.is_write_closed() || ev.is_error();
             }
         }
-        session.set_now(Instant::now());
-        self.finish_connect(session);
-        self.read(session);
-        // What was read goes to h2 before the timers fire: a response that arrived in time
-        // beats its deadline expiring in the same turn.
-        session.drive();
-        if session.handle_timeout(Instant::now()) {
-            session.drive();
-        }
+        let now = Instant::now();
+        self.finish_connect(core, now);
+        self.read(core, now);
+        core.handle_timeout(now);
     }
 
-    /// Lets the session make progress and sends what it produced.
-    pub(crate) fn flush(&mut self, session: &mut Session) {
+    /// Carries out the core's link commands and writes its output, again while either
+    /// produced something (writing can unblock h2, which then writes more).
+    pub(crate) fn flush(&mut self, core: &mut Core) {
         for _ in 0..MAX_FLUSH_ROUNDS {
-            session.drive();
-            self.sync_socket(session);
-            self.write(session);
-            if !session.has_ready_tasks() {
+            let mut acted = false;
+            while let Some(command) = core.poll_link() {
+                acted = true;
+                match command {
+                    LinkCommand::Close => self.drop_socket(),
+                    LinkCommand::Connect { endpoint, keepalive } => {
+                        self.drop_socket();
+                        self.start(core, endpoint, keepalive);
+                    }
+                }
+            }
+            if !self.write(core) && !acted {
                 return;
             }
         }
     }
 
-    /// Drops a socket whose link is gone; starts a connection the session asks for.
-    fn sync_socket(&mut self, session: &mut Session) {
-        let stale = self
-            .socket
-            .as_ref()
-            .is_some_and(|s| s.generation != session.link_generation() || !session.wants_socket());
-        if stale {
-            self.drop_socket();
-        }
-        if let Some(endpoint) = session.poll_connect(Instant::now()) {
-            let addrs = match &endpoint.address {
-                Address::Unix(_) => Vec::new(),
-                Address::Tcp(authority) => match resolve(authority.as_str()) {
-                    Ok(mut addrs) => {
-                        addrs.reverse(); // popped from the back: first address first
-                        addrs
-                    }
-                    Err(e) => {
-                        let msg = format!("resolve {endpoint}: {e}");
-                        return session.handle_connect_failed(&msg);
-                    }
-                },
-            };
-            self.connect(session, endpoint, addrs);
-        }
+    /// Resolves `endpoint` and starts connecting to it.
+    fn start(&mut self, core: &mut Core, endpoint: Endpoint, keepalive: Option<(Duration, Duration)>) {
+        let addrs = match &endpoint.address {
+            Address::Unix(_) => Vec::new(),
+            Address::Tcp(authority) => match resolve(authority.as_str()) {
+                Ok(mut addrs) => {
+                    addrs.reverse(); // popped from the back: first address first
+                    addrs
+                }
+                Err(e) => {
+                    let msg = format!("resolve {endpoint}: {e}");
+                    return core.handle_connect_failed(&msg, Instant::now());
+                }
+            },
+        };
+        self.connect(core, endpoint, keepalive, addrs);
     }
 
     fn drop_socket(&mut self) {
@@ -203,7 +191,13 @@ impl Reactor {
 
     /// Starts a non-blocking connect: to the Unix socket, or to the next of `addrs` that the
     /// OS accepts; reports the last error when none is left.
-    fn connect(&mut self, session: &mut Session, endpoint: Endpoint, mut addrs: Vec<SocketAddr>) {
+    fn connect(
+        &mut self,
+        core: &mut Core,
+        endpoint: Endpoint,
+        keepalive: Option<(Duration, Duration)>,
+        mut addrs: Vec<SocketAddr>,
+    ) {
         let mut last = io::Error::new(ErrorKind::NotFound, "no address");
         loop {
             let started = match &endpoint.address {
@@ -217,7 +211,7 @@ impl Reactor {
             let mut io = match started {
                 Ok(io) => io,
                 Err(e) if unix => {
-                    return session.handle_connect_failed(&connect_error(&endpoint, &e))
+                    return core.handle_connect_failed(&connect_error(&endpoint, &e), Instant::now())
                 }
                 Err(e) => {
                     last = e;
@@ -237,7 +231,8 @@ impl Reactor {
                 tls: None,
                 endpoint,
                 fallback: addrs,
-                generation: session.link_generation(),
+                keepalive,
+                pending: Bytes::new(),
                 connected: false,
                 established: false,
                 readable: false,
@@ -247,12 +242,12 @@ impl Reactor {
             });
             return;
         }
-        session.handle_connect_failed(&connect_error(&endpoint, &last));
+        core.handle_connect_failed(&connect_error(&endpoint, &last), Instant::now());
     }
 
     /// Completes a pending connect once the socket reports readiness; starts TLS for a TLS
     /// endpoint (the handshake counts against the connect timeout).
-    fn finish_connect(&mut self, session: &mut Session) {
+    fn finish_connect(&mut self, core: &mut Core, now: Instant) {
         let Some(s) = self.socket.as_mut().filter(|s| !s.connected) else {
             return;
         };
@@ -271,26 +266,26 @@ impl Reactor {
                 let _ = self.poll.registry().deregister(&mut s.io);
                 let (endpoint, fallback) = (s.endpoint.clone(), std::mem::take(&mut s.fallback));
                 if fallback.is_empty() {
-                    session.handle_connect_failed(&connect_error(&endpoint, &e));
+                    core.handle_connect_failed(&connect_error(&endpoint, &e), now);
                 } else {
-                    self.connect(session, endpoint, fallback);
+                    self.connect(core, endpoint, s.keepalive, fallback);
                 }
             }
             Ok(true) => {
-                s.io.tune(session.tcp_keepalive());
+                s.io.tune(s.keepalive);
                 s.connected = true;
                 if !s.endpoint.tls {
                     s.established = true;
-                    return session.handle_connected();
+                    return core.handle_connected(now);
                 }
                 match secure::start(self.connector.as_mut(), &s.endpoint) {
                     Ok(tls) => {
                         s.tls = Some(tls);
-                        session.handle_handshaking();
+                        core.handle_handshaking();
                     }
                     Err(msg) => {
                         self.drop_socket();
-                        session.handle_connect_failed(&msg);
+                        core.handle_connect_failed(&msg, now);
                     }
                 }
             }
@@ -300,15 +295,15 @@ impl Reactor {
     /// A TLS failure, or an end of input during the handshake: a failed connection attempt
     /// (the next endpoint is tried) before the session was told, a refused link while the
     /// TLS server has not spoken yet (nothing on it was processed), a broken link after.
-    fn fail(&mut self, session: &mut Session, reason: &str) {
+    fn fail(&mut self, core: &mut Core, reason: &str, now: Instant) {
         let Some(s) = self.socket.as_mut() else {
             return;
         };
         if s.established {
             s.readable = false;
             return match s.tls.as_ref().is_some_and(|t| !t.heard()) {
-                true => session.handle_refused(reason),
-                false => session.handle_link_error(reason),
+                true => core.handle_refused(reason),
+                false => core.handle_link_error(reason),
             };
         }
         if let Some(tls) = s.tls.as_mut() {
@@ -316,14 +311,14 @@ impl Reactor {
             let _ = s.io.write(tls.pending());
         }
         self.drop_socket();
-        session.handle_connect_failed(reason);
+        core.handle_connect_failed(reason, now);
     }
 
     /// Reads until `WouldBlock`, EOF or an error, handing every chunk to the session. A read
     /// that does not fill the buffer drained the socket: the registration is edge-triggered,
     /// so data arriving later raises a new event, and the read that would only say
     /// `WouldBlock` (one syscall per response) is skipped.
-    fn read(&mut self, session: &mut Session) {
+    fn read(&mut self, core: &mut Core, now: Instant) {
         loop {
             let Some(s) = self.socket.as_mut().filter(|s| s.connected && s.readable) else {
                 return;
@@ -333,29 +328,29 @@ impl Reactor {
                     s.readable = false;
                     let msg = end_of_input(s);
                     match msg {
-                        None => session.handle_eof(),
-                        Some(msg) => self.fail(session, &msg),
+                        None => core.handle_eof(),
+                        Some(msg) => self.fail(core, &msg, now),
                     }
                 }
                 Ok(n) => {
                     s.readable = n == self.read_buf.len() || s.read_closed;
                     let Some(tls) = s.tls.as_mut() else {
                         s.heard = true;
-                        session.handle_input(&self.read_buf[..n]);
+                        core.handle_input(&self.read_buf[..n]);
                         continue;
                     };
-                    let result = tls.receive(&self.read_buf[..n], &mut |p| session.handle_input(p));
+                    let result = tls.receive(&self.read_buf[..n], &mut |p| core.handle_input(p));
                     let ready = result.and_then(|closed| Ok((closed, tls.ready()?)));
                     let closed = match ready {
                         Err(msg) => {
-                            self.fail(session, &msg);
+                            self.fail(core, &msg, now);
                             continue;
                         }
                         Ok((closed, true)) => {
                             // Told first: the pipe that takes the plaintext exists from now on.
                             s.established = true;
-                            session.handle_connected();
-                            session.handle_input(&tls.take_early());
+                            core.handle_connected(now);
+                            core.handle_input(&tls.take_early());
                             closed
                         }
                         Ok((closed, false)) => closed,
@@ -364,8 +359,8 @@ impl Reactor {
                         // close_notify: the end of input, as TLS says it.
                         s.readable = false;
                         match end_of_input(s) {
-                            None => session.handle_eof(),
-                            Some(msg) => self.fail(session, &msg),
+                            None => core.handle_eof(),
+                            Some(msg) => self.fail(core, &msg, now),
                         }
                     }
                 }
@@ -373,89 +368,82 @@ impl Reactor {
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => {
                     let msg = explain(s, &format!("read: {e}"));
-                    self.fail(session, &msg);
+                    self.fail(core, &msg, now);
                 }
             }
         }
     }
 
-    /// Writes the session's output until it is empty or the socket would block; through
-    /// TLS, what TLS has to send (the handshake too) goes first.
-    fn write(&mut self, session: &mut Session) {
+    /// Writes the core's output until it has no more or the socket would block; through
+    /// TLS, what TLS has to send (the handshake too) goes first. Whether output was taken
+    /// from the core.
+    fn write(&mut self, core: &mut Core) -> bool {
         let Some(s) = self.socket.as_mut().filter(|s| s.connected) else {
-            return;
+            return false;
         };
-        if s.generation != session.link_generation() {
-            return;
-        }
-        let result = match s.tls.as_mut() {
-            None => write_plain(&mut s.io, &mut s.writable, session),
-            Some(tls) => write_tls(&mut s.io, tls, &mut s.writable, s.established, session),
+        let mut took = false;
+        let result = loop {
+            if let Some(tls) = s.tls.as_mut() {
+                match flush_tls(&mut s.io, tls, &mut s.writable) {
+                    Ok(true) => {}
+                    Ok(false) => break Ok(()),
+                    Err(e) => break Err(e),
+                }
+            }
+            if !s.established {
+                break Ok(()); // the TLS handshake's records only, until it is done
+            }
+            if s.pending.is_empty() {
+                match core.poll_transmit() {
+                    Some(out) => {
+                        s.pending = out;
+                        took = true;
+                    }
+                    None => break Ok(()),
+                }
+            }
+            if let Some(tls) = s.tls.as_mut() {
+                // TLS takes what fits in its buffer; the rest waits for the records to leave.
+                let n = tls.send(&s.pending);
+                s.pending.advance(n);
+                if n == 0 && (tls.pending().is_empty() || !s.writable) {
+                    break Ok(()); // nothing to flush to make room, or the socket is full
+                }
+                continue;
+            }
+            if !s.writable {
+                break Ok(());
+            }
+            match s.io.write(&s.pending) {
+                Ok(n) => s.pending.advance(n),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => s.writable = false,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
+            }
         };
         if let Err(e) = result {
             let msg = explain(s, &format!("write: {e}"));
-            self.fail(session, &msg);
+            self.fail(core, &msg, Instant::now());
         }
+        took
     }
 }
 
-/// Moves the pipe's output to the socket until it is empty or the socket would block.
-fn write_plain(io: &mut Io, writable: &mut bool, session: &Session) -> io::Result<()> {
-    let Some(pipe) = session.pipe() else {
-        return Ok(());
-    };
-    let mut pipe = pipe.borrow_mut();
-    while *writable && !pipe.output().is_empty() {
-        match io.write(pipe.output()) {
-            Ok(n) => pipe.consume_output(n),
+/// Writes TLS's ciphertext until none is left (true) or the socket would block (false).
+fn flush_tls(io: &mut Io, tls: &mut Secure, writable: &mut bool) -> io::Result<bool> {
+    loop {
+        let out = tls.pending();
+        if out.is_empty() {
+            return Ok(true);
+        }
+        if !*writable {
+            return Ok(false);
+        }
+        match io.write(out) {
+            Ok(n) => tls.advance(n),
             Err(e) if e.kind() == ErrorKind::WouldBlock => *writable = false,
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-/// Flushes TLS's ciphertext, then hands it more of the pipe's output, until either runs
-/// out or the socket would block. Plaintext is taken only once the earlier ciphertext
-/// left, so little of what the pipe counts as sent can still be held here.
-fn write_tls(
-    io: &mut Io,
-    tls: &mut Secure,
-    writable: &mut bool,
-    established: bool,
-    session: &Session,
-) -> io::Result<()> {
-    loop {
-        loop {
-            let out = tls.pending();
-            if out.is_empty() {
-                break;
-            }
-            if !*writable {
-                return Ok(());
-            }
-            match io.write(out) {
-                Ok(n) => tls.advance(n),
-                Err(e) if e.kind() == ErrorKind::WouldBlock => *writable = false,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        if !established {
-            return Ok(());
-        }
-        let Some(pipe) = session.pipe() else {
-            return Ok(());
-        };
-        let mut pipe = pipe.borrow_mut();
-        if pipe.output().is_empty() {
-            return Ok(());
-        }
-        let n = tls.send(pipe.output());
-        pipe.consume_output(n);
-        if n == 0 {
-            return Ok(());
         }
     }
 }

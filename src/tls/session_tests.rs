@@ -9,7 +9,8 @@ use crate::endpoint::{Address, Endpoint};
 use crate::grpc::codec;
 use crate::h2io::test_server::TestServer;
 use crate::pb::etcdserverpb::{RangeRequest, RangeResponse, ResponseHeader};
-use crate::session::{Event, Session, SessionConfig};
+use crate::core::link::LinkCommand;
+use crate::core::{Core, CoreConfig, Event};
 use bytes::Bytes;
 use prost::Message;
 use rustls::ServerConnection;
@@ -20,9 +21,9 @@ use std::time::{Duration, Instant};
 
 const RANGE: &str = "/etcdserverpb.KV/Range";
 
-fn config() -> SessionConfig {
+fn config() -> CoreConfig {
     let address = Address::Tcp("127.0.0.1:2379".parse().unwrap());
-    SessionConfig {
+    CoreConfig {
         endpoints: vec![Endpoint { address, tls: true }],
         timeout: Duration::from_secs(2),
         max_request_bytes: 1000,
@@ -33,22 +34,20 @@ fn config() -> SessionConfig {
         keepalive_timeout: Duration::from_secs(2),
         max_retries: 2,
         health_interval: None,
+        jitter_seed: 1,
     }
 }
 
 /// Moves bytes session → TLS client → TLS server → h2 server and back until all are quiet.
 fn exchange(
-    session: &mut Session,
+    session: &mut Core,
     tls: &mut super::layer::TlsLayer,
     tls_server: &mut ServerConnection,
     h2: &mut TestServer,
 ) {
     for _ in 0..100 {
-        session.drive();
-        if let Some(pipe) = session.pipe().cloned() {
-            let mut pipe = pipe.borrow_mut();
-            let n = tls.send(pipe.output());
-            pipe.consume_output(n);
+        if let Some(out) = session.poll_transmit() {
+            assert_eq!(tls.send(&out), out.len(), "TLS takes what it is given here");
         }
         let wire = tls.pending().to_vec();
         tls.advance(wire.len());
@@ -71,7 +70,7 @@ fn exchange(
         let closed = tls.receive(&back, &mut |p| session.handle_input(p)).unwrap();
         assert!(!closed);
         if tls.ready().unwrap() {
-            session.handle_connected();
+            session.handle_connected(Instant::now());
             session.handle_input(&tls.take_early());
         }
     }
@@ -82,21 +81,23 @@ fn exchange(
 fn a_unary_call_round_trips_through_tls_in_virtual_time() {
     let pki = Pki::new();
     let t0 = Instant::now();
-    let mut session = Session::new(config(), t0);
+    let mut session = Core::new(config(), t0);
     let result = Rc::new(RefCell::new(None));
     let r = result.clone();
     let body = codec::encode(&RangeRequest { key: "k".into(), ..Default::default() });
     let done = Box::new(move |res| *r.borrow_mut() = Some(res));
     session.start_unary(RANGE, body, "get", done, t0, true);
-    session.drive();
-    assert!(session.poll_connect(t0).expect("a connection is wanted").tls);
+    let Some(LinkCommand::Connect { endpoint, .. }) = session.poll_link() else {
+        panic!("a connection is wanted")
+    };
+    assert!(endpoint.tls);
     session.handle_handshaking();
 
     let mut tls = client(Tls::new().ca_pem(&pki.ca.cert_pem), "https://127.0.0.1:2379");
     let mut tls_server = server(&pki.server, &[b"h2"], None);
     let mut h2 = TestServer::new();
     exchange(&mut session, &mut tls, &mut tls_server, &mut h2);
-    assert!(session.pipe().is_some(), "connected once the server's SETTINGS arrived");
+    assert!(session.poll_link().is_none(), "connected: nothing more to do for the link");
 
     let mut calls = h2.take_calls();
     assert_eq!(calls.len(), 1, "the call went out through TLS");
@@ -105,21 +106,21 @@ fn a_unary_call_round_trips_through_tls_in_virtual_time() {
     calls[0].message(codec::encode(&reply));
     calls[0].trailers(0, "");
     exchange(&mut session, &mut tls, &mut tls_server, &mut h2);
-    let Some(Event::Call(done)) = session.poll_event() else { panic!("the call finished") };
-    (done.done)(done.result);
+    session.handle_timeout(t0);
+    let Some(Event::Call(done, result)) = session.poll_event() else { panic!("the call finished") };
+    done(result);
     let bytes: Bytes = result.borrow_mut().take().unwrap().expect("ok");
     assert_eq!(RangeResponse::decode(bytes).unwrap().header.unwrap().revision, 9);
 
     // The connect timeout covers the handshake, and names it.
-    let cfg = SessionConfig { connect_timeout: Duration::from_secs(1), ..config() };
-    let mut session = Session::new(cfg, t0);
+    let cfg = CoreConfig { connect_timeout: Duration::from_secs(1), ..config() };
+    let mut session = Core::new(cfg, t0);
     let done = Box::new(|_| {});
     session.start_unary(RANGE, codec::encode(&RangeRequest::default()), "get", done, t0, true);
-    session.drive();
-    session.poll_connect(t0).unwrap();
+    assert!(matches!(session.poll_link(), Some(LinkCommand::Connect { .. })));
     session.handle_handshaking();
     session.handle_timeout(t0 + Duration::from_secs(1));
-    let Some(Event::Call(failed)) = session.poll_event() else { panic!("the call failed") };
-    let err = failed.result.unwrap_err();
+    let Some(Event::Call(_, result)) = session.poll_event() else { panic!("the call failed") };
+    let err = result.unwrap_err();
     assert!(err.message().contains("TLS handshake with 127.0.0.1:2379 timed out"), "{err}");
 }

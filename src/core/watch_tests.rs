@@ -1,10 +1,75 @@
 //! Unit tests of the watch hub: matching, resume points, deduplication, cancels.
 
 use super::*;
+use crate::core::registry::{Owner, StreamCallback, StreamItem, Streams};
 use crate::pb::etcdserverpb::ResponseHeader;
 use crate::pb::mvccpb::{Event, KeyValue};
 use std::cell::RefCell;
+use std::ops::{Deref, DerefMut};
 use std::rc::Rc;
+
+type WatchCallback = Box<dyn FnMut(Result<WatchResponse, EtcdError>)>;
+
+/// The hub with the registry beside it, as the core holds them: callbacks live in the
+/// registry, keyed by the stream key that deliveries carry.
+#[derive(Default)]
+pub(super) struct TestHub {
+    hub: WatchHub,
+    streams: Streams,
+}
+
+impl Deref for TestHub {
+    type Target = WatchHub;
+    fn deref(&self) -> &WatchHub {
+        &self.hub
+    }
+}
+
+impl DerefMut for TestHub {
+    fn deref_mut(&mut self) -> &mut WatchHub {
+        &mut self.hub
+    }
+}
+
+impl TestHub {
+    pub(super) fn add(&mut self, create: WatchCreateRequest, callback: WatchCallback) -> StreamKey {
+        let stream = self.streams.add(StreamCallback::Watch(callback));
+        let key = self.hub.add(create, stream, true);
+        self.streams.bind(stream, Owner::Watch(key));
+        stream
+    }
+
+    /// Cancels as the core does; whether the watch was there.
+    pub(super) fn cancel(&mut self, stream: StreamKey) -> bool {
+        match self.streams.remove(stream) {
+            Some((owner, _callback)) => {
+                if let Some(Owner::Watch(key)) = owner {
+                    self.hub.cancel(key);
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub(super) fn take_callback(&mut self, stream: StreamKey) -> Option<StreamCallback> {
+        self.streams.take(stream)
+    }
+
+    pub(super) fn restore_callback(
+        &mut self,
+        stream: StreamKey,
+        callback: StreamCallback,
+        last: bool,
+    ) -> Option<StreamCallback> {
+        self.streams.restore(stream, callback, last)
+    }
+
+    /// Whether no watch is left, its last delivery run.
+    pub(super) fn is_empty(&self) -> bool {
+        self.streams.is_empty() && self.hub.is_empty()
+    }
+}
 
 type Seen = Rc<RefCell<Vec<Result<WatchResponse, EtcdError>>>>;
 
@@ -46,7 +111,7 @@ fn revs(resp: &WatchResponse) -> Vec<i64> {
 }
 
 /// The start revisions of the creates in the outbox, and the cancelled ids.
-fn sent(hub: &mut WatchHub) -> (Vec<i64>, Vec<i64>) {
+fn sent(hub: &mut TestHub) -> (Vec<i64>, Vec<i64>) {
     let (mut creates, mut cancels) = (Vec::new(), Vec::new());
     for r in hub.take_outbox() {
         match r.request_union.unwrap() {
@@ -59,13 +124,13 @@ fn sent(hub: &mut WatchHub) -> (Vec<i64>, Vec<i64>) {
 }
 
 /// Applies `resp` and runs the deliveries' callbacks the way the client does.
-fn feed(hub: &mut WatchHub, resp: WatchResponse) {
+fn feed(hub: &mut TestHub, resp: WatchResponse) {
     let mut out = Vec::new();
     hub.on_response(resp, &mut out);
     for (key, item) in out {
         if let Some(mut cb) = hub.take_callback(key) {
             let last = item.is_err();
-            cb(item);
+            cb.call(StreamItem::Watch(item));
             hub.restore_callback(key, cb, last);
         }
     }
@@ -73,7 +138,7 @@ fn feed(hub: &mut WatchHub, resp: WatchResponse) {
 
 #[test]
 fn creates_are_matched_in_order_and_a_watch_from_now_resumes_after_its_created_revision() {
-    let mut hub = WatchHub::default();
+    let mut hub = TestHub::default();
     let (a, b): (Seen, Seen) = Default::default();
     hub.add(create("a", 0), callback(&a));
     hub.add(create("b", 7), callback(&b));
@@ -91,7 +156,7 @@ fn creates_are_matched_in_order_and_a_watch_from_now_resumes_after_its_created_r
 
 #[test]
 fn a_resumed_watch_starts_after_its_last_event_and_drops_repeats() {
-    let mut hub = WatchHub::default();
+    let mut hub = TestHub::default();
     let seen: Seen = Default::default();
     hub.add(create("k", 5), callback(&seen));
     hub.on_stream_opened();
@@ -111,7 +176,7 @@ fn a_resumed_watch_starts_after_its_last_event_and_drops_repeats() {
 
 #[test]
 fn requested_progress_reaches_every_watch_but_moves_no_resume_point() {
-    let mut hub = WatchHub::default();
+    let mut hub = TestHub::default();
     let (a, b): (Seen, Seen) = Default::default();
     hub.add(create("a", 3), callback(&a));
     hub.add(create("b", 3), callback(&b));
@@ -129,7 +194,7 @@ fn requested_progress_reaches_every_watch_but_moves_no_resume_point() {
 
 #[test]
 fn the_servers_progress_notification_moves_that_watchs_resume_point() {
-    let mut hub = WatchHub::default();
+    let mut hub = TestHub::default();
     let seen: Seen = Default::default();
     hub.add(create("a", 3), callback(&seen));
     hub.on_stream_opened();
@@ -143,7 +208,7 @@ fn the_servers_progress_notification_moves_that_watchs_resume_point() {
 
 #[test]
 fn fragments_are_joined_before_delivery() {
-    let mut hub = WatchHub::default();
+    let mut hub = TestHub::default();
     let seen: Seen = Default::default();
     hub.add(create("a", 1), callback(&seen));
     hub.on_stream_opened();
@@ -158,7 +223,7 @@ fn fragments_are_joined_before_delivery() {
 
 #[test]
 fn compaction_ends_the_watch_once_with_its_revision() {
-    let mut hub = WatchHub::default();
+    let mut hub = TestHub::default();
     let seen: Seen = Default::default();
     hub.add(create("a", 1), callback(&seen));
     hub.on_stream_opened();
@@ -182,7 +247,7 @@ fn compaction_ends_the_watch_once_with_its_revision() {
 
 #[test]
 fn a_failed_create_ends_that_watch_and_the_next_reply_goes_to_the_next_watch() {
-    let mut hub = WatchHub::default();
+    let mut hub = TestHub::default();
     let (a, b): (Seen, Seen) = Default::default();
     hub.add(create("a", 0), callback(&a));
     hub.add(create("b", 0), callback(&b));
@@ -206,13 +271,13 @@ fn a_failed_create_ends_that_watch_and_the_next_reply_goes_to_the_next_watch() {
 
 #[test]
 fn cancelling_while_the_create_is_in_flight_cancels_the_id_the_server_then_assigns() {
-    let mut hub = WatchHub::default();
+    let mut hub = TestHub::default();
     let seen: Seen = Default::default();
     let key = hub.add(create("a", 0), callback(&seen));
     hub.on_stream_opened();
     sent(&mut hub);
-    assert!(hub.cancel(key).is_some());
-    assert!(hub.cancel(key).is_none(), "a second cancel finds nothing");
+    assert!(hub.cancel(key));
+    assert!(!hub.cancel(key), "a second cancel finds nothing");
     feed(&mut hub, created(8, 9));
     assert_eq!(sent(&mut hub).1, [8]);
     assert!(seen.borrow().is_empty());
@@ -220,7 +285,7 @@ fn cancelling_while_the_create_is_in_flight_cancels_the_id_the_server_then_assig
 
 #[test]
 fn after_cancel_nothing_is_delivered_and_unknown_ids_are_cancelled_once() {
-    let mut hub = WatchHub::default();
+    let mut hub = TestHub::default();
     let seen: Seen = Default::default();
     let key = hub.add(create("a", 1), callback(&seen));
     hub.on_stream_opened();
@@ -237,7 +302,7 @@ fn after_cancel_nothing_is_delivered_and_unknown_ids_are_cancelled_once() {
 
 #[test]
 fn a_watch_cancelled_from_its_own_callback_receives_nothing_more_from_the_same_batch() {
-    let mut hub = WatchHub::default();
+    let mut hub = TestHub::default();
     let seen: Seen = Default::default();
     let key = hub.add(create("a", 1), callback(&seen));
     hub.on_stream_opened();
@@ -247,7 +312,7 @@ fn a_watch_cancelled_from_its_own_callback_receives_nothing_more_from_the_same_b
     hub.on_response(events(0, &[3]), &mut out);
     let (k, item) = out.remove(0);
     let mut cb = hub.take_callback(k).unwrap();
-    cb(item);
+    cb.call(StreamItem::Watch(item));
     hub.cancel(key); // as if the callback cancelled its own watch
     assert!(hub.restore_callback(k, cb, false).is_some(), "handed back, to be dropped");
     let (k, _) = out.remove(0);
@@ -257,7 +322,7 @@ fn a_watch_cancelled_from_its_own_callback_receives_nothing_more_from_the_same_b
 
 #[test]
 fn a_final_error_in_the_same_batch_as_a_response_is_still_delivered() {
-    let mut hub = WatchHub::default();
+    let mut hub = TestHub::default();
     let seen: Seen = Default::default();
     hub.add(create("a", 1), callback(&seen));
     hub.on_stream_opened();
@@ -270,7 +335,7 @@ fn a_final_error_in_the_same_batch_as_a_response_is_still_delivered() {
     for (key, item) in out {
         let mut cb = hub.take_callback(key).expect("callback for every delivery");
         let last = item.is_err();
-        cb(item);
+        cb.call(StreamItem::Watch(item));
         hub.restore_callback(key, cb, last);
     }
     assert_eq!(seen.borrow().len(), 2);
@@ -279,21 +344,10 @@ fn a_final_error_in_the_same_batch_as_a_response_is_still_delivered() {
 }
 
 #[test]
-fn a_watch_that_failed_before_sending_is_never_created() {
-    let mut hub = WatchHub::default();
-    let seen: Seen = Default::default();
-    hub.on_stream_opened();
-    let (key, (k, item)) = hub.add_failed(callback(&seen), EtcdError::invalid("too big", "watch"));
-    assert_eq!(key, k);
-    assert_eq!(sent(&mut hub).0, Vec::<i64>::new(), "nothing sent");
-    assert!(!hub.wants_stream());
-    assert_eq!(item.unwrap_err().code(), Code::InvalidArgument);
-}
-
-#[test]
 fn a_revision_of_i64_max_from_the_server_saturates_the_resume_points() {
     const MAX: i64 = i64::MAX;
-    let mut hub = WatchHub { reauth: true, ..Default::default() };
+    let mut hub = TestHub::default();
+    hub.reauth = true;
     let seen: Seen = Default::default();
     hub.add(create("now", 0), callback(&seen)); // resumes after its created revision
     hub.add(create("progress", 1), callback(&seen)); // after a progress notification

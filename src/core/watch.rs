@@ -21,27 +21,18 @@
 //! at `next_rev`, and any event below it is dropped. Each "+ 1" saturates: a revision of
 //! `i64::MAX` from the server must not overflow (etcd never gets there; the hub must not panic).
 
-use super::auth::is_stale_token;
+use super::failure::is_stale_token;
+use super::registry::{tag, Slots, StreamKey, WatchKey};
 use crate::error::{Code, EtcdError};
 use crate::pb::etcdserverpb::{
     watch_request, WatchCancelRequest, WatchCreateRequest, WatchProgressRequest, WatchRequest,
     WatchResponse,
 };
-use slab::Slab;
 use std::collections::{HashMap, HashSet, VecDeque};
 
-/// What a watch's callback receives.
-pub(crate) type WatchCallback = Box<dyn FnMut(Result<WatchResponse, EtcdError>)>;
-
-/// A watch's slab index plus a generation (an ABA guard for handles that outlive it).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(crate) struct WatchKey {
-    pub(crate) index: usize,
-    pub(crate) generation: u64,
-}
-
-/// One delivery: a response or the watch's final error.
-pub(crate) type Delivery = (WatchKey, Result<WatchResponse, EtcdError>);
+/// One delivery, for the callback of the watch's stream: a response or the watch's final
+/// error (after which the hub has forgotten the watch).
+pub(crate) type Delivery = (StreamKey, Result<WatchResponse, EtcdError>);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -51,7 +42,8 @@ enum State {
 }
 
 struct Entry {
-    generation: u64,
+    /// Whose callback hears of it.
+    stream: StreamKey,
     /// Its create was refused for a stale token once already (a second time is final).
     reauthed: bool,
     /// Re-created when the stream breaks (otherwise it ends with the stream's error).
@@ -63,19 +55,14 @@ struct Entry {
     state: State,
     /// A fragmented response being reassembled.
     partial: Option<WatchResponse>,
-    /// Taken out while it runs; `None` also while a delivery is in flight.
-    callback: Option<WatchCallback>,
-    /// Its final error is queued: the entry goes once the callback has run.
-    ended: bool,
 }
 
 /// Every watch of a client.
 #[derive(Default)]
 pub(crate) struct WatchHub {
-    entries: Slab<Entry>,
-    next_generation: u64,
-    /// Server watch id → entry, for watches active on the current stream.
-    by_id: HashMap<i64, usize>,
+    entries: Slots<Entry, tag::Watch>,
+    /// Server watch id → watch, for watches active on the current stream.
+    by_id: HashMap<i64, WatchKey>,
     /// Creates sent on the current stream and not yet answered, in order (etcd answers
     /// creates in the order it receives them). A key whose entry is gone is a tombstone:
     /// the watch was cancelled while its create was in flight.
@@ -96,34 +83,34 @@ pub(crate) struct WatchHub {
 }
 
 impl WatchHub {
-    /// Adds a watch; its create goes out now if the stream is open, else when it opens.
-    pub(crate) fn add(&mut self, create: WatchCreateRequest, callback: WatchCallback) -> WatchKey {
-        let generation = self.next_generation;
-        self.next_generation += 1;
+    /// Adds a watch for stream `stream`'s callback; its create goes out now if the stream
+    /// is open, else when it opens.
+    pub(crate) fn add(
+        &mut self,
+        create: WatchCreateRequest,
+        stream: StreamKey,
+        auto_reconnect: bool,
+    ) -> WatchKey {
         let next_rev = create.start_revision.max(0);
-        let index = self.entries.insert(Entry {
-            generation,
+        let key = self.entries.insert(Entry {
+            stream,
             create,
             next_rev,
             state: State::Unsent,
             partial: None,
-            callback: Some(callback),
-            ended: false,
             reauthed: false,
-            auto_reconnect: true,
+            auto_reconnect,
         });
-        let key = WatchKey { index, generation };
         if self.stream_open {
             self.send_create(key);
         }
         key
     }
 
-    /// Removes a watch at once, returning its callback (if not running) for the caller to
-    /// drop once no borrow is held. The server is told if it knows the watch's id; a create
+    /// Removes a watch at once. The server is told if it knows the watch's id; a create
     /// still in flight is cancelled when its reply comes.
-    pub(crate) fn cancel(&mut self, key: WatchKey) -> Option<WatchCallback> {
-        let entry = self.get(key)?;
+    pub(crate) fn cancel(&mut self, key: WatchKey) {
+        let Some(entry) = self.entries.get(key) else { return };
         if let State::Active(id) = entry.state {
             self.by_id.remove(&id);
             // etcd acknowledges the cancel with this id: it is then known, not unknown.
@@ -132,22 +119,7 @@ impl WatchHub {
                 watch_id: id,
             }));
         }
-        self.entries.remove(key.index).callback
-    }
-
-    /// Adds a watch that failed before it could be sent (its create is too large): it ends
-    /// with `err` on the next turn.
-    pub(crate) fn add_failed(
-        &mut self,
-        callback: WatchCallback,
-        err: EtcdError,
-    ) -> (WatchKey, Delivery) {
-        let was_open = std::mem::replace(&mut self.stream_open, false);
-        let key = self.add(WatchCreateRequest::default(), callback); // not sent: stream "closed"
-        self.stream_open = was_open;
-        let mut out = Vec::new();
-        self.end(key, err, &mut out);
-        (key, out.pop().expect("end() queues one delivery"))
+        self.entries.remove(key);
     }
 
     /// Asks the server for a progress notification (only while the stream is open; the
@@ -158,26 +130,23 @@ impl WatchHub {
         }
     }
 
-    /// Whether no watch is live (ended ones still waiting for their last delivery count).
+    /// Whether no watch is live.
+    #[cfg(test)]
     pub(crate) fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 
-    /// Whether a stream is wanted: some watch is not ended.
+    /// Whether a stream is wanted: some watch is live.
     pub(crate) fn wants_stream(&self) -> bool {
-        self.entries.iter().any(|(_, e)| !e.ended)
+        !self.entries.is_empty()
     }
+
+
 
     /// A new stream is open: every live watch is (re-)created from where it stands.
     pub(crate) fn on_stream_opened(&mut self) {
         self.stream_open = true;
-        let keys: Vec<WatchKey> = self
-            .entries
-            .iter()
-            .filter(|(_, e)| !e.ended)
-            .map(|(index, e)| WatchKey { index, generation: e.generation })
-            .collect();
-        for key in keys {
+        for key in self.entries.keys_where(|_| true) {
             self.send_create(key);
         }
     }
@@ -193,13 +162,6 @@ impl WatchHub {
         for (_, e) in self.entries.iter_mut() {
             e.state = State::Unsent;
             e.partial = None;
-        }
-    }
-
-    /// Sets whether watch `key` is re-created after its stream breaks.
-    pub(crate) fn set_auto_reconnect(&mut self, key: WatchKey, on: bool) {
-        if let Some(e) = self.get_mut(key) {
-            e.auto_reconnect = on;
         }
     }
 
@@ -225,51 +187,21 @@ impl WatchHub {
         }
         if resp.watch_id == -1 {
             // A reply to request_progress(): for every active watch, moving nothing.
-            for (index, e) in self.entries.iter() {
-                if matches!(e.state, State::Active(_)) && !e.ended {
-                    out.push((WatchKey { index, generation: e.generation }, Ok(resp.clone())));
+            for (_, e) in self.entries.iter() {
+                if matches!(e.state, State::Active(_)) {
+                    out.push((e.stream, Ok(resp.clone())));
                 }
             }
             return;
         }
-        let Some(&index) = self.by_id.get(&resp.watch_id) else {
+        let Some(&key) = self.by_id.get(&resp.watch_id) else {
             return self.cancel_unknown(resp.watch_id);
         };
-        let key = WatchKey { index, generation: self.entries[index].generation };
         if resp.canceled {
             self.by_id.remove(&resp.watch_id);
             return self.end(key, cancel_error(&resp), out);
         }
         self.on_events(key, resp, out);
-    }
-
-    /// Takes a watch's callback out to run it; `None` if the watch is gone or ended and
-    /// delivered.
-    pub(crate) fn take_callback(&mut self, key: WatchKey) -> Option<WatchCallback> {
-        self.get_mut(key)?.callback.take()
-    }
-
-    /// Puts a callback back after it ran. `delivered_final`: what it ran was the watch's
-    /// final error, so the entry goes. A callback that is not put back (cancelled meanwhile,
-    /// or final) is returned, for the caller to drop once no borrow is held.
-    pub(crate) fn restore_callback(
-        &mut self,
-        key: WatchKey,
-        callback: WatchCallback,
-        delivered_final: bool,
-    ) -> Option<WatchCallback> {
-        let Some(entry) = self.get_mut(key) else { return Some(callback) };
-        if entry.ended && delivered_final {
-            self.entries.remove(key.index);
-            return Some(callback);
-        }
-        entry.callback = Some(callback);
-        None
-    }
-
-    /// Ends every live watch with `CANCELLED` (the client is closing).
-    pub(crate) fn close(&mut self, reason: &str) -> Vec<Delivery> {
-        self.end_all(false, (Code::Cancelled, reason))
     }
 
     /// Ends every live watch (or, with `only_non_reconnecting`, those created with
@@ -281,12 +213,7 @@ impl WatchHub {
         (code, message): (Code, &str),
     ) -> Vec<Delivery> {
         let mut out = Vec::new();
-        let chosen: Vec<WatchKey> = self
-            .entries
-            .iter()
-            .filter(|(_, e)| !e.ended && (!only_non_reconnecting || !e.auto_reconnect))
-            .map(|(index, e)| WatchKey { index, generation: e.generation })
-            .collect();
+        let chosen = self.entries.keys_where(|e| !only_non_reconnecting || !e.auto_reconnect);
         for key in chosen {
             self.end(key, EtcdError::new(code, message, "watch"), &mut out);
         }
@@ -295,20 +222,12 @@ impl WatchHub {
 
     // ===== internals =====
 
-    fn get(&self, key: WatchKey) -> Option<&Entry> {
-        self.entries.get(key.index).filter(|e| e.generation == key.generation)
-    }
-
-    fn get_mut(&mut self, key: WatchKey) -> Option<&mut Entry> {
-        self.entries.get_mut(key.index).filter(|e| e.generation == key.generation)
-    }
-
     fn push(&mut self, request: watch_request::RequestUnion) {
         self.outbox.push(WatchRequest { request_union: Some(request) });
     }
 
     fn send_create(&mut self, key: WatchKey) {
-        let entry = &mut self.entries[key.index];
+        let Some(entry) = self.entries.get_mut(key) else { return };
         entry.state = State::Creating;
         let mut create = entry.create.clone();
         if entry.next_rev > 0 {
@@ -324,7 +243,7 @@ impl WatchHub {
             // A create reply nobody waits for: make sure the server drops that watch.
             return self.cancel_unknown(resp.watch_id);
         };
-        let Some(entry) = self.get_mut(key) else {
+        let Some(entry) = self.entries.get_mut(key) else {
             // Cancelled while its create was in flight.
             return self.cancel_unknown(resp.watch_id);
         };
@@ -354,12 +273,12 @@ impl WatchHub {
             // A watch from "now" sees the revisions after the one it was created at.
             entry.next_rev = resp.header.as_ref().map_or(0, |h| h.revision).saturating_add(1);
         }
-        self.by_id.insert(resp.watch_id, key.index);
-        out.push((key, Ok(resp)));
+        self.by_id.insert(resp.watch_id, key);
+        out.push((entry.stream, Ok(resp)));
     }
 
     fn on_events(&mut self, key: WatchKey, resp: WatchResponse, out: &mut Vec<Delivery>) {
-        let entry = &mut self.entries[key.index];
+        let Some(entry) = self.entries.get_mut(key) else { return };
         if resp.fragment {
             match &mut entry.partial {
                 Some(p) => p.events.extend(resp.events),
@@ -380,7 +299,7 @@ impl WatchHub {
             // to the header revision.
             let rev = resp.header.as_ref().map_or(0, |h| h.revision);
             entry.next_rev = entry.next_rev.max(rev.saturating_add(1));
-            out.push((key, Ok(resp)));
+            out.push((entry.stream, Ok(resp)));
             return;
         }
         let next_rev = entry.next_rev;
@@ -389,15 +308,17 @@ impl WatchHub {
             return; // every event was a repeat of one already delivered
         };
         entry.next_rev = last.mod_revision.saturating_add(1);
-        out.push((key, Ok(resp)));
+        out.push((entry.stream, Ok(resp)));
     }
 
-    /// Queues a watch's final error; the entry stays until the callback has run it.
+    /// Forgets a watch and queues its final error.
     fn end(&mut self, key: WatchKey, err: EtcdError, out: &mut Vec<Delivery>) {
-        let entry = &mut self.entries[key.index];
-        entry.ended = true;
-        entry.partial = None;
-        out.push((key, Err(err)));
+        if let Some(entry) = self.entries.remove(key) {
+            if let State::Active(id) = entry.state {
+                self.by_id.remove(&id);
+            }
+            out.push((entry.stream, Err(err)));
+        }
     }
 
     fn cancel_unknown(&mut self, watch_id: i64) {

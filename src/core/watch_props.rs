@@ -7,6 +7,7 @@
 //! Case counts: see `grpc::proptest_config`.
 
 use super::*;
+use crate::core::registry::StreamItem;
 use crate::pb::etcdserverpb::ResponseHeader;
 use crate::pb::mvccpb::{Event, KeyValue};
 use proptest::prelude::*;
@@ -72,7 +73,7 @@ type Seen = Rc<RefCell<Vec<Result<WatchResponse, EtcdError>>>>;
 
 /// A watch as the client made it.
 struct ClientWatch {
-    key: WatchKey,
+    key: StreamKey,
     kv: usize,
     /// The requested start revision; 0 for "now".
     start: i64,
@@ -91,7 +92,7 @@ struct ServerWatch {
 /// The scripted etcd and the client's watches, around the hub under test.
 #[derive(Default)]
 struct World {
-    hub: WatchHub,
+    hub: super::tests::TestHub,
     watches: Vec<ClientWatch>,
     /// `writes[i]` is the key changed at revision `i + 2` (a new etcd is at revision 1).
     writes: Vec<usize>,
@@ -147,7 +148,7 @@ impl World {
                 let len = self.watches.len();
                 let w = &mut self.watches[n % len];
                 if w.cancelled_at.is_none() {
-                    drop(self.hub.cancel(w.key));
+                    self.hub.cancel(w.key);
                     w.cancelled_at = Some(w.seen.borrow().len());
                 }
             }
@@ -299,7 +300,7 @@ impl World {
         for (key, item) in out.drain(..) {
             if let Some(mut cb) = self.hub.take_callback(key) {
                 let last = item.is_err();
-                cb(item);
+                cb.call(StreamItem::Watch(item));
                 drop(self.hub.restore_callback(key, cb, last));
             }
         }

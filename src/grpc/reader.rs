@@ -1,93 +1,12 @@
-//! One gRPC call: its state, and the reading of its response into a result.
+//! Reading a gRPC response from its h2 stream's events: the messages, then the status
+//! (from trailers, or from trailers-only headers), with framing errors and h2 failures
+//! mapped to gRPC codes.
 
-use crate::error::{Code, EtcdError};
-use crate::grpc::codec::{Decoder, FrameError};
-use crate::grpc::status::{code_for_http_status, Status};
-use crate::h2io::{H2Stream, StreamEvent};
-use crate::timer::TimerKey;
+use super::codec::{Decoder, FrameError};
+use super::status::{code_for_http_status, Status};
+use crate::error::Code;
+use crate::h2io::StreamEvent;
 use bytes::Bytes;
-
-/// What runs when a unary call completes: it receives the response message's bytes, or the
-/// error. The session never calls it; it hands it out in an event for the client to run once
-/// no borrow is held.
-pub(crate) type Completion = Box<dyn FnOnce(Result<Bytes, EtcdError>)>;
-
-/// A call's slab key plus a generation, so that a stale key (a deadline timer of a call that
-/// already finished, whose slot was reused) is recognised.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(crate) struct CallKey {
-    pub(crate) index: usize,
-    pub(crate) generation: u64,
-}
-
-/// A call: unary, or one of the long-lived streams.
-///
-/// ```text
-///   Queued ──link up, stream opened──► Open ──trailers / trailers-only──► done (Ok or status)
-///     │                                  │
-///     └──── deadline, link lost, h2 error ┴──► done (error)
-/// ```
-pub(crate) struct Call {
-    pub(crate) generation: u64,
-    pub(crate) path: &'static str,
-    pub(crate) operation: &'static str,
-    pub(crate) kind: CallKind,
-    /// The deadline's timer: unary calls started with one (not lock and campaign, which
-    /// wait as long as it takes), the client's Authenticate and its health check. Streams
-    /// have none.
-    pub(crate) deadline: Option<TimerKey>,
-    pub(crate) state: CallState,
-    /// Which token (see `Session::auth_epoch`) the call was sent with.
-    pub(crate) auth_epoch: u64,
-    /// The link generation the call was sent on: only failures on the current link say
-    /// anything about the endpoint in use.
-    pub(crate) link: u64,
-    /// The pipe's `produced()` when the call was opened: if no more than this had been sent
-    /// when the link died, none of the call's bytes ever left, and it can be sent again.
-    pub(crate) sent_mark: u64,
-    /// Times the call was sent again because the server provably never processed it.
-    pub(crate) resends: u8,
-}
-
-/// What a call's messages are for.
-pub(crate) enum CallKind {
-    /// One response, handed to `done`.
-    Unary {
-        done: Completion,
-        /// The response message, once read (exactly one).
-        response: Option<Bytes>,
-        /// The framed request, kept to retry it once after authenticating again.
-        request: Bytes,
-        /// Already retried after a stale token.
-        retried: bool,
-    },
-    /// The client's own Authenticate call (see `session/auth.rs`).
-    Auth {
-        /// The response message, once read.
-        response: Option<Bytes>,
-    },
-    /// A shared stream (watch, lease keepalive): its messages go to their owner.
-    Shared(super::shared::Shared),
-    /// An election observer's own server stream.
-    Observe(super::observe::ObserveKey),
-    /// A one-shot server stream whose messages go to the caller (snapshot).
-    Sink(super::sink::SinkKey),
-    /// The periodic health check.
-    Health {
-        /// The index of the endpoint it was sent to, once sent.
-        sent_to: Option<usize>,
-        /// The response message, once read.
-        response: Option<Bytes>,
-    },
-}
-
-/// Where a call is in its life.
-pub(crate) enum CallState {
-    /// Waiting for a usable connection; holds the framed request.
-    Queued(Bytes),
-    /// Sent; the response is being read.
-    Open(H2Stream, Reader),
-}
 
 /// Turns a stream's events into the messages and status of a gRPC response.
 #[derive(Debug, Default)]
@@ -313,5 +232,5 @@ mod tests {
 }
 
 #[cfg(test)]
-#[path = "call_props.rs"]
+#[path = "reader_props.rs"]
 mod props;
