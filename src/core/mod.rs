@@ -511,6 +511,8 @@ impl Core {
                     self.poll_call(index);
                 }
             }
+            // What the messages just read queued (a cancel for an unknown watch id).
+            self.flush_shared();
         }
         if self.link.is_down() {
             match self.calls.any_queued() {
