@@ -220,7 +220,7 @@ impl Config {
             .map_err(|e| EtcdError::invalid(format!("TLS: {e}"), "new"))
     }
 
-    /// Checks the settings and turns them into what the session needs.
+    /// Checks the settings and turns them into what the core needs.
     pub(crate) fn validate(&self) -> Result<CoreConfig, EtcdError> {
         if self.endpoints.is_empty() {
             return Err(EtcdError::invalid("no endpoints configured", "new"));

@@ -724,6 +724,9 @@ impl Core {
     /// machine learns that it ended.
     fn finish(&mut self, key: CallKey, result: Result<(), (Code, String)>) {
         let Some(call) = self.calls.remove(key, &mut self.cx) else { return };
+        if self.link.draining().is_some() {
+            self.wakers.wake(CONNECTION); // the link may end now
+        }
         let operation = call.operation;
         let error = |(code, msg): (Code, String)| EtcdError::new(code, msg, operation);
         match call.kind {

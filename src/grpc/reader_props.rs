@@ -35,7 +35,7 @@ fn read(events: impl IntoIterator<Item = StreamEvent>) -> Outcome {
             Step::Messages(m) => {
                 assert!(!m.is_empty(), "Messages is never empty");
                 msgs.extend(m);
-                // As the session does before the next event.
+                // As the core does before the next event.
                 if let Some(err) = r.take_failure() {
                     return (msgs, Some(Err(err)));
                 }

@@ -1,10 +1,10 @@
 //! The only asynchronous code: h2's handles, polled by hand.
 //!
-//! No executor and no `async` blocks. The session calls plain methods here; each polls an h2
+//! No executor and no `async` blocks. The core calls plain methods here; each polls an h2
 //! handle with the waker of the caller's key (see [`wake`]) and returns what happened as
 //! plain data. h2 does all of its IO on [`pipe::Pipe`], an in-memory duplex.
 //!
-//! Nothing is written until the connection task is polled, so the session polls it after
+//! Nothing is written until the connection task is polled, so the core polls it after
 //! every input and after every call it polls ([`Transport::poll_connection`]).
 
 pub(crate) mod pipe;
@@ -201,7 +201,7 @@ impl H2Stream {
             match recv.poll_data(&mut cx) {
                 Poll::Pending => return None,
                 Poll::Ready(Some(Ok(chunk))) => {
-                    // Give the window back at once: the session consumes every chunk.
+                    // Give the window back at once: the core consumes every chunk.
                     let _ = recv.flow_control().release_capacity(chunk.len());
                     return Some(StreamEvent::Data(chunk));
                 }

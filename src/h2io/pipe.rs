@@ -1,8 +1,8 @@
 //! An in-memory duplex that h2 reads from and writes to.
 //!
 //! h2 needs `AsyncRead + AsyncWrite`; giving it this pipe instead of the socket keeps the
-//! session free of IO: the reactor moves bytes between socket and pipe (and TLS could sit in
-//! between), and tests can drive a session with no socket at all.
+//! core free of IO: the reactor moves bytes between socket and pipe (and TLS could sit in
+//! between), and tests can drive the core with no socket at all.
 
 use bytes::{Buf, Bytes, BytesMut};
 use std::cell::RefCell;
@@ -15,7 +15,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// Above this many unsent bytes, h2's writes wait until the reactor drains the pipe.
 const HIGH_WATER: usize = 4 << 20;
 
-/// The buffers shared by the h2 side ([`Pipe`]) and the reactor side (the session).
+/// The buffers shared by the h2 side ([`Pipe`]) and the core side (the transport).
 #[derive(Debug, Default)]
 pub(crate) struct PipeBuffers {
     /// Bytes received from the peer, not yet read by h2.

@@ -1,5 +1,5 @@
 //! An in-process gRPC server on h2, over in-memory buffers, for virtual-time tests of the
-//! session: the test moves bytes between the session's pipe and this server's by hand, so
+//! core: the test moves bytes between the core and this server by hand, so
 //! nothing touches a socket or the clock. It answers exactly what the test tells it to, so
 //! it is only for what a real etcd will not do on demand (silence, trailers-only errors,
 //! GOAWAY, a connection that ends).

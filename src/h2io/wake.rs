@@ -1,7 +1,7 @@
 //! Wakers that only enqueue.
 //!
 //! h2 calls `wake()` while holding its internal lock, so a waker must never poll anything
-//! itself: it pushes its key onto a ready queue that the session drains after h2 returns.
+//! itself: it pushes its key onto a ready queue that the core drains after h2 returns.
 //! One waker per call slot is made once and reused, so starting a call allocates none.
 
 use std::sync::{Arc, Mutex};

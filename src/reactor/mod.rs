@@ -20,7 +20,7 @@
 //! read that did not fill the buffer (the socket was drained: later data raises a new edge),
 //! unless the peer's end of input was signalled, which is read on to the 0.
 //!
-//! A socket's life, and what the session hears of it:
+//! A socket's life, and what the core hears of it:
 //!
 //! ```text
 //!   connecting ──connected──► [TLS handshaking ──handshake done, ALPN h2──►] established
@@ -293,7 +293,7 @@ impl Reactor {
     }
 
     /// A TLS failure, or an end of input during the handshake: a failed connection attempt
-    /// (the next endpoint is tried) before the session was told, a refused link while the
+    /// (the next endpoint is tried) before the core was told, a refused link while the
     /// TLS server has not spoken yet (nothing on it was processed), a broken link after.
     fn fail(&mut self, core: &mut Core, reason: &str, now: Instant) {
         let Some(s) = self.socket.as_mut() else {
@@ -314,7 +314,7 @@ impl Reactor {
         core.handle_connect_failed(reason, now);
     }
 
-    /// Reads until `WouldBlock`, EOF or an error, handing every chunk to the session. A read
+    /// Reads until `WouldBlock`, EOF or an error, handing every chunk to the core. A read
     /// that does not fill the buffer drained the socket: the registration is edge-triggered,
     /// so data arriving later raises a new event, and the read that would only say
     /// `WouldBlock` (one syscall per response) is skipped.

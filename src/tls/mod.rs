@@ -179,6 +179,6 @@ impl fmt::Debug for Tls {
 }
 
 #[cfg(test)]
-mod session_tests;
+mod core_tests;
 #[cfg(test)]
 pub(crate) mod testcerts;

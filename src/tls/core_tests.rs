@@ -1,6 +1,6 @@
-//! The session in virtual time over an in-memory TLS pair: the session's pipe, our TLS
+//! The core in virtual time over an in-memory TLS pair: the core, our TLS
 //! layer, a rustls server and the in-process h2 server, with no socket and no clock. The
-//! session is told it is connected only once the handshake is done and the server spoke.
+//! core is told it is connected only once the handshake is done and the server spoke.
 
 use super::layer::tests::{client, server};
 use super::testcerts::Pki;
