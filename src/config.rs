@@ -1,8 +1,8 @@
 //! Client configuration: a small builder with etcd's defaults, validated by `Client::new`.
 
+use crate::core::CoreConfig;
 use crate::endpoint::{self, Endpoint, Security};
 use crate::error::EtcdError;
-use crate::core::CoreConfig;
 #[cfg(feature = "tls")]
 use crate::tls::{connector::Connector, Tls};
 use http::HeaderValue;

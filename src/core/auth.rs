@@ -202,7 +202,10 @@ mod tests {
         auth.started(key);
         assert!(auth.request().is_none(), "one at a time");
         assert!(auth.allows(key));
-        assert_eq!(auth.finished(token_response("t1"), Ok(()), true, &mut cx), AuthOutcome::Proceed);
+        assert_eq!(
+            auth.finished(token_response("t1"), Ok(()), true, &mut cx),
+            AuthOutcome::Proceed
+        );
         assert_eq!((auth.token().unwrap(), auth.epoch()), (&HeaderValue::from_static("t1"), 1));
         assert!(auth.allows(other));
     }
@@ -228,7 +231,8 @@ mod tests {
     #[test]
     fn auth_off_on_the_server_drops_the_token() {
         let mut cx = Cx::new(Instant::now(), 1);
-        let mut auth = Auth::new(Some(HeaderValue::from_static("old")), Some(("u".into(), "p".into())));
+        let mut auth =
+            Auth::new(Some(HeaderValue::from_static("old")), Some(("u".into(), "p".into())));
         let off = Err((Code::FailedPrecondition, "authentication is not enabled".to_string()));
         assert_eq!(auth.finished(None, off, true, &mut cx), AuthOutcome::Proceed);
         assert!(auth.token().is_none());

@@ -150,7 +150,9 @@ impl Calls {
     /// returned holds only what its owner is told with).
     pub(crate) fn remove(&mut self, key: CallKey, cx: &mut Cx) -> Option<Call> {
         let mut call = self.slots.remove(key)?;
-        if let CallState::Open(stream, _) = std::mem::replace(&mut call.state, CallState::Queued(Bytes::new())) {
+        if let CallState::Open(stream, _) =
+            std::mem::replace(&mut call.state, CallState::Queued(Bytes::new()))
+        {
             stream.cancel();
         }
         if let Some(deadline) = call.deadline {
@@ -281,7 +283,15 @@ mod tests {
         let mut calls = Calls::default();
         let a = calls.add("/a", "a", unary(), Bytes::new(), None, false, &mut cx);
         let b = calls.add("/b", "b", unary(), Bytes::new(), None, false, &mut cx);
-        let auth = calls.add("/auth", "authenticate", CallKind::Auth { response: None }, Bytes::new(), None, true, &mut cx);
+        let auth = calls.add(
+            "/auth",
+            "authenticate",
+            CallKind::Auth { response: None },
+            Bytes::new(),
+            None,
+            true,
+            &mut cx,
+        );
         assert_eq!(calls.next_queued(), Some(auth));
         calls.pop_queued();
         calls.remove(a, &mut cx);
@@ -295,7 +305,15 @@ mod tests {
         let t0 = Instant::now();
         let mut cx = Cx::new(t0, 1);
         let mut calls = Calls::default();
-        let a = calls.add("/a", "a", unary(), Bytes::new(), Some(Duration::from_secs(2)), false, &mut cx);
+        let a = calls.add(
+            "/a",
+            "a",
+            unary(),
+            Bytes::new(),
+            Some(Duration::from_secs(2)),
+            false,
+            &mut cx,
+        );
         assert_eq!(cx.timers.next_deadline(), Some(t0 + Duration::from_secs(2)));
         calls.remove(a, &mut cx);
         assert_eq!(cx.timers.next_deadline(), None);
@@ -311,7 +329,15 @@ mod tests {
             assert!(calls.resend(a));
         }
         assert!(!calls.resend(a));
-        let w = calls.add("/w", "watch", CallKind::Shared(Shared::Watch), Bytes::new(), None, false, &mut cx);
+        let w = calls.add(
+            "/w",
+            "watch",
+            CallKind::Shared(Shared::Watch),
+            Bytes::new(),
+            None,
+            false,
+            &mut cx,
+        );
         assert!(!calls.resend(w));
     }
 }

@@ -2,7 +2,7 @@
 //! wheel, the queue of events for the client, and the jitter generator. A machine takes a
 //! `&mut Cx` and nothing else of the core, so it can be built and tested alone.
 
-use super::registry::{CallKey, KeepaliveKey, ObserveKey, StreamKey, StreamItem};
+use super::registry::{CallKey, KeepaliveKey, ObserveKey, StreamItem, StreamKey};
 use crate::error::EtcdError;
 use crate::timer::{TimerKey, TimerWheel};
 use bytes::Bytes;

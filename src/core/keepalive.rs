@@ -61,8 +61,19 @@ impl Keepalives {
 
     /// Starts keeping lease `lease` alive for stream `stream`'s callback; the first renewal
     /// goes out as soon as the stream is open.
-    pub(crate) fn add(&mut self, stream: StreamKey, lease: i64, auto_reconnect: bool) -> KeepaliveKey {
-        let key = self.entries.insert(Entry { stream, lease, timer: None, awaiting: false, auto_reconnect });
+    pub(crate) fn add(
+        &mut self,
+        stream: StreamKey,
+        lease: i64,
+        auto_reconnect: bool,
+    ) -> KeepaliveKey {
+        let key = self.entries.insert(Entry {
+            stream,
+            lease,
+            timer: None,
+            awaiting: false,
+            auto_reconnect,
+        });
         self.by_lease.entry(lease).or_default().push(key);
         if self.stream_open {
             self.request(key);
@@ -154,7 +165,13 @@ impl Keepalives {
 
     /// Ends every keepalive (or only those with `auto_reconnect` off) with one error each:
     /// the stream gave up, or it broke and those do not reconnect, or the client closed.
-    pub(crate) fn end_all(&mut self, only_no_reconnect: bool, code: Code, message: &str, cx: &mut Cx) {
+    pub(crate) fn end_all(
+        &mut self,
+        only_no_reconnect: bool,
+        code: Code,
+        message: &str,
+        cx: &mut Cx,
+    ) {
         let ending = self.entries.keys_where(|e| !(only_no_reconnect && e.auto_reconnect));
         for key in ending {
             let Some(entry) = self.remove(key) else { continue };
@@ -180,9 +197,8 @@ impl Keepalives {
     /// Queues a renewal of `key`'s lease (once, however many keepalives share it).
     fn request(&mut self, key: KeepaliveKey) {
         let Some(lease) = self.entries.get(key).map(|e| e.lease) else { return };
-        let already = self.by_lease[&lease]
-            .iter()
-            .any(|&k| self.entries.get(k).is_some_and(|e| e.awaiting));
+        let already =
+            self.by_lease[&lease].iter().any(|&k| self.entries.get(k).is_some_and(|e| e.awaiting));
         if let Some(e) = self.entries.get_mut(key) {
             e.awaiting = true;
         }
@@ -196,8 +212,8 @@ impl Keepalives {
 mod tests {
     use super::*;
     use crate::core::cx::Event;
-    use crate::core::registry::Streams;
     use crate::core::registry::StreamCallback;
+    use crate::core::registry::Streams;
     use prost::Message;
     use std::time::Instant;
 
@@ -223,7 +239,9 @@ mod tests {
         cx.events
             .drain(..)
             .map(|e| match e {
-                Event::Stream(_, StreamItem::Keepalive(r)) => r.map(|r| r.ttl).map_err(|e| e.code()),
+                Event::Stream(_, StreamItem::Keepalive(r)) => {
+                    r.map(|r| r.ttl).map_err(|e| e.code())
+                }
                 _ => panic!("not a keepalive item"),
             })
             .collect()

@@ -58,7 +58,8 @@ pub(crate) struct LinkConfig {
 
 enum State {
     Down,
-    Connecting(TimerKey),
+    /// The connect timer starts when the IO layer takes the command (`None` until then).
+    Connecting(Option<TimerKey>),
     /// Boxed: a link changes state rarely.
     Up(Box<Transport>),
 }
@@ -193,24 +194,36 @@ impl Link {
         }
     }
 
-    /// What the IO layer must do next.
-    pub(crate) fn poll_command(&mut self) -> Option<LinkCommand> {
-        self.commands.pop_front()
+    /// What the IO layer must do next; taking a connect starts its timeout.
+    pub(crate) fn poll_command(&mut self, cx: &mut Cx) -> Option<LinkCommand> {
+        let command = self.commands.pop_front()?;
+        if let (LinkCommand::Connect { .. }, State::Connecting(timer @ None)) =
+            (&command, &mut self.state)
+        {
+            *timer = Some(cx.after(self.cfg.connect_timeout, Timer::Connect(self.generation)));
+        }
+        Some(command)
+    }
+
+    /// The link ends: a connect not taken yet is dropped, and the socket closed.
+    fn close_socket(&mut self) {
+        self.commands.retain(|c| !matches!(c, LinkCommand::Connect { .. }));
+        self.commands.push_back(LinkCommand::Close);
     }
 
     // ===== transitions =====
 
     /// Down → Connecting: asks the IO layer to connect to the endpoint in use.
-    pub(crate) fn connect(&mut self, cx: &mut Cx) {
+    pub(crate) fn connect(&mut self) {
         if !self.is_down() {
             return;
         }
-        let timer = cx.after(self.cfg.connect_timeout, Timer::Connect(self.generation));
-        self.state = State::Connecting(timer);
+        self.state = State::Connecting(None);
         self.handshaking = false;
         self.attempted = self.endpoint;
         let keepalive = self.cfg.keepalive_time.map(|t| (t, self.cfg.keepalive_timeout));
-        self.commands.push_back(LinkCommand::Connect { endpoint: self.endpoint().clone(), keepalive });
+        self.commands
+            .push_back(LinkCommand::Connect { endpoint: self.endpoint().clone(), keepalive });
     }
 
     /// The TLS handshake started: the connect timeout goes on, and its message says so.
@@ -222,7 +235,9 @@ impl Link {
     /// link is to be settled as a failed attempt.
     pub(crate) fn connected(&mut self, wakers: &Wakers, cx: &mut Cx) -> Result<bool, String> {
         let State::Connecting(timer) = self.state else { return Ok(false) };
-        cx.cancel(timer);
+        if let Some(timer) = timer {
+            cx.cancel(timer);
+        }
         let t = Transport::handshake(wakers).map_err(|e| format!("http2: {e}"))?;
         self.state = State::Up(Box::new(t));
         self.connect_failures = 0;
@@ -292,7 +307,9 @@ impl Link {
             State::Up(_) if refused => (true, 0),
             State::Up(t) => (true, t.sent()),
             State::Connecting(timer) => {
-                cx.cancel(timer);
+                if let Some(timer) = timer {
+                    cx.cancel(timer);
+                }
                 (false, 0)
             }
             State::Down => (false, 0),
@@ -302,7 +319,7 @@ impl Link {
         self.generation += 1;
         self.endpoint = (self.endpoint + 1) % self.cfg.endpoints.len();
         self.stop_ping(cx);
-        self.commands.push_back(LinkCommand::Close);
+        self.close_socket();
         let mut every_endpoint_failed = false;
         if !was_up {
             self.connect_failures += 1;
@@ -322,7 +339,7 @@ impl Link {
 
     /// The client closed: down at once, without rotating.
     pub(crate) fn close(&mut self, cx: &mut Cx) {
-        if let State::Connecting(timer) = std::mem::replace(&mut self.state, State::Down) {
+        if let State::Connecting(Some(timer)) = std::mem::replace(&mut self.state, State::Down) {
             cx.cancel(timer);
         }
         self.error = None;
@@ -331,7 +348,7 @@ impl Link {
         self.connect_failures = 0;
         self.generation += 1;
         self.stop_ping(cx);
-        self.commands.push_back(LinkCommand::Close);
+        self.close_socket();
     }
 
     /// Polls the h2 connection and the PING: `Some` once the connection has ended (any end,
@@ -414,8 +431,8 @@ mod tests {
         (Link::new(cfg), Cx::new(Instant::now(), 1), Wakers::default())
     }
 
-    fn connect_target(l: &mut Link) -> String {
-        match l.poll_command() {
+    fn connect_target(l: &mut Link, cx: &mut Cx) -> String {
+        match l.poll_command(cx) {
             Some(LinkCommand::Connect { endpoint, .. }) => endpoint.to_string(),
             other => panic!("expected a connect, got {other:?}"),
         }
@@ -424,22 +441,22 @@ mod tests {
     #[test]
     fn failed_attempts_rotate_and_give_up_once_every_endpoint_failed() {
         let (mut l, mut cx, _) = link(2);
-        l.connect(&mut cx);
-        assert_eq!(connect_target(&mut l), "127.0.0.1:2379");
+        l.connect();
+        assert_eq!(connect_target(&mut l, &mut cx), "127.0.0.1:2379");
         let lost = l.lost(&mut cx);
         assert!(!lost.was_up && !lost.every_endpoint_failed);
-        assert_eq!(l.poll_command(), Some(LinkCommand::Close));
-        l.connect(&mut cx);
-        assert_eq!(connect_target(&mut l), "127.0.0.1:2380");
+        assert_eq!(l.poll_command(&mut cx), Some(LinkCommand::Close));
+        l.connect();
+        assert_eq!(connect_target(&mut l, &mut cx), "127.0.0.1:2380");
         assert!(l.lost(&mut cx).every_endpoint_failed);
-        l.connect(&mut cx);
-        assert_eq!(connect_target(&mut l), "127.0.0.1:2379", "a new round");
+        l.connect();
+        assert_eq!(connect_target(&mut l, &mut cx), "127.0.0.1:2379", "a new round");
     }
 
     #[test]
     fn the_connect_timer_names_the_stage_and_ignores_older_links() {
         let (mut l, mut cx, _) = link(1);
-        l.connect(&mut cx);
+        l.connect();
         let g = l.generation();
         l.handshaking();
         let msg = l.connect_timed_out(g).unwrap();
@@ -451,7 +468,7 @@ mod tests {
     #[test]
     fn a_link_refused_before_the_server_spoke_counts_nothing_as_sent() {
         let (mut l, mut cx, w) = link(2);
-        l.connect(&mut cx);
+        l.connect();
         assert_eq!(l.connected(&w, &mut cx), Ok(true));
         assert!(l.transport().unwrap().take_output().is_some(), "the preface");
         l.refused("alert");
@@ -463,12 +480,12 @@ mod tests {
     #[test]
     fn draining_needs_another_endpoint_to_leave_for() {
         let (mut one, mut cx, w) = link(1);
-        one.connect(&mut cx);
+        one.connect();
         one.connected(&w, &mut cx).unwrap();
         one.leave("unhealthy".into());
         assert!(one.takes_streams(), "nowhere to go");
         let (mut two, mut cx, w) = link(2);
-        two.connect(&mut cx);
+        two.connect();
         two.connected(&w, &mut cx).unwrap();
         two.leave("unhealthy".into());
         assert_eq!(two.draining(), Some("unhealthy"));
@@ -478,7 +495,7 @@ mod tests {
     #[test]
     fn a_ping_goes_out_only_while_busy_and_times_out_unanswered() {
         let (mut l, mut cx, w) = link(1);
-        l.connect(&mut cx);
+        l.connect();
         l.connected(&w, &mut cx).unwrap();
         let g = l.generation();
         assert!(!l.ping_due(g, false, &mut cx), "idle: no PING");

@@ -22,8 +22,9 @@
 //! 3. [`poll_event`](Core::poll_event) until `None`: the client runs each callback with no
 //!    borrow held (callbacks may issue commands);
 //! 4. [`poll_link`](Core::poll_link) until `None` (connect, close the socket), and
-//!    [`poll_transmit`](Core::poll_transmit) until `None` or the socket would block;
-//!    again while either produced something;
+//!    [`poll_transmit`](Core::poll_transmit) until `None` or the socket would block,
+//!    reporting each write with [`handle_written`](Core::handle_written); again while
+//!    either produced something;
 //! 5. sleep until [`poll_timeout`](Core::poll_timeout) or readiness.
 //!
 //! Commands (start a call, a watch, a keepalive; cancel; close) may come at any time
@@ -226,17 +227,28 @@ impl Core {
 
     // ===== outputs =====
 
-    /// What the IO layer must do for the link: connect somewhere, or drop the socket.
-    pub(crate) fn poll_link(&mut self) -> Option<LinkCommand> {
+    /// What the IO layer must do for the link at `now`: connect somewhere (the connect
+    /// timeout starts now), or drop the socket.
+    pub(crate) fn poll_link(&mut self, now: Instant) -> Option<LinkCommand> {
+        self.cx.now = now;
         self.drive();
-        self.link.poll_command()
+        self.link.poll_command(&mut self.cx)
     }
 
-    /// Bytes to send on the link, if any (counted as sent from now on: call again only once
-    /// the previous bytes are written, so h2 feels the socket's back-pressure).
+    /// Bytes to send on the link, if any. Call again only once the previous bytes are
+    /// written, so h2 feels the socket's back-pressure; report each write with
+    /// [`handle_written`](Self::handle_written).
     pub(crate) fn poll_transmit(&mut self) -> Option<Bytes> {
         self.drive();
         self.link.transport()?.take_output()
+    }
+
+    /// `n` bytes of what [`poll_transmit`](Self::poll_transmit) returned reached the socket
+    /// (or TLS): a call none of whose bytes reached it when the link dies is sent again.
+    pub(crate) fn handle_written(&mut self, n: usize) {
+        if let Some(t) = self.link.transport() {
+            t.written(n);
+        }
     }
 
     /// The next finished call or stream delivery, for the client to run.
@@ -279,7 +291,9 @@ impl Core {
         timed: bool,
     ) -> Option<CallKey> {
         self.cx.now = now;
-        if let Err(err) = self.check_size(body.len().saturating_sub(codec::PREFIX_LEN), "request", operation) {
+        if let Err(err) =
+            self.check_size(body.len().saturating_sub(codec::PREFIX_LEN), "request", operation)
+        {
             self.cx.emit(Event::Local(Box::new(move || done(Err(err)))));
             return None;
         }
@@ -436,7 +450,11 @@ impl Core {
     }
 
     /// Keeps a final item while its callback is out running (see [`Streams::defer_final`]).
-    pub(crate) fn defer_final(&mut self, key: StreamKey, item: StreamItem) -> Result<(), StreamItem> {
+    pub(crate) fn defer_final(
+        &mut self,
+        key: StreamKey,
+        item: StreamItem,
+    ) -> Result<(), StreamItem> {
         self.streams.defer_final(key, item)
     }
 
@@ -516,7 +534,7 @@ impl Core {
         }
         if self.link.is_down() {
             match self.calls.any_queued() {
-                true => self.link.connect(&mut self.cx),
+                true => self.link.connect(),
                 // The calls that were going round the endpoints are gone: a new round starts.
                 false => self.link.forget_failures(),
             }
@@ -756,7 +774,11 @@ impl Core {
             CallKind::Health { sent_to, response } => {
                 let endpoint = sent_to.unwrap_or(self.link.attempted());
                 let name = self.link.endpoint_name(endpoint);
-                let healthy = self.health.checked(name.clone(), response.filter(|_| result.is_ok()), &mut self.cx);
+                let healthy = self.health.checked(
+                    name.clone(),
+                    response.filter(|_| result.is_ok()),
+                    &mut self.cx,
+                );
                 if !healthy && endpoint == self.link.endpoint_index() {
                     self.leave(format!("health check of {name} failed"));
                 }
@@ -985,8 +1007,9 @@ impl Core {
     /// stream.
     fn on_shared_messages(&mut self, kind: Shared, msgs: Vec<Bytes>) -> Result<(), (Code, String)> {
         let mut works = false;
-        let undecodable =
-            |e: prost::DecodeError| (Code::Internal, format!("cannot decode a {kind:?} response: {e}"));
+        let undecodable = |e: prost::DecodeError| {
+            (Code::Internal, format!("cannot decode a {kind:?} response: {e}"))
+        };
         for m in msgs {
             match kind {
                 Shared::Watch => {
@@ -1098,7 +1121,12 @@ impl Core {
     }
 
     /// `INVALID_ARGUMENT` for a message above the request size limit (never sent).
-    fn check_size(&self, size: usize, what: &str, operation: &'static str) -> Result<(), EtcdError> {
+    fn check_size(
+        &self,
+        size: usize,
+        what: &str,
+        operation: &'static str,
+    ) -> Result<(), EtcdError> {
         if size <= self.max_request_bytes {
             return Ok(());
         }

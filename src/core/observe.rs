@@ -61,7 +61,12 @@ impl Observes {
 
     /// Adds an observer of stream `stream` with the framed `request`; open it with
     /// [`request`](Self::request) and [`opened`](Self::opened).
-    pub(crate) fn add(&mut self, stream: StreamKey, request: Bytes, auto_reconnect: bool) -> ObserveKey {
+    pub(crate) fn add(
+        &mut self,
+        stream: StreamKey,
+        request: Bytes,
+        auto_reconnect: bool,
+    ) -> ObserveKey {
         self.entries.insert(Entry {
             stream,
             request,
@@ -130,9 +135,10 @@ impl Observes {
         let (code, message) =
             result.err().unwrap_or((Code::Unavailable, "stream ended by the server".into()));
         let subject = Subject::Stream { attempts: entry.attempts, keepalive: false };
-        let decision = match entry.auto_reconnect {
-            true => decide(subject, Cause::Status(code, &message), policy),
-            false => Decision::Fail,
+        let decision = match decide(subject, Cause::Status(code, &message), policy) {
+            // Without auto-reconnect only a stale token the client renews re-opens it.
+            Decision::Reopen { authenticate: false, .. } if !entry.auto_reconnect => Decision::Fail,
+            decision => decision,
         };
         let Decision::Reopen { after, authenticate } = decision else {
             let stream = entry.stream;
@@ -232,7 +238,10 @@ mod tests {
     fn reopens_at_once_then_after_a_backoff_then_gives_up_with_one_error() {
         let (mut obs, key, mut cx) = setup();
         let lost = || Err((Code::Unavailable, "link lost".to_string()));
-        assert_eq!(obs.ended(key, lost(), POLICY, &mut cx), AfterEnd::Reopen { authenticate: false });
+        assert_eq!(
+            obs.ended(key, lost(), POLICY, &mut cx),
+            AfterEnd::Reopen { authenticate: false }
+        );
         assert_eq!(obs.ended(key, lost(), POLICY, &mut cx), AfterEnd::Wait { authenticate: false });
         let at = cx.timers.next_deadline().unwrap() - cx.now;
         assert!(at >= Duration::from_millis(400) && at <= Duration::from_millis(600), "{at:?}");

@@ -242,12 +242,13 @@ impl Streams {
         }
     }
 
-
-
     /// Removes stream `key` at once (cancelled, or the client closed): returns the machine
     /// entry to stop, if it still runs, and the callback, if not out running, to be dropped
     /// once no borrow is held.
-    pub(crate) fn remove(&mut self, key: StreamKey) -> Option<(Option<Owner>, Option<StreamCallback>)> {
+    pub(crate) fn remove(
+        &mut self,
+        key: StreamKey,
+    ) -> Option<(Option<Owner>, Option<StreamCallback>)> {
         self.slots.remove(key).map(|e| (e.owner, e.callback))
     }
 
@@ -276,7 +277,11 @@ impl Streams {
 
     /// Keeps `item`, a final delivery, when the callback is out running; whether it was kept
     /// (else it is the caller's to deliver).
-    pub(crate) fn defer_final(&mut self, key: StreamKey, item: StreamItem) -> Result<(), StreamItem> {
+    pub(crate) fn defer_final(
+        &mut self,
+        key: StreamKey,
+        item: StreamItem,
+    ) -> Result<(), StreamItem> {
         match self.slots.get_mut(key) {
             Some(entry) if entry.callback.is_none() => {
                 entry.deferred.get_or_insert(item);
@@ -292,12 +297,10 @@ impl Streams {
         self.slots.get_mut(key).filter(|e| e.callback.is_some())?.deferred.take()
     }
 
-
     /// Whether no stream is registered (ended ones waiting for their last delivery count).
     pub(crate) fn is_empty(&self) -> bool {
         self.slots.is_empty()
     }
-
 }
 
 #[cfg(test)]

@@ -161,7 +161,10 @@ mod tests {
         let mut s = SharedStream::new(Shared::Watch);
         let call = Slots::<(), tag::Call>::default().insert(());
         s.opened(call);
-        assert_eq!(s.ended(lost(), true, POLICY, &mut cx), AfterEnd::Reopen { authenticate: false });
+        assert_eq!(
+            s.ended(lost(), true, POLICY, &mut cx),
+            AfterEnd::Reopen { authenticate: false }
+        );
         assert!(s.is_idle());
         assert_eq!(s.ended(lost(), true, POLICY, &mut cx), AfterEnd::Wait { authenticate: false });
         assert!(!s.is_idle());
@@ -177,7 +180,10 @@ mod tests {
         let mut s = SharedStream::new(Shared::Keepalive);
         s.ended(lost(), true, POLICY, &mut cx);
         s.worked();
-        assert_eq!(s.ended(lost(), true, POLICY, &mut cx), AfterEnd::Reopen { authenticate: false });
+        assert_eq!(
+            s.ended(lost(), true, POLICY, &mut cx),
+            AfterEnd::Reopen { authenticate: false }
+        );
         assert_eq!(s.ended(lost(), true, POLICY, &mut cx), AfterEnd::Wait { authenticate: false });
         assert!(s.cut_backoff(&mut cx));
         assert_eq!(cx.timers.next_deadline(), None);

@@ -141,8 +141,6 @@ impl WatchHub {
         !self.entries.is_empty()
     }
 
-
-
     /// A new stream is open: every live watch is (re-)created from where it stands.
     pub(crate) fn on_stream_opened(&mut self) {
         self.stream_open = true;

@@ -80,9 +80,15 @@ impl Transport {
         self.pipe.borrow_mut().push_eof();
     }
 
-    /// What h2 wrote since the last call, if anything: counted as sent from now on.
+    /// What h2 wrote since the last call, if anything; report what reaches the socket with
+    /// [`written`](Self::written).
     pub(crate) fn take_output(&self) -> Option<Bytes> {
         self.pipe.borrow_mut().take_output()
+    }
+
+    /// `n` bytes of the output reached the socket (or TLS).
+    pub(crate) fn written(&self, n: usize) {
+        self.pipe.borrow_mut().written(n);
     }
 
     /// Bytes h2 has written so far (sent or not): the mark of what comes next.
@@ -90,7 +96,7 @@ impl Transport {
         self.pipe.borrow().produced()
     }
 
-    /// Bytes taken to be sent so far (see [`take_output`](Self::take_output)).
+    /// Bytes that reached the socket so far (see [`written`](Self::written)).
     pub(crate) fn sent(&self) -> u64 {
         self.pipe.borrow().sent()
     }

@@ -26,8 +26,11 @@ pub(crate) struct PipeBuffers {
     /// Bytes h2 wrote, not yet sent to the peer.
     outbound: BytesMut,
     writer: Option<Waker>,
-    /// Bytes handed to the socket so far: with [`produced`](Self::produced), tells whether
-    /// anything written after a given point ever left.
+    /// Bytes taken out of `outbound` so far (see [`take_output`](Self::take_output)).
+    taken: u64,
+    /// Bytes the IO layer reported written to the socket (or to TLS): with
+    /// [`produced`](Self::produced), tells whether anything written after a given point ever
+    /// left.
     sent: u64,
 }
 
@@ -50,7 +53,12 @@ impl PipeBuffers {
 
     /// Bytes h2 has written so far (sent or not): the mark of what comes next.
     pub(crate) fn produced(&self) -> u64 {
-        self.sent + self.outbound.len() as u64
+        self.taken + self.outbound.len() as u64
+    }
+
+    /// `n` more bytes reached the socket (or TLS).
+    pub(crate) fn written(&mut self, n: usize) {
+        self.sent += n as u64;
     }
 
     /// Bytes handed to the socket so far.
@@ -58,15 +66,15 @@ impl PipeBuffers {
         self.sent
     }
 
-    /// Takes every byte waiting to be sent (no copy: the buffer is split off), counts them
-    /// as sent, and lets a blocked h2 write again. The taker holds them until written, so
+    /// Takes every byte waiting to be sent (no copy: the buffer is split off), and lets a
+    /// blocked h2 write again. The taker reports what it wrote with [`written`](Self::written). The taker holds them until written, so
     /// h2's writes wait while more than [`HIGH_WATER`] bytes are unsent on either side.
     pub(crate) fn take_output(&mut self) -> Option<Bytes> {
         if self.outbound.is_empty() {
             return None;
         }
         let out = self.outbound.split().freeze();
-        self.sent += out.len() as u64;
+        self.taken += out.len() as u64;
         if let Some(w) = self.writer.take() {
             w.wake();
         }

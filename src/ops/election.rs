@@ -1,7 +1,7 @@
 //! Election (`v3electionpb`): campaign, proclaim, leader, resign.
 
-use crate::core::StreamCallback;
 use crate::client::Client;
+use crate::core::StreamCallback;
 use crate::error::EtcdError;
 use crate::grpc::codec;
 use crate::handle::{Observe, Pending, StreamOptions};

@@ -1,7 +1,7 @@
 //! Lease: grant, revoke, time-to-live, list, and keepalives on the shared stream.
 
-use crate::core::StreamCallback;
 use crate::client::Client;
+use crate::core::StreamCallback;
 use crate::error::EtcdError;
 use crate::handle::{Keepalive, StreamOptions};
 use crate::pb::etcdserverpb::{

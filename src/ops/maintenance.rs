@@ -1,7 +1,7 @@
 //! Maintenance: status, alarms, defragment, hashes, leadership transfer.
 
-use crate::core::StreamCallback;
 use crate::client::Client;
+use crate::core::StreamCallback;
 use crate::error::{Code, EtcdError};
 use crate::grpc::{codec, Rpc};
 use crate::handle::Pending;

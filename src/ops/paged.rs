@@ -8,8 +8,8 @@
 //!   Range(limit = page) ──► page ──more──► Range(from last key + \0, same revision) ──► …
 //! ```
 
-use crate::core::StreamCallback;
 use crate::client::{Client, Inner};
+use crate::core::StreamCallback;
 use crate::error::{Code, EtcdError};
 use crate::grpc::{codec, Rpc};
 use crate::handle::Pending;

@@ -1,7 +1,7 @@
 //! Watch: options, `Client::watch` and `Client::request_progress`.
 
-use crate::core::StreamCallback;
 use crate::client::Client;
+use crate::core::StreamCallback;
 use crate::error::EtcdError;
 use crate::handle::Watch;
 use crate::ops::kv::KeyRange;

@@ -148,25 +148,39 @@ impl Reactor {
     /// produced something (writing can unblock h2, which then writes more).
     pub(crate) fn flush(&mut self, core: &mut Core) {
         for _ in 0..MAX_FLUSH_ROUNDS {
-            let mut acted = false;
-            while let Some(command) = core.poll_link() {
-                acted = true;
-                match command {
-                    LinkCommand::Close => self.drop_socket(),
-                    LinkCommand::Connect { endpoint, keepalive } => {
-                        self.drop_socket();
-                        self.start(core, endpoint, keepalive);
-                    }
-                }
-            }
-            if !self.write(core) && !acted {
+            self.apply_commands(core);
+            // Taking output drives the core, which may end the link: its commands are
+            // carried out before returning.
+            if !self.write(core) && !self.apply_commands(core) {
                 return;
             }
         }
+        self.apply_commands(core);
+    }
+
+    /// Carries out the core's link commands; whether there were any.
+    fn apply_commands(&mut self, core: &mut Core) -> bool {
+        let mut acted = false;
+        while let Some(command) = core.poll_link(Instant::now()) {
+            acted = true;
+            match command {
+                LinkCommand::Close => self.drop_socket(),
+                LinkCommand::Connect { endpoint, keepalive } => {
+                    self.drop_socket();
+                    self.start(core, endpoint, keepalive);
+                }
+            }
+        }
+        acted
     }
 
     /// Resolves `endpoint` and starts connecting to it.
-    fn start(&mut self, core: &mut Core, endpoint: Endpoint, keepalive: Option<(Duration, Duration)>) {
+    fn start(
+        &mut self,
+        core: &mut Core,
+        endpoint: Endpoint,
+        keepalive: Option<(Duration, Duration)>,
+    ) {
         let addrs = match &endpoint.address {
             Address::Unix(_) => Vec::new(),
             Address::Tcp(authority) => match resolve(authority.as_str()) {
@@ -211,7 +225,8 @@ impl Reactor {
             let mut io = match started {
                 Ok(io) => io,
                 Err(e) if unix => {
-                    return core.handle_connect_failed(&connect_error(&endpoint, &e), Instant::now())
+                    return core
+                        .handle_connect_failed(&connect_error(&endpoint, &e), Instant::now())
                 }
                 Err(e) => {
                     last = e;
@@ -394,6 +409,9 @@ impl Reactor {
                 break Ok(()); // the TLS handshake's records only, until it is done
             }
             if s.pending.is_empty() {
+                if s.tls.is_none() && !s.writable {
+                    break Ok(()); // taken only when it can be written: h2 feels the back-pressure
+                }
                 match core.poll_transmit() {
                     Some(out) => {
                         s.pending = out;
@@ -406,6 +424,7 @@ impl Reactor {
                 // TLS takes what fits in its buffer; the rest waits for the records to leave.
                 let n = tls.send(&s.pending);
                 s.pending.advance(n);
+                core.handle_written(n);
                 if n == 0 && (tls.pending().is_empty() || !s.writable) {
                     break Ok(()); // nothing to flush to make room, or the socket is full
                 }
@@ -415,7 +434,10 @@ impl Reactor {
                 break Ok(());
             }
             match s.io.write(&s.pending) {
-                Ok(n) => s.pending.advance(n),
+                Ok(n) => {
+                    s.pending.advance(n);
+                    core.handle_written(n);
+                }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => s.writable = false,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => break Err(e),

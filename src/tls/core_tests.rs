@@ -5,12 +5,12 @@
 use super::layer::tests::{client, server};
 use super::testcerts::Pki;
 use super::Tls;
+use crate::core::link::LinkCommand;
+use crate::core::{Core, CoreConfig, Event};
 use crate::endpoint::{Address, Endpoint};
 use crate::grpc::codec;
 use crate::h2io::test_server::TestServer;
 use crate::pb::etcdserverpb::{RangeRequest, RangeResponse, ResponseHeader};
-use crate::core::link::LinkCommand;
-use crate::core::{Core, CoreConfig, Event};
 use bytes::Bytes;
 use prost::Message;
 use rustls::ServerConnection;
@@ -48,6 +48,7 @@ fn exchange(
     for _ in 0..100 {
         if let Some(out) = session.poll_transmit() {
             assert_eq!(tls.send(&out), out.len(), "TLS takes what it is given here");
+            session.handle_written(out.len());
         }
         let wire = tls.pending().to_vec();
         tls.advance(wire.len());
@@ -87,7 +88,7 @@ fn a_unary_call_round_trips_through_tls_in_virtual_time() {
     let body = codec::encode(&RangeRequest { key: "k".into(), ..Default::default() });
     let done = Box::new(move |res| *r.borrow_mut() = Some(res));
     session.start_unary(RANGE, body, "get", done, t0, true);
-    let Some(LinkCommand::Connect { endpoint, .. }) = session.poll_link() else {
+    let Some(LinkCommand::Connect { endpoint, .. }) = session.poll_link(t0) else {
         panic!("a connection is wanted")
     };
     assert!(endpoint.tls);
@@ -97,7 +98,7 @@ fn a_unary_call_round_trips_through_tls_in_virtual_time() {
     let mut tls_server = server(&pki.server, &[b"h2"], None);
     let mut h2 = TestServer::new();
     exchange(&mut session, &mut tls, &mut tls_server, &mut h2);
-    assert!(session.poll_link().is_none(), "connected: nothing more to do for the link");
+    assert!(session.poll_link(t0).is_none(), "connected: nothing more to do for the link");
 
     let mut calls = h2.take_calls();
     assert_eq!(calls.len(), 1, "the call went out through TLS");
@@ -117,7 +118,7 @@ fn a_unary_call_round_trips_through_tls_in_virtual_time() {
     let mut session = Core::new(cfg, t0);
     let done = Box::new(|_| {});
     session.start_unary(RANGE, codec::encode(&RangeRequest::default()), "get", done, t0, true);
-    assert!(matches!(session.poll_link(), Some(LinkCommand::Connect { .. })));
+    assert!(matches!(session.poll_link(t0), Some(LinkCommand::Connect { .. })));
     session.handle_handshaking();
     session.handle_timeout(t0 + Duration::from_secs(1));
     let Some(Event::Call(_, result)) = session.poll_event() else { panic!("the call failed") };
