@@ -214,8 +214,8 @@ impl Client {
                 // waits for it to come back, then goes to it.
                 let item = match item.is_final() {
                     true => match self.with_core(|c| c.defer_final(key, item)) {
-                        Ok(()) => return,
-                        Err(item) => item,
+                        None => return,
+                        Some(item) => item,
                     },
                     false => item,
                 };

@@ -60,6 +60,7 @@
 
 mod client;
 mod config;
+mod core;
 mod endpoint;
 mod error;
 mod grpc;
@@ -68,7 +69,6 @@ mod handle;
 pub mod ops;
 pub mod pb;
 mod reactor;
-mod core;
 mod sockopt;
 mod timer;
 #[cfg(feature = "tls")]

@@ -96,6 +96,7 @@ pub(crate) struct Calls {
 }
 
 impl Calls {
+    #[allow(clippy::too_many_arguments)] // one call's parts, each needed
     /// Adds a call at the back of the queue (`first`: at its front). `deadline`: its timer
     /// is armed that far from now.
     pub(crate) fn add(
@@ -314,7 +315,8 @@ mod tests {
             false,
             &mut cx,
         );
-        assert_eq!(cx.timers.next_deadline(), Some(t0 + Duration::from_secs(2)));
+        let due = cx.timers.next_deadline().expect("armed");
+        assert!(due <= t0 + Duration::from_secs(2) && due > t0 + Duration::from_millis(1900));
         calls.remove(a, &mut cx);
         assert_eq!(cx.timers.next_deadline(), None);
     }

@@ -449,6 +449,7 @@ mod tests {
         l.connect();
         assert_eq!(connect_target(&mut l, &mut cx), "127.0.0.1:2380");
         assert!(l.lost(&mut cx).every_endpoint_failed);
+        assert_eq!(l.poll_command(&mut cx), Some(LinkCommand::Close));
         l.connect();
         assert_eq!(connect_target(&mut l, &mut cx), "127.0.0.1:2379", "a new round");
     }

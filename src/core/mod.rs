@@ -450,11 +450,7 @@ impl Core {
     }
 
     /// Keeps a final item while its callback is out running (see [`Streams::defer_final`]).
-    pub(crate) fn defer_final(
-        &mut self,
-        key: StreamKey,
-        item: StreamItem,
-    ) -> Result<(), StreamItem> {
+    pub(crate) fn defer_final(&mut self, key: StreamKey, item: StreamItem) -> Option<StreamItem> {
         self.streams.defer_final(key, item)
     }
 

@@ -207,7 +207,7 @@ mod tests {
         (obs, key, Cx::new(Instant::now(), 1))
     }
 
-    fn leader(key: &str, rev: i64) -> Bytes {
+    fn leader(key: &'static str, rev: i64) -> Bytes {
         let kv = KeyValue { key: key.into(), mod_revision: rev, ..Default::default() };
         LeaderResponse { kv: Some(kv), ..Default::default() }.encode_to_vec().into()
     }

@@ -275,19 +275,15 @@ impl Streams {
         None
     }
 
-    /// Keeps `item`, a final delivery, when the callback is out running; whether it was kept
-    /// (else it is the caller's to deliver).
-    pub(crate) fn defer_final(
-        &mut self,
-        key: StreamKey,
-        item: StreamItem,
-    ) -> Result<(), StreamItem> {
+    /// Keeps `item`, a final delivery, when the callback is out running; `Some(item)` when
+    /// it was not kept (it is the caller's to deliver).
+    pub(crate) fn defer_final(&mut self, key: StreamKey, item: StreamItem) -> Option<StreamItem> {
         match self.slots.get_mut(key) {
             Some(entry) if entry.callback.is_none() => {
                 entry.deferred.get_or_insert(item);
-                Ok(())
+                None
             }
-            _ => Err(item),
+            _ => Some(item),
         }
     }
 
@@ -363,7 +359,7 @@ mod tests {
         let key = streams.add(sink(&seen));
         let cb = streams.take(key).unwrap();
         let err = EtcdError::new(Code::Cancelled, "closed", "snapshot");
-        assert!(streams.defer_final(key, StreamItem::Sink(Err(err))).is_ok());
+        assert!(streams.defer_final(key, StreamItem::Sink(Err(err))).is_none());
         assert!(streams.take_deferred(key).is_none(), "not while the callback is out");
         assert!(streams.restore(key, cb, false).is_none());
         assert!(streams.take_deferred(key).unwrap().is_final());

@@ -344,6 +344,7 @@ fn a_final_error_in_the_same_batch_as_a_response_is_still_delivered() {
 }
 
 #[test]
+#[allow(clippy::field_reassign_with_default)] // `reauth` is the hub's, behind the adapter
 fn a_revision_of_i64_max_from_the_server_saturates_the_resume_points() {
     const MAX: i64 = i64::MAX;
     let mut hub = TestHub::default();

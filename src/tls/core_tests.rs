@@ -108,8 +108,8 @@ fn a_unary_call_round_trips_through_tls_in_virtual_time() {
     calls[0].trailers(0, "");
     exchange(&mut session, &mut tls, &mut tls_server, &mut h2);
     session.handle_timeout(t0);
-    let Some(Event::Call(done, result)) = session.poll_event() else { panic!("the call finished") };
-    done(result);
+    let Some(Event::Call(done, res)) = session.poll_event() else { panic!("the call finished") };
+    done(res);
     let bytes: Bytes = result.borrow_mut().take().unwrap().expect("ok");
     assert_eq!(RangeResponse::decode(bytes).unwrap().header.unwrap().revision, 9);
 
