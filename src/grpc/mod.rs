@@ -4,7 +4,6 @@
 
 pub(crate) mod codec;
 pub(crate) mod reader;
-pub(crate) mod status;
 
 /// How many messages each side of an RPC sends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

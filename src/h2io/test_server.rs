@@ -4,7 +4,7 @@
 //! it is only for what a real etcd will not do on demand (silence, trailers-only errors,
 //! GOAWAY, a connection that ends).
 
-use super::pipe::{Pipe, PipeBuffers};
+use super::{Pipe, PipeBuffers};
 use bytes::{Bytes, BytesMut};
 use h2::server::{self, SendResponse};
 use h2::{RecvStream, SendStream};
