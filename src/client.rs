@@ -3,8 +3,9 @@
 //! The operations themselves live beside their options in `ops/` (one file per service),
 //! each as an `impl Client` block built on [`Client::call`].
 
+use crate::call_options::CallOptions;
 use crate::config::Config;
-use crate::core::{CallKey, Core, Event, StreamItem, StreamKey};
+use crate::core::{CallKey, Core, Deadline, Event, StreamItem, StreamKey, UnaryOptions};
 use crate::error::{Code, EtcdError};
 use crate::grpc::{codec, Rpc, RpcKind};
 use crate::reactor::Reactor;
@@ -26,6 +27,8 @@ use std::time::{Duration, Instant};
 #[derive(Clone)]
 pub struct Client {
     inner: Rc<Inner>,
+    /// Options for the unary calls started through this handle (see [`Client::with`]).
+    opts: Option<Rc<CallOptions>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -81,6 +84,7 @@ impl Client {
                 no_range_stream: Cell::new(false),
                 closes: Cell::new(0),
             }),
+            opts: None,
         })
     }
 
@@ -254,7 +258,7 @@ impl Client {
 
     /// The client behind a handle's weak reference, if it still exists.
     pub(crate) fn upgrade(inner: &Weak<Inner>) -> Option<Client> {
-        inner.upgrade().map(|inner| Client { inner })
+        inner.upgrade().map(|inner| Client { inner, opts: None })
     }
 
     /// Cancels stream `key`; `callback` gets `Ok(())` on the next turn. The stream's
@@ -294,8 +298,17 @@ impl Client {
         self.start::<R>(operation, request, true, callback);
     }
 
-    /// Starts unary call `R`, with the usual deadline when `timed`; its key, unless it
-    /// failed at once.
+    /// A view of this client whose unary calls (every operation that takes a callback of
+    /// one result: get, put, txn, lease grant, lock, status, …) use `opts`: their own
+    /// deadline, a cancel token, retries for writes. It shares the connection, the loop and
+    /// the streams of this client; `run`, `close` and the stream operations are the same.
+    /// Streams (watch, keepalive, observe, snapshot) ignore the options.
+    pub fn with(&self, opts: CallOptions) -> Client {
+        Client { inner: self.inner.clone(), opts: Some(Rc::new(opts)) }
+    }
+
+    /// Starts unary call `R`, with the configured deadline when `timed` (else none) unless
+    /// this view sets one; its key, unless it failed at once.
     pub(crate) fn start<R: Rpc>(
         &self,
         operation: &'static str,
@@ -311,8 +324,25 @@ impl Client {
         let done = Box::new(move |res: Result<Bytes, EtcdError>| {
             callback(res.and_then(|bytes| decode::<R::Response>(bytes, operation)));
         });
+        let opts = self.opts.as_deref();
+        let deadline = match (opts.and_then(CallOptions::deadline), timed) {
+            (Some(d), _) => Deadline::After(d),
+            (None, true) => Deadline::Default,
+            (None, false) => Deadline::None,
+        };
+        let retryable = is_read_only(R::PATH) || opts.is_some_and(CallOptions::retries_writes);
+        let options = UnaryOptions { deadline, retryable };
         let now = Instant::now();
-        self.with_core(|c| c.start_unary(R::PATH, body, operation, done, now, timed))
+        let key = self.with_core(|c| c.start_unary(R::PATH, body, operation, done, now, options));
+        if let (Some(key), Some(cancel)) = (key, opts.and_then(CallOptions::canceller)) {
+            cancel.track(self, key);
+        }
+        key
+    }
+
+    /// Whether call `key` is still pending.
+    pub(crate) fn is_pending(&self, key: CallKey) -> bool {
+        self.with_core(|c| c.is_pending(key))
     }
 
     /// Reports `err` to `callback` on the next turn: a bad argument never calls back from
@@ -385,6 +415,27 @@ impl Drop for Delivery<'_> {
             }
         }
     }
+}
+
+/// Whether the RPC at `path` only reads, so that it is safe to send again after it was
+/// processed (Go's clientv3 retries the same ones).
+fn is_read_only(path: &str) -> bool {
+    matches!(
+        path,
+        "/etcdserverpb.KV/Range"
+            | "/etcdserverpb.Lease/LeaseTimeToLive"
+            | "/etcdserverpb.Lease/LeaseLeases"
+            | "/etcdserverpb.Maintenance/Status"
+            | "/etcdserverpb.Maintenance/Hash"
+            | "/etcdserverpb.Maintenance/HashKV"
+            | "/etcdserverpb.Cluster/MemberList"
+            | "/etcdserverpb.Auth/AuthStatus"
+            | "/etcdserverpb.Auth/UserGet"
+            | "/etcdserverpb.Auth/UserList"
+            | "/etcdserverpb.Auth/RoleGet"
+            | "/etcdserverpb.Auth/RoleList"
+            | "/v3electionpb.Election/Leader"
+    )
 }
 
 /// Decodes a response message, mapping a malformed one to `INTERNAL`.

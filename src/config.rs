@@ -15,6 +15,10 @@ pub const DEFAULT_MAX_REQUEST_BYTES: usize = 3 * 512 * 1024 + 512 * 1024;
 
 /// The shortest unary deadline; shorter values are raised to it (as in EV::Etcd).
 pub const MIN_TIMEOUT: Duration = Duration::from_secs(1);
+/// Retries of a read-only call by default (see [`Config::retry`]): Go's clientv3 default.
+pub const DEFAULT_RETRY_ATTEMPTS: u32 = 100;
+/// Wait between two attempts of a read-only call by default (see [`Config::retry`]).
+pub const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_millis(25);
 
 /// The shortest keepalive PING interval: etcd answers more frequent PINGs with GOAWAY
 /// "too_many_pings".
@@ -43,6 +47,7 @@ pub struct Config {
     credentials: Option<(String, String)>,
     keepalive: (Duration, Duration),
     max_retries: u32,
+    retry: (u32, Duration),
     health_interval: Duration,
     #[cfg(feature = "tls")]
     tls: Option<Tls>,
@@ -61,6 +66,7 @@ impl fmt::Debug for Config {
             .field("password", &self.credentials.as_ref().map(|_| "(redacted)"))
             .field("keepalive", &self.keepalive)
             .field("max_retries", &self.max_retries)
+            .field("retry", &self.retry)
             .field("health_interval", &self.health_interval);
         #[cfg(feature = "tls")]
         d.field("tls", &self.tls);
@@ -79,6 +85,7 @@ impl Default for Config {
             credentials: None,
             keepalive: (Duration::from_secs(10), Duration::from_secs(10)),
             max_retries: 30,
+            retry: (DEFAULT_RETRY_ATTEMPTS, DEFAULT_RETRY_BACKOFF),
             health_interval: Duration::ZERO,
             #[cfg(feature = "tls")]
             tls: None,
@@ -152,6 +159,22 @@ impl Config {
     /// `UNAUTHENTICATED`) is reported at once.
     pub fn max_retries(mut self, retries: u32) -> Config {
         self.max_retries = retries;
+        self
+    }
+
+    /// How read-only unary calls (`get`, `lease_time_to_live`, `lease_leases`, `status`,
+    /// `hash`, `hash_kv`, `member_list`, `auth_status`, `user_get`, `user_list`,
+    /// `role_get`, `role_list`) are retried: up to `attempts` more times, `backoff` (±20 %)
+    /// apart, each time the server or the link answers `UNAVAILABLE` (no leader, a member
+    /// stopping, a lost connection, no endpoint reachable) or "too many requests", all
+    /// within the call's one deadline; the next attempt goes to the next endpoint when the
+    /// member was at fault. `DEADLINE_EXCEEDED` and every other status are final. Writes
+    /// are sent again only when provably never processed, unless a call opts in with
+    /// [`CallOptions::retry_writes`](crate::CallOptions::retry_writes). Default 100 and
+    /// 25 ms, as Go's clientv3; `retry(0, _)` turns retries off (EV::Etcd's behaviour: the
+    /// first failure is reported).
+    pub fn retry(mut self, attempts: u32, backoff: Duration) -> Config {
+        self.retry = (attempts, backoff);
         self
     }
 
@@ -247,6 +270,8 @@ impl Config {
                 .then(|| self.keepalive.0.clamp(MIN_KEEPALIVE_TIME, MAX_TIMEOUT)),
             keepalive_timeout: self.keepalive.1.clamp(Duration::from_millis(1), MAX_TIMEOUT),
             max_retries: self.max_retries,
+            retry_attempts: self.retry.0,
+            retry_backoff: self.retry.1.min(MAX_TIMEOUT),
             health_interval: (!self.health_interval.is_zero())
                 .then(|| self.health_interval.clamp(Duration::from_millis(100), MAX_TIMEOUT)),
             max_request_bytes: self.max_request_bytes,

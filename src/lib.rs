@@ -58,6 +58,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs, missing_debug_implementations)]
 
+mod call_options;
 mod client;
 mod config;
 mod core;
@@ -74,8 +75,12 @@ mod timer;
 #[cfg(feature = "tls")]
 mod tls;
 
+pub use call_options::{CallOptions, Cancel};
 pub use client::Client;
-pub use config::{Config, DEFAULT_MAX_REQUEST_BYTES, MAX_TIMEOUT, MIN_TIMEOUT};
+pub use config::{
+    Config, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_RETRY_ATTEMPTS, DEFAULT_RETRY_BACKOFF, MAX_TIMEOUT,
+    MIN_TIMEOUT,
+};
 pub use error::{Code, EtcdError};
 pub use handle::{Keepalive, Observe, Pending, StreamOptions, Watch};
 pub use ops::auth::PermissionType;

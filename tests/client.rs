@@ -455,7 +455,9 @@ fn a_frozen_server_is_detected_by_keepalive_pings_not_by_deadlines() {
     let config = Config::new()
         .endpoints([etcd.endpoint()])
         .timeout(Duration::from_secs(30))
-        .keepalive(Duration::from_secs(5), Duration::from_secs(2));
+        .keepalive(Duration::from_secs(5), Duration::from_secs(2))
+        // The first failure is reported (a read would be retried until the deadline).
+        .retry(0, Duration::ZERO);
     let c = Client::new(config).unwrap();
     ok(&c, |cb| c.put("k", "v", PutOptions::new(), cb));
     etcd.pause(); // SIGSTOP: the TCP connection stays up, nothing answers
@@ -522,7 +524,9 @@ fn an_end_of_input_that_arrives_with_the_last_data_is_seen() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let addr = listener.local_addr().unwrap().to_string();
-    let config = Config::new().endpoints([addr]).timeout(Duration::from_secs(5));
+    // The first failure is reported (a read would be retried until the deadline).
+    let config =
+        Config::new().endpoints([addr]).timeout(Duration::from_secs(5)).retry(0, Duration::ZERO);
     let c = Client::new(config).unwrap();
     type Ended = Rc<RefCell<Option<(Instant, Result<(), evetcd::EtcdError>)>>>;
     let got: Ended = Rc::default();

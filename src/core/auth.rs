@@ -149,7 +149,12 @@ impl Auth {
             return AuthOutcome::Proceed;
         }
         let subject = Subject::Auth { failures: self.failures, link_up };
-        let policy = Policy { credentials: true, max_retries: 0 };
+        let policy = Policy {
+            credentials: true,
+            max_retries: 0,
+            retry_attempts: 0,
+            retry_backoff: std::time::Duration::ZERO,
+        };
         match decide(subject, Cause::Status(code, &msg), policy) {
             Decision::Nothing => AuthOutcome::Wait,
             Decision::RetryAuth { after } => {

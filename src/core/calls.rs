@@ -27,6 +27,8 @@ pub(crate) struct Call {
     /// wait as long as it takes), the client's Authenticate and its health check. Stream
     /// calls have none.
     deadline: Option<TimerKey>,
+    /// How long after its start the deadline is (for its message).
+    pub(crate) timeout: Option<Duration>,
     pub(crate) state: CallState,
     /// Which token (see `Auth::epoch`) the call was sent with.
     pub(crate) auth_epoch: u64,
@@ -38,6 +40,8 @@ pub(crate) struct Call {
     pub(crate) sent_mark: u64,
     /// Times the call was sent again because the server provably never processed it.
     pub(crate) resends: u8,
+    /// Times it was retried after a transient failure (see `failure::decide`).
+    pub(crate) retries: u32,
 }
 
 /// What a call's messages are for.
@@ -51,6 +55,8 @@ pub(crate) enum CallKind {
         request: Bytes,
         /// Already retried after a stale token.
         retried: bool,
+        /// May be retried after it was processed (read-only, or the caller opted in).
+        retryable: bool,
     },
     /// The client's own Authenticate call.
     Auth { response: Option<Bytes> },
@@ -117,11 +123,13 @@ impl Calls {
             operation,
             kind,
             deadline: None,
+            timeout: deadline,
             state: CallState::Queued(body),
             auth_epoch: 0,
             link: 0,
             sent_mark: 0,
             resends: 0,
+            retries: 0,
         });
         if let Some(after) = deadline {
             let timer = cx.after(after, Timer::Deadline(key));
@@ -232,6 +240,15 @@ impl Calls {
     /// Puts unary call `key` back in the queue, its request as first sent (its stream, if
     /// any, is reset); false for any other kind of call.
     pub(crate) fn requeue(&mut self, key: CallKey) -> bool {
+        self.park(key) && {
+            self.queued.push_back(key);
+            true
+        }
+    }
+
+    /// Takes unary call `key` off the link, its request as first sent, without queueing it
+    /// (it waits for a timer: see [`unpark`](Self::unpark)); false for any other kind.
+    pub(crate) fn park(&mut self, key: CallKey) -> bool {
         let Some(call) = self.slots.get_mut(key) else { return false };
         let CallKind::Unary { request, response, .. } = &mut call.kind else {
             return false;
@@ -241,8 +258,18 @@ impl Calls {
         if let CallState::Open(stream, _) = std::mem::replace(&mut call.state, queued) {
             stream.cancel();
         }
-        self.queued.push_back(key);
+        // Off the queue, if it waited there (a failed connect fails queued calls too).
+        self.queued.retain(|&k| k != key);
         true
+    }
+
+    /// Queues a parked call (its backoff is over).
+    pub(crate) fn unpark(&mut self, key: CallKey) -> bool {
+        let parked = self.slots.get(key).is_some_and(|c| matches!(c.state, CallState::Queued(_)));
+        if parked && !self.queued.contains(&key) {
+            self.queued.push_back(key);
+        }
+        parked
     }
 
     /// Queues unary call `key` to be sent again (the server never processed it); counts
@@ -275,6 +302,7 @@ mod tests {
             response: None,
             request: Bytes::from_static(b"req"),
             retried: false,
+            retryable: false,
         }
     }
 

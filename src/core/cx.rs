@@ -28,6 +28,8 @@ pub(crate) enum Shared {
 pub(crate) enum Timer {
     /// A unary call's deadline.
     Deadline(CallKey),
+    /// A retryable call's backoff is over: it is queued again.
+    Retry(CallKey),
     /// The connect timeout of the link with this generation.
     Connect(u64),
     /// The end of a failed Authenticate's backoff.

@@ -23,8 +23,16 @@ const KEEPALIVE_MAX_BACKOFF: Duration = Duration::from_millis(500);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Subject {
     /// A unary call: how often it was re-sent already, whether it was already retried
-    /// after a stale token, and whether a newer token than the one it carried exists.
-    Unary { resends: u8, retried_after_auth: bool, newer_token: bool },
+    /// after a stale token, whether a newer token than the one it carried exists, whether
+    /// it may be retried after it was processed (read-only, or opted in), and how often it
+    /// was.
+    Unary {
+        resends: u8,
+        retried_after_auth: bool,
+        newer_token: bool,
+        retryable: bool,
+        retries: u32,
+    },
     /// The client's own Authenticate call: transient failures in a row before this one,
     /// and whether the link it ran on is still up.
     Auth { failures: u32, link_up: bool },
@@ -51,6 +59,10 @@ pub(crate) struct Policy {
     pub(crate) credentials: bool,
     /// Re-opens of a stream in a row before its users get the error.
     pub(crate) max_retries: u32,
+    /// Retries of a retryable unary call.
+    pub(crate) retry_attempts: u32,
+    /// Wait between two attempts of a retryable unary call.
+    pub(crate) retry_backoff: Duration,
 }
 
 /// What to do.
@@ -58,6 +70,9 @@ pub(crate) struct Policy {
 pub(crate) enum Decision {
     /// Queue it again as first sent.
     Resend,
+    /// Queue it again after this delay (before jitter): a retryable call the server or the
+    /// link answered `UNAVAILABLE`.
+    Retry { after: Duration },
     /// Queue it again behind an Authenticate call (`authenticate`: start one; otherwise a
     /// newer token exists already).
     Reauthenticate { authenticate: bool },
@@ -82,6 +97,11 @@ pub(crate) fn decide(subject: Subject, cause: Cause<'_>, policy: Policy) -> Deci
         Subject::Unary { retried_after_auth: false, newer_token, .. } if stale => {
             Decision::Reauthenticate { authenticate: !newer_token }
         }
+        Subject::Unary { retryable: true, retries, .. }
+            if retries < policy.retry_attempts && is_transient(cause) =>
+        {
+            Decision::Retry { after: policy.retry_backoff }
+        }
         Subject::Unary { .. } => Decision::Fail,
         Subject::Auth { link_up: false, .. } => Decision::Nothing,
         Subject::Auth { failures, .. } => match cause {
@@ -105,6 +125,19 @@ pub(crate) fn decide(subject: Subject, cause: Cause<'_>, policy: Policy) -> Deci
                 after = after.min(KEEPALIVE_MAX_BACKOFF);
             }
             Decision::Reopen { after, authenticate: stale }
+        }
+    }
+}
+
+/// Whether a processed call may succeed if tried again: `UNAVAILABLE` (no leader, a member
+/// stopping, the link lost, no endpoint reachable) or etcd's "too many requests" (its apply
+/// queue is full). Not `DEADLINE_EXCEEDED`: the call's time is up.
+fn is_transient(cause: Cause<'_>) -> bool {
+    match cause {
+        Cause::Unprocessed => true,
+        Cause::Status(code, msg) => {
+            code == Code::Unavailable
+                || (code == Code::ResourceExhausted && msg.contains("too many requests"))
         }
     }
 }
@@ -152,11 +185,31 @@ mod tests {
     use Decision::*;
 
     const STALE: &str = "etcdserver: invalid auth token";
-    const CREDS: Policy = Policy { credentials: true, max_retries: 2 };
-    const NO_CREDS: Policy = Policy { credentials: false, max_retries: 2 };
+    const MS: Duration = Duration::from_millis(1);
+    const CREDS: Policy =
+        Policy { credentials: true, max_retries: 2, retry_attempts: 0, retry_backoff: MS };
+    const NO_CREDS: Policy =
+        Policy { credentials: false, max_retries: 2, retry_attempts: 0, retry_backoff: MS };
+    const READS: Policy = Policy {
+        credentials: true,
+        max_retries: 2,
+        retry_attempts: 2,
+        retry_backoff: Duration::from_millis(25),
+    };
 
     fn unary(resends: u8, retried: bool, newer: bool) -> Subject {
-        Subject::Unary { resends, retried_after_auth: retried, newer_token: newer }
+        let (retryable, retries) = (false, 0);
+        Subject::Unary {
+            resends,
+            retried_after_auth: retried,
+            newer_token: newer,
+            retryable,
+            retries,
+        }
+    }
+    fn read(retries: u32) -> Subject {
+        let (resends, retried_after_auth, newer_token) = (0, false, false);
+        Subject::Unary { resends, retried_after_auth, newer_token, retryable: true, retries }
     }
     fn stream(attempts: u32) -> Subject {
         Subject::Stream { attempts, keepalive: false }
@@ -192,6 +245,29 @@ mod tests {
             (unary(0, true, false), Status(Unauthenticated, STALE), CREDS, Fail),
             (unary(0, false, false), Status(Unauthenticated, STALE), NO_CREDS, Fail),
             (unary(0, false, false), Status(PermissionDenied, "permission denied"), CREDS, Fail),
+            // Retryable calls (reads, writes opted in): UNAVAILABLE and "too many requests"
+            // are retried after the backoff, a bounded number of times; nothing else.
+            (
+                read(0),
+                Status(Unavailable, "etcdserver: no leader"),
+                READS,
+                Retry { after: Duration::from_millis(25) },
+            ),
+            (
+                read(1),
+                Status(ResourceExhausted, "etcdserver: too many requests"),
+                READS,
+                Retry { after: Duration::from_millis(25) },
+            ),
+            (read(2), Status(Unavailable, "link lost"), READS, Fail),
+            (read(0), Status(DeadlineExceeded, "deadline of 1s exceeded"), READS, Fail),
+            (read(0), Status(ResourceExhausted, "grpc: message too large"), READS, Fail),
+            (read(0), Status(InvalidArgument, "etcdserver: key is not provided"), READS, Fail),
+            (read(0), Status(Unavailable, "link lost"), NO_CREDS, Fail),
+            (unary(0, false, false), Status(Unavailable, "etcdserver: no leader"), READS, Fail),
+            // A stale token comes first; an unprocessed call is re-sent without a backoff.
+            (read(0), Status(Unauthenticated, STALE), READS, Reauthenticate { authenticate: true }),
+            (read(0), Unprocessed, READS, Resend),
             // Authenticate: passing failures retried with a growing backoff, up to a bound.
             (
                 Subject::Auth { failures: 0, link_up: true },
@@ -236,13 +312,13 @@ mod tests {
             (
                 Subject::Stream { attempts: 20, keepalive: false },
                 Status(Unavailable, "x"),
-                Policy { credentials: false, max_retries: 30 },
+                Policy { max_retries: 30, ..NO_CREDS },
                 reopen(5000, false),
             ),
             (
                 Subject::Stream { attempts: 20, keepalive: true },
                 Status(Unavailable, "x"),
-                Policy { credentials: false, max_retries: 30 },
+                Policy { max_retries: 30, ..NO_CREDS },
                 reopen(500, false),
             ),
             (stream(0), Unprocessed, NO_CREDS, reopen(0, false)),
@@ -253,7 +329,7 @@ mod tests {
             (
                 Subject::Stream { attempts: 0, keepalive: false },
                 Status(Ok, ""),
-                Policy { credentials: false, max_retries: 0 },
+                Policy { max_retries: 0, ..NO_CREDS },
                 Fail,
             ),
             // A stale token the client can renew is never final.

@@ -73,6 +73,25 @@ use shared::{ended_by_server, SharedStream};
 use std::time::{Duration, Instant};
 use watch::WatchHub;
 
+/// A unary call's options (see `Client::with`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct UnaryOptions {
+    pub(crate) deadline: Deadline,
+    /// May be retried after it was processed, on `UNAVAILABLE` (see `Config::retry`).
+    pub(crate) retryable: bool,
+}
+
+/// When a unary call gives up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Deadline {
+    /// The configured timeout.
+    Default,
+    /// This long after it starts, as given (no floor).
+    After(Duration),
+    /// Never (lock and campaign wait as long as it takes).
+    None,
+}
+
 /// Rounds of "poll the connection, then the woken calls" per drive; the rest is left for
 /// the next turn so one busy connection cannot starve the caller's loop.
 const MAX_DRIVE_ROUNDS: usize = 64;
@@ -98,6 +117,10 @@ pub(crate) struct CoreConfig {
     pub(crate) keepalive_timeout: Duration,
     /// Re-opens of a stream in a row before its users get the error (0: never re-open).
     pub(crate) max_retries: u32,
+    /// Retries of a retryable unary call (read-only, or opted in) on UNAVAILABLE.
+    pub(crate) retry_attempts: u32,
+    /// Wait between two attempts of a retryable unary call (before jitter).
+    pub(crate) retry_backoff: Duration,
     /// Interval of the health check (`None`: off).
     pub(crate) health_interval: Option<Duration>,
     /// Seed of the backoff jitter (0: a random one); tests fix it.
@@ -110,6 +133,8 @@ pub(crate) struct Core {
     timeout: Duration,
     max_request_bytes: usize,
     max_retries: u32,
+    retry_attempts: u32,
+    retry_backoff: Duration,
     cx: Cx,
     wakers: Wakers,
     link: Link,
@@ -135,6 +160,8 @@ impl Core {
             timeout: cfg.timeout,
             max_request_bytes: cfg.max_request_bytes,
             max_retries: cfg.max_retries,
+            retry_attempts: cfg.retry_attempts,
+            retry_backoff: cfg.retry_backoff,
             wakers: Wakers::default(),
             link: Link::new(LinkConfig {
                 endpoints: cfg.endpoints,
@@ -278,9 +305,7 @@ impl Core {
     // ===== commands: calls =====
 
     /// Starts a unary call of `path` with the framed request `body`; `done` is handed back in
-    /// an event when it ends. `timed`: whether it gets the configured deadline (lock and
-    /// campaign wait as long as it takes). `None`: it failed at once (already queued as an
-    /// event).
+    /// an event when it ends. `None`: it failed at once (already queued as an event).
     pub(crate) fn start_unary(
         &mut self,
         path: &'static str,
@@ -288,7 +313,7 @@ impl Core {
         operation: &'static str,
         done: Completion,
         now: Instant,
-        timed: bool,
+        opts: UnaryOptions,
     ) -> Option<CallKey> {
         self.cx.now = now;
         if let Err(err) =
@@ -297,8 +322,19 @@ impl Core {
             self.cx.emit(Event::Local(Box::new(move || done(Err(err)))));
             return None;
         }
-        let kind = CallKind::Unary { done, response: None, request: body.clone(), retried: false };
-        let deadline = timed.then_some(self.timeout);
+        let retryable = opts.retryable;
+        let kind = CallKind::Unary {
+            done,
+            response: None,
+            request: body.clone(),
+            retried: false,
+            retryable,
+        };
+        let deadline = match opts.deadline {
+            Deadline::Default => Some(self.timeout),
+            Deadline::After(d) => Some(d.min(crate::timer::MAX_DELAY)),
+            Deadline::None => None,
+        };
         Some(self.add_call(path, operation, kind, body, deadline))
     }
 
@@ -309,6 +345,11 @@ impl Core {
         if self.calls.get(key).is_some_and(|c| cancellable(&c.kind)) {
             self.finish(key, Err((Code::Cancelled, "cancelled by the caller".into())));
         }
+    }
+
+    /// Whether call `key` is still pending.
+    pub(crate) fn is_pending(&self, key: CallKey) -> bool {
+        self.calls.get(key).is_some()
     }
 
     /// Queues `work` to run on the next turn (never from inside the current operation).
@@ -695,7 +736,12 @@ impl Core {
     // ===== failures =====
 
     fn policy(&self) -> Policy {
-        Policy { credentials: self.auth.has_credentials(), max_retries: self.max_retries }
+        Policy {
+            credentials: self.auth.has_credentials(),
+            max_retries: self.max_retries,
+            retry_attempts: self.retry_attempts,
+            retry_backoff: self.retry_backoff,
+        }
     }
 
     /// Re-queues unary call `key` if [`decide`] says so for `cause`; whether it did.
@@ -703,14 +749,23 @@ impl Core {
         let policy = self.policy();
         let epoch = self.auth.epoch();
         let Some(call) = self.calls.get_mut(key) else { return false };
-        let CallKind::Unary { retried, .. } = &mut call.kind else { return false };
+        let CallKind::Unary { retried, retryable, .. } = &mut call.kind else { return false };
         let subject = Subject::Unary {
             resends: call.resends,
             retried_after_auth: *retried,
             newer_token: call.auth_epoch < epoch,
+            retryable: *retryable,
+            retries: call.retries,
         };
         let requeued = match decide(subject, cause, policy) {
             Decision::Resend => self.calls.resend(key),
+            Decision::Retry { after } => {
+                call.retries += 1;
+                let delay = self.cx.jittered(after);
+                self.calls.park(key);
+                self.cx.after(delay, Timer::Retry(key));
+                return true;
+            }
             Decision::Reauthenticate { authenticate } => {
                 *retried = true;
                 self.calls.requeue(key);
@@ -783,9 +838,9 @@ impl Core {
     }
 
     fn expire(&mut self, key: CallKey) {
-        if self.calls.get(key).is_some() {
+        if let Some(call) = self.calls.get(key) {
             // The timer fired, so its key is spent; the cancel in `remove` is a no-op.
-            let msg = format!("deadline of {:?} exceeded", self.timeout);
+            let msg = format!("deadline of {:?} exceeded", call.timeout.unwrap_or(self.timeout));
             self.fail_call(key, Code::DeadlineExceeded, msg);
         }
     }
@@ -829,6 +884,11 @@ impl Core {
     fn fire(&mut self, timer: Timer) {
         match timer {
             Timer::Deadline(key) => self.expire(key),
+            Timer::Retry(key) => {
+                if self.calls.unpark(key) {
+                    self.wakers.wake(CONNECTION);
+                }
+            }
             Timer::Connect(generation) => {
                 if let Some(msg) = self.link.connect_timed_out(generation) {
                     self.link_lost(&msg);

@@ -198,7 +198,12 @@ mod tests {
     use crate::pb::mvccpb::KeyValue;
     use std::time::{Duration, Instant};
 
-    const POLICY: Policy = Policy { credentials: false, max_retries: 2 };
+    const POLICY: Policy = Policy {
+        credentials: false,
+        max_retries: 2,
+        retry_attempts: 0,
+        retry_backoff: std::time::Duration::ZERO,
+    };
 
     fn setup() -> (Observes, ObserveKey, Cx) {
         let stream = Streams::default().add(StreamCallback::Observe(Box::new(|_| {})));

@@ -149,7 +149,12 @@ mod tests {
     use crate::core::registry::{tag, Slots};
     use std::time::{Duration, Instant};
 
-    const POLICY: Policy = Policy { credentials: false, max_retries: 2 };
+    const POLICY: Policy = Policy {
+        credentials: false,
+        max_retries: 2,
+        retry_attempts: 0,
+        retry_backoff: std::time::Duration::ZERO,
+    };
 
     fn lost() -> Result<(), (Code, String)> {
         Err((Code::Unavailable, "link lost".into()))

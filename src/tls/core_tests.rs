@@ -35,6 +35,8 @@ fn config() -> CoreConfig {
         max_retries: 2,
         health_interval: None,
         jitter_seed: 1,
+        retry_attempts: 0,
+        retry_backoff: Duration::from_millis(25),
     }
 }
 
@@ -87,7 +89,14 @@ fn a_unary_call_round_trips_through_tls_in_virtual_time() {
     let r = result.clone();
     let body = codec::encode(&RangeRequest { key: "k".into(), ..Default::default() });
     let done = Box::new(move |res| *r.borrow_mut() = Some(res));
-    session.start_unary(RANGE, body, "get", done, t0, true);
+    session.start_unary(
+        RANGE,
+        body,
+        "get",
+        done,
+        t0,
+        crate::core::UnaryOptions { deadline: crate::core::Deadline::Default, retryable: true },
+    );
     let Some(LinkCommand::Connect { endpoint, .. }) = session.poll_link(t0) else {
         panic!("a connection is wanted")
     };
@@ -117,7 +126,14 @@ fn a_unary_call_round_trips_through_tls_in_virtual_time() {
     let cfg = CoreConfig { connect_timeout: Duration::from_secs(1), ..config() };
     let mut session = Core::new(cfg, t0);
     let done = Box::new(|_| {});
-    session.start_unary(RANGE, codec::encode(&RangeRequest::default()), "get", done, t0, true);
+    session.start_unary(
+        RANGE,
+        codec::encode(&RangeRequest::default()),
+        "get",
+        done,
+        t0,
+        crate::core::UnaryOptions { deadline: crate::core::Deadline::Default, retryable: true },
+    );
     assert!(matches!(session.poll_link(t0), Some(LinkCommand::Connect { .. })));
     session.handle_handshaking();
     session.handle_timeout(t0 + Duration::from_secs(1));

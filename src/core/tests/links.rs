@@ -383,7 +383,17 @@ fn after_close_a_new_call_tries_every_endpoint_again() {
 fn a_call_started_after_the_waiting_ones_ended_tries_every_endpoint() {
     let mut w = World::new(&["127.0.0.1:2379", "127.0.0.1:22379"]);
     let body = codec::encode(&RangeRequest { key: "a".into(), ..Default::default() });
-    let key = w.core.start_unary(RANGE, body, "get", Box::new(|_| {}), w.now, true).unwrap();
+    let key = w
+        .core
+        .start_unary(
+            RANGE,
+            body,
+            "get",
+            Box::new(|_| {}),
+            w.now,
+            crate::core::UnaryOptions { deadline: crate::core::Deadline::Default, retryable: true },
+        )
+        .unwrap();
     assert_eq!(w.next_connect().unwrap(), "127.0.0.1:2379");
     w.core.handle_connect_failed("connection refused", w.now);
     w.core.cancel_call(key); // the caller gives up (or its deadline fires) before B is tried

@@ -9,12 +9,13 @@
 //! The files split by behaviour: [`calls`] (unary round trips, deadlines, statuses, size
 //! limits), [`links`] (link loss, re-sends, GOAWAY, endpoint rotation, connect timeouts,
 //! PINGs), [`auth`], [`streams`] (watch, keepalive, observe: re-open and give-up; close),
-//! [`health`].
+//! [`health`], [`retry`] (the retry policy of unary calls and their own deadlines).
 
 mod auth;
 mod calls;
 mod health;
 mod links;
+mod retry;
 mod streams;
 mod world;
 

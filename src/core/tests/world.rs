@@ -19,6 +19,7 @@ use crate::core::link::LinkCommand;
 use crate::core::{
     CallKey, Completion, Core, CoreConfig, Event, StreamCallback, StreamItem, StreamKey,
 };
+use crate::core::{Deadline, UnaryOptions};
 use crate::endpoint::{Address, Endpoint};
 use crate::error::EtcdError;
 use crate::grpc::codec;
@@ -84,6 +85,8 @@ pub(super) fn endpoint(raw: &str) -> Endpoint {
 /// jitter seed 1.
 pub(super) fn config(endpoints: &[&str]) -> CoreConfig {
     CoreConfig {
+        retry_attempts: 0,
+        retry_backoff: Duration::from_millis(25),
         endpoints: endpoints.iter().map(|e| endpoint(e)).collect(),
         timeout: Duration::from_secs(2),
         max_request_bytes: 1000,
@@ -238,9 +241,20 @@ impl World {
     }
 
     pub(super) fn start_raw(&mut self, id: u32, body: Bytes) -> Option<CallKey> {
+        let opts = UnaryOptions { deadline: Deadline::Default, retryable: true };
+        self.start_with(id, body, opts)
+    }
+
+    /// Starts a Range with the framed request `body` and `opts`, kept under `id`.
+    pub(super) fn start_with(
+        &mut self,
+        id: u32,
+        body: Bytes,
+        opts: UnaryOptions,
+    ) -> Option<CallKey> {
         let r = self.results.clone();
         let done: Completion = Box::new(move |res| r.borrow_mut().push((id, res)));
-        self.core.start_unary(super::RANGE, body, "get", done, self.now, true)
+        self.core.start_unary(super::RANGE, body, "get", done, self.now, opts)
     }
 
     /// Watches `key` from revision 1.
