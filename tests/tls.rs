@@ -19,7 +19,12 @@ use support::client::{block, drive_until, ok};
 use support::{Etcd, SilentListener};
 
 fn tls_client(endpoints: &[String], tls: Tls) -> Client {
-    let config = Config::new().endpoints(endpoints).tls(tls).timeout(Duration::from_secs(10));
+    // The first failure is reported (a read would be retried until its deadline).
+    let config = Config::new()
+        .endpoints(endpoints)
+        .tls(tls)
+        .timeout(Duration::from_secs(10))
+        .retry(0, Duration::ZERO);
     Client::new(config).expect("valid config")
 }
 
@@ -201,7 +206,8 @@ fn a_server_that_never_answers_the_handshake_times_out_naming_it() {
     let config = Config::new()
         .endpoints([format!("https://{}", silent.endpoint())])
         .tls(Tls::new().danger_accept_invalid_certs())
-        .connect_timeout(Duration::from_millis(300));
+        .connect_timeout(Duration::from_millis(300))
+        .retry(0, Duration::ZERO);
     let c = Client::new(config).unwrap();
     let err = get_error(&c);
     assert_unavailable(&err, &["TLS handshake with", "timed out"]);
@@ -373,7 +379,9 @@ fn mixing_up_the_scheme_says_which_one_to_use() {
     let plain_etcd = Etcd::start();
     // http:// to a TLS port: etcd closes without a word.
     let port = tls_etcd.client_port();
-    let c = Client::new(Config::new().endpoints([format!("http://127.0.0.1:{port}")])).unwrap();
+    let config =
+        Config::new().endpoints([format!("http://127.0.0.1:{port}")]).retry(0, Duration::ZERO);
+    let c = Client::new(config).unwrap();
     assert_unavailable(&get_error(&c), &["before it sent anything", "use https://"]);
     // https:// to a plaintext port: the handshake is cut short.
     let c = tls_client(&[format!("https://{}", plain_etcd.endpoint())], ca(&files));

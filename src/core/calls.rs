@@ -42,6 +42,8 @@ pub(crate) struct Call {
     pub(crate) resends: u8,
     /// Times it was retried after a transient failure (see `failure::decide`).
     pub(crate) retries: u32,
+    /// The failure that made it retry last, for the deadline's message.
+    pub(crate) last_error: Option<String>,
 }
 
 /// What a call's messages are for.
@@ -130,6 +132,7 @@ impl Calls {
             sent_mark: 0,
             resends: 0,
             retries: 0,
+            last_error: None,
         });
         if let Some(after) = deadline {
             let timer = cx.after(after, Timer::Deadline(key));

@@ -105,6 +105,8 @@ pub(crate) struct CoreConfig {
     pub(crate) timeout: Duration,
     /// Largest encoded request message that is sent.
     pub(crate) max_request_bytes: usize,
+    /// Largest response message accepted (the gRPC prefix tells, before it is buffered).
+    pub(crate) max_response_bytes: usize,
     /// Sent as the `token` metadata of every call.
     pub(crate) token: Option<HeaderValue>,
     /// How long a connect (and TLS handshake) may take before the endpoint counts as failed.
@@ -132,6 +134,7 @@ pub(crate) struct Core {
     /// Deadline of a unary call.
     timeout: Duration,
     max_request_bytes: usize,
+    max_response_bytes: usize,
     max_retries: u32,
     retry_attempts: u32,
     retry_backoff: Duration,
@@ -159,6 +162,7 @@ impl Core {
         Core {
             timeout: cfg.timeout,
             max_request_bytes: cfg.max_request_bytes,
+            max_response_bytes: cfg.max_response_bytes,
             max_retries: cfg.max_retries,
             retry_attempts: cfg.retry_attempts,
             retry_backoff: cfg.retry_backoff,
@@ -636,7 +640,7 @@ impl Core {
             match t.open(request, body, end) {
                 Ok(h2) => {
                     let call = self.calls.get_mut(key).expect("still there");
-                    call.state = CallState::Open(h2, Reader::default());
+                    call.state = CallState::Open(h2, Reader::new(self.max_response_bytes));
                     call.auth_epoch = epoch;
                     call.link = generation;
                     call.sent_mark = sent_mark;
@@ -761,6 +765,9 @@ impl Core {
             Decision::Resend => self.calls.resend(key),
             Decision::Retry { after } => {
                 call.retries += 1;
+                if let Cause::Status(code, msg) = cause {
+                    call.last_error = Some(format!("{}: {msg}", code.name()));
+                }
                 let delay = self.cx.jittered(after);
                 self.calls.park(key);
                 self.cx.after(delay, Timer::Retry(key));
@@ -840,7 +847,11 @@ impl Core {
     fn expire(&mut self, key: CallKey) {
         if let Some(call) = self.calls.get(key) {
             // The timer fired, so its key is spent; the cancel in `remove` is a no-op.
-            let msg = format!("deadline of {:?} exceeded", call.timeout.unwrap_or(self.timeout));
+            let mut msg =
+                format!("deadline of {:?} exceeded", call.timeout.unwrap_or(self.timeout));
+            if let Some(last) = &call.last_error {
+                msg = format!("{msg} (retried {} times; last: {last})", call.retries);
+            }
             self.fail_call(key, Code::DeadlineExceeded, msg);
         }
     }

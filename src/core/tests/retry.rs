@@ -133,6 +133,7 @@ fn retries_stop_at_the_calls_one_deadline() {
     }
     let e = error(&mut w);
     assert_eq!(e.code(), Code::DeadlineExceeded, "{e}");
+    assert!(e.message().contains("last: UNAVAILABLE: etcdserver: no leader"), "says why: {e}");
     assert_eq!(w.elapsed(), Duration::from_secs(2), "the deadline, not a fresh one per attempt");
     assert!(attempts > 20, "retried all along: {attempts}");
 }
