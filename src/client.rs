@@ -50,6 +50,8 @@ pub(crate) struct Inner {
     pub(crate) no_range_stream: Cell<bool>,
     /// Counts `close()` calls: a multi-step operation (`get_paged`) started before one ends.
     pub(crate) closes: Cell<u64>,
+    /// Endpoints without a scheme use TLS (the configuration has a `Tls`).
+    default_tls: bool,
 }
 
 /// What `on_health_change` registers.
@@ -74,6 +76,7 @@ impl Client {
         let connector = None;
         let reactor = Reactor::new(connector)
             .map_err(|e| EtcdError::new(Code::Internal, format!("epoll: {e}"), "new"))?;
+        let default_tls = cfg.default_tls;
         let core = Core::new(cfg, Instant::now());
         Ok(Client {
             inner: Rc::new(Inner {
@@ -83,6 +86,7 @@ impl Client {
                 on_health: RefCell::new(None),
                 no_range_stream: Cell::new(false),
                 closes: Cell::new(0),
+                default_tls,
             }),
             opts: None,
         })
@@ -338,6 +342,27 @@ impl Client {
             cancel.track(self, key);
         }
         key
+    }
+
+    /// Replaces the endpoints (Go's `SetEndpoints`), parsed as
+    /// [`Config::endpoints`](crate::Config::endpoints) parses them. The link in use carries
+    /// on if its endpoint is still listed; otherwise its calls with a deadline finish there
+    /// and the next connection goes to the first new endpoint. Fails with
+    /// `INVALID_ARGUMENT` (and changes nothing) for an empty list or a bad endpoint.
+    pub fn set_endpoints<S: AsRef<str>>(
+        &self,
+        endpoints: impl IntoIterator<Item = S>,
+    ) -> Result<(), EtcdError> {
+        let default_tls = self.inner.default_tls;
+        let parsed = endpoints
+            .into_iter()
+            .map(|e| crate::endpoint::endpoint(e.as_ref(), default_tls, "set_endpoints"))
+            .collect::<Result<Vec<_>, _>>()?;
+        if parsed.is_empty() {
+            return Err(EtcdError::invalid("no endpoints given", "set_endpoints"));
+        }
+        self.with_core(|c| c.set_endpoints(parsed));
+        Ok(())
     }
 
     /// Whether call `key` is still pending.

@@ -1,7 +1,7 @@
 //! Client configuration: a small builder with etcd's defaults, validated by `Client::new`.
 
 use crate::core::CoreConfig;
-use crate::endpoint::{self, Endpoint, Security};
+use crate::endpoint::{self, Endpoint};
 use crate::error::EtcdError;
 #[cfg(feature = "tls")]
 use crate::tls::{connector::Connector, Tls};
@@ -12,6 +12,10 @@ use std::time::Duration;
 /// etcd's default `--max-request-bytes` (1.5 MiB) plus the 512 KiB gRPC overhead etcd allows
 /// on top: the server's receive limit, so a request above it could never succeed.
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 3 * 512 * 1024 + 512 * 1024;
+
+/// The largest response message accepted by default: 2^31 − 1 bytes, Go's clientv3 default
+/// `MaxCallRecvMsgSize` (`math.MaxInt32`).
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = i32::MAX as usize;
 
 /// The shortest unary deadline; shorter values are raised to it (as in EV::Etcd).
 pub const MIN_TIMEOUT: Duration = Duration::from_secs(1);
@@ -42,6 +46,7 @@ pub struct Config {
     endpoints: Vec<String>,
     timeout: Duration,
     max_request_bytes: usize,
+    max_response_bytes: usize,
     auth_token: Option<String>,
     connect_timeout: Duration,
     credentials: Option<(String, String)>,
@@ -49,6 +54,7 @@ pub struct Config {
     max_retries: u32,
     retry: (u32, Duration),
     health_interval: Duration,
+    auto_sync: Duration,
     #[cfg(feature = "tls")]
     tls: Option<Tls>,
 }
@@ -60,6 +66,7 @@ impl fmt::Debug for Config {
         d.field("endpoints", &self.endpoints)
             .field("timeout", &self.timeout)
             .field("max_request_bytes", &self.max_request_bytes)
+            .field("max_response_bytes", &self.max_response_bytes)
             .field("auth_token", &self.auth_token.as_ref().map(|_| "(redacted)"))
             .field("connect_timeout", &self.connect_timeout)
             .field("user", &self.credentials.as_ref().map(|(user, _)| user))
@@ -67,7 +74,8 @@ impl fmt::Debug for Config {
             .field("keepalive", &self.keepalive)
             .field("max_retries", &self.max_retries)
             .field("retry", &self.retry)
-            .field("health_interval", &self.health_interval);
+            .field("health_interval", &self.health_interval)
+            .field("auto_sync", &self.auto_sync);
         #[cfg(feature = "tls")]
         d.field("tls", &self.tls);
         d.finish()
@@ -80,6 +88,7 @@ impl Default for Config {
             endpoints: vec!["127.0.0.1:2379".to_string()],
             timeout: Duration::from_secs(30),
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
             auth_token: None,
             connect_timeout: Duration::from_secs(3),
             credentials: None,
@@ -87,6 +96,7 @@ impl Default for Config {
             max_retries: 30,
             retry: (DEFAULT_RETRY_ATTEMPTS, DEFAULT_RETRY_BACKOFF),
             health_interval: Duration::ZERO,
+            auto_sync: Duration::ZERO,
             #[cfg(feature = "tls")]
             tls: None,
         }
@@ -122,6 +132,17 @@ impl Config {
     /// Match it to the server's `--max-request-bytes` plus 512 KiB.
     pub fn max_request_bytes(mut self, bytes: usize) -> Config {
         self.max_request_bytes = bytes;
+        self
+    }
+
+    /// The largest response message accepted, in bytes (Go's clientv3 `MaxCallRecvMsgSize`;
+    /// default [`DEFAULT_MAX_RESPONSE_BYTES`], 2^31 − 1). A response whose gRPC length prefix
+    /// announces more fails its call with `RESOURCE_EXHAUSTED` ("grpc: received message
+    /// larger than max (N vs. M)", as in Go), decided from the prefix: no byte of it is
+    /// buffered, and the connection stays up. A stream (watch, keepalive, observe, snapshot)
+    /// that receives one ends as for any other error of its own.
+    pub fn max_response_bytes(mut self, bytes: usize) -> Config {
+        self.max_response_bytes = bytes;
         self
     }
 
@@ -178,6 +199,18 @@ impl Config {
         self
     }
 
+    /// How often to refresh the endpoints from the cluster's member list (zero, the default,
+    /// turns it off, as in Go's clientv3): the client URLs of the voting members (learners
+    /// serve no clients) replace the endpoints, with their schemes (a URL without one uses
+    /// TLS when [`tls`](Config::tls) is set); an endpoint in use that is gone is left once its
+    /// calls with a deadline are done. A member added after start is used once the original
+    /// ones are gone. An `https://` member needs a [`tls`](Config::tls) configuration.
+    /// See also [`Client::set_endpoints`](crate::Client::set_endpoints).
+    pub fn auto_sync_interval(mut self, interval: Duration) -> Config {
+        self.auto_sync = interval;
+        self
+    }
+
     /// How often to check the endpoint in use (zero, the default, turns checks off): a
     /// Maintenance Status call that must answer within the interval (and the deadline) and
     /// name a leader. [`Client::on_health_change`](crate::Client::on_health_change) hears of
@@ -206,18 +239,7 @@ impl Config {
 
     /// One endpoint, with TLS settled: by its scheme, else by whether `tls` is set.
     fn endpoint(&self, raw: &str) -> Result<Endpoint, EtcdError> {
-        let (address, security) = endpoint::parse(raw)?;
-        let tls = match security {
-            Security::Tls => true,
-            Security::Plain => false,
-            Security::Default => self.has_tls(),
-        };
-        if tls && !cfg!(feature = "tls") {
-            let msg =
-                format!("endpoint {raw:?} needs TLS, which this build leaves out (feature `tls`)");
-            return Err(EtcdError::invalid(msg, "new"));
-        }
-        Ok(Endpoint { address, tls })
+        endpoint::endpoint(raw, self.has_tls(), "new")
     }
 
     #[cfg(feature = "tls")]
@@ -272,9 +294,13 @@ impl Config {
             max_retries: self.max_retries,
             retry_attempts: self.retry.0,
             retry_backoff: self.retry.1.min(MAX_TIMEOUT),
+            auto_sync: (!self.auto_sync.is_zero())
+                .then(|| self.auto_sync.clamp(Duration::from_millis(100), MAX_TIMEOUT)),
+            default_tls: self.has_tls(),
             health_interval: (!self.health_interval.is_zero())
                 .then(|| self.health_interval.clamp(Duration::from_millis(100), MAX_TIMEOUT)),
             max_request_bytes: self.max_request_bytes,
+            max_response_bytes: self.max_response_bytes,
             token,
             jitter_seed: 0,
         })
@@ -326,6 +352,8 @@ mod tests {
         let cfg = cfg.validate().unwrap();
         assert_eq!((cfg.timeout, cfg.connect_timeout), (MAX_TIMEOUT, MAX_TIMEOUT));
         assert_eq!(cfg.max_request_bytes, 2 * 1024 * 1024);
+        assert_eq!(cfg.max_response_bytes, (1 << 31) - 1);
+        assert_eq!(Config::new().max_response_bytes(7).validate().unwrap().max_response_bytes, 7);
         assert!(Config::new().endpoints(Vec::<String>::new()).validate().is_err());
         assert!(Config::new().auth_token("bad\ntoken").validate().is_err());
         assert!(Config::new().auth_token("é").validate().is_err());

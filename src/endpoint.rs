@@ -89,6 +89,27 @@ impl fmt::Display for Endpoint {
     }
 }
 
+/// One endpoint, its TLS settled: a scheme says, and no scheme means `default_tls` (whether
+/// the client has a `Tls` configuration). `operation` names the caller in the error.
+pub(crate) fn endpoint(
+    raw: &str,
+    default_tls: bool,
+    operation: &'static str,
+) -> Result<Endpoint, EtcdError> {
+    let (address, security) = parse(raw).map_err(|e| e.with_operation(operation))?;
+    let tls = match security {
+        Security::Tls => true,
+        Security::Plain => false,
+        Security::Default => default_tls,
+    };
+    if tls && !cfg!(feature = "tls") {
+        let msg =
+            format!("endpoint {raw:?} needs TLS, which this build leaves out (feature `tls`)");
+        return Err(EtcdError::invalid(msg, operation));
+    }
+    Ok(Endpoint { address, tls })
+}
+
 /// Parses one endpoint as Go's clientv3 does (see the module table).
 pub(crate) fn parse(raw: &str) -> Result<(Address, Security), EtcdError> {
     let bad = |why: &str| EtcdError::invalid(format!("endpoint {raw:?}: {why}"), "new");

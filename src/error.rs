@@ -147,6 +147,12 @@ impl EtcdError {
         self
     }
 
+    /// The same error, told as `operation`'s.
+    pub(crate) fn with_operation(mut self, operation: &'static str) -> EtcdError {
+        self.operation = operation;
+        self
+    }
+
     pub(crate) fn invalid(message: impl Into<String>, operation: &'static str) -> EtcdError {
         EtcdError::new(Code::InvalidArgument, message, operation)
     }

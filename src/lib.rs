@@ -78,8 +78,8 @@ mod tls;
 pub use call_options::{CallOptions, Cancel};
 pub use client::Client;
 pub use config::{
-    Config, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_RETRY_ATTEMPTS, DEFAULT_RETRY_BACKOFF, MAX_TIMEOUT,
-    MIN_TIMEOUT,
+    Config, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_RETRY_ATTEMPTS,
+    DEFAULT_RETRY_BACKOFF, MAX_TIMEOUT, MIN_TIMEOUT,
 };
 pub use error::{Code, EtcdError};
 pub use handle::{Keepalive, Observe, Pending, StreamOptions, Watch};

@@ -68,6 +68,8 @@ pub(crate) enum CallKind {
     Observe(ObserveKey),
     /// A one-shot server stream whose messages go to the stream's callback (snapshot).
     Sink(StreamKey),
+    /// The endpoint auto-sync's MemberList.
+    Sync { response: Option<Bytes> },
     /// The periodic health check.
     Health {
         /// The index of the endpoint it was sent to, once sent.

@@ -46,6 +46,8 @@ pub(crate) enum Timer {
     ObserveReopen(ObserveKey),
     /// The next health check is due.
     Health,
+    /// The next endpoint auto-sync is due.
+    Sync,
 }
 
 /// What the client must run, in order.

@@ -113,6 +113,8 @@ pub(crate) struct Link {
     handshaking: bool,
     /// The link was refused before the server spoke.
     refused: bool,
+    /// The endpoint list changed under the link: the next one starts at its first endpoint.
+    restart_at_first: bool,
     ping: Ping,
     commands: VecDeque<LinkCommand>,
 }
@@ -130,6 +132,7 @@ impl Link {
             attempted: 0,
             handshaking: false,
             refused: false,
+            restart_at_first: false,
             ping: Ping::Off,
             commands: VecDeque::new(),
         }
@@ -317,7 +320,10 @@ impl Link {
         self.error = None;
         self.draining = None;
         self.generation += 1;
-        self.endpoint = (self.endpoint + 1) % self.cfg.endpoints.len();
+        self.endpoint = match std::mem::take(&mut self.restart_at_first) {
+            true => 0,
+            false => (self.endpoint + 1) % self.cfg.endpoints.len(),
+        };
         self.stop_ping(cx);
         self.close_socket();
         let mut every_endpoint_failed = false;
@@ -329,6 +335,34 @@ impl Link {
             }
         }
         Lost { generation, was_up, sent, every_endpoint_failed }
+    }
+
+    /// The endpoints in use from now on (not empty). The link in use carries on if its
+    /// endpoint is in the new list; otherwise it drains (its calls with a deadline finish
+    /// there) and the next link goes to the first new endpoint. Whether the list changed.
+    pub(crate) fn set_endpoints(&mut self, endpoints: Vec<Endpoint>) -> bool {
+        if endpoints.is_empty() || endpoints == self.cfg.endpoints {
+            return false;
+        }
+        let current = self.endpoint().clone();
+        self.cfg.endpoints = endpoints;
+        self.connect_failures = 0;
+        match self.cfg.endpoints.iter().position(|e| *e == current) {
+            Some(i) => self.endpoint = i,
+            None if self.is_down() => self.endpoint = 0,
+            None => {
+                // The next link starts at the new list's first endpoint.
+                self.endpoint = self.endpoint.min(self.cfg.endpoints.len() - 1);
+                self.restart_at_first = true;
+                self.start_drain(format!("{current} is no longer an endpoint"));
+            }
+        }
+        true
+    }
+
+    /// The endpoints, in order.
+    pub(crate) fn endpoints(&self) -> &[Endpoint] {
+        &self.cfg.endpoints
     }
 
     /// Nothing waits for a connection any more: the next attempt starts a new round of
@@ -504,5 +538,28 @@ mod tests {
         assert!(l.ping_timed_out(g + 1).is_none(), "another link's timer");
         let msg = l.ping_timed_out(g).unwrap();
         assert!(msg.contains("keepalive PING within 2s"), "{msg}");
+    }
+
+    #[test]
+    fn new_endpoints_keep_a_listed_link_and_drain_one_that_is_gone() {
+        let at = |port: u16| Endpoint {
+            address: Address::Tcp(format!("127.0.0.1:{port}").parse().unwrap()),
+            tls: false,
+        };
+        let (mut l, mut cx, w) = link(2);
+        l.connect();
+        assert_eq!(connect_target(&mut l, &mut cx), "127.0.0.1:2379");
+        l.connected(&w, &mut cx).unwrap();
+        assert!(!l.set_endpoints(l.endpoints().to_vec()), "the same list changes nothing");
+        assert!(!l.set_endpoints(Vec::new()), "an empty list is refused");
+        assert!(l.set_endpoints(vec![at(3000), at(2379)]));
+        assert!(l.takes_streams(), "still listed: the link stays");
+        assert_eq!(l.endpoint().to_string(), "127.0.0.1:2379");
+        assert!(l.set_endpoints(vec![at(4000), at(4001)]));
+        assert!(l.draining().unwrap().contains("no longer an endpoint"));
+        l.lost(&mut cx);
+        assert_eq!(l.poll_command(&mut cx), Some(LinkCommand::Close));
+        l.connect();
+        assert_eq!(connect_target(&mut l, &mut cx), "127.0.0.1:4000", "the new list's first");
     }
 }

@@ -40,6 +40,7 @@ pub(crate) mod link;
 mod observe;
 pub(crate) mod registry;
 mod shared;
+mod sync;
 #[cfg(test)]
 mod tests;
 mod watch;
@@ -51,8 +52,8 @@ use crate::grpc::{codec, Rpc};
 use crate::h2io::wake::CONNECTION;
 use crate::h2io::{StreamEvent, Wakers};
 use crate::pb::etcdserverpb::{
-    auth_rpc, lease_rpc, maintenance_rpc, watch_rpc, LeaseKeepAliveResponse, WatchCreateRequest,
-    WatchRequest, WatchResponse,
+    auth_rpc, cluster_rpc, lease_rpc, maintenance_rpc, watch_rpc, LeaseKeepAliveResponse,
+    WatchCreateRequest, WatchRequest, WatchResponse,
 };
 use crate::pb::v3electionpb::election_rpc;
 use auth::{Auth, AuthOutcome};
@@ -71,6 +72,7 @@ pub(crate) use registry::{CallKey, StreamCallback, StreamItem, StreamKey};
 use registry::{Owner, Streams};
 use shared::{ended_by_server, SharedStream};
 use std::time::{Duration, Instant};
+use tracing::{debug, info, warn};
 use watch::WatchHub;
 
 /// A unary call's options (see `Client::with`).
@@ -127,6 +129,10 @@ pub(crate) struct CoreConfig {
     pub(crate) health_interval: Option<Duration>,
     /// Seed of the backoff jitter (0: a random one); tests fix it.
     pub(crate) jitter_seed: u64,
+    /// Interval of the endpoint auto-sync (`None`: off).
+    pub(crate) auto_sync: Option<Duration>,
+    /// Endpoints without a scheme use TLS (the client has a TLS configuration).
+    pub(crate) default_tls: bool,
 }
 
 /// The core of a client (see the module comment).
@@ -150,6 +156,7 @@ pub(crate) struct Core {
     keepalive_stream: SharedStream,
     observes: Observes,
     health: Health,
+    sync: sync::Sync,
 }
 
 impl Core {
@@ -157,6 +164,7 @@ impl Core {
     pub(crate) fn new(cfg: CoreConfig, now: Instant) -> Core {
         let mut cx = Cx::new(now, cfg.jitter_seed);
         let health = Health::new(cfg.health_interval, &mut cx);
+        let sync = sync::Sync::new(cfg.auto_sync, cfg.default_tls, &mut cx);
         let mut watches = WatchHub::default();
         watches.reauth = cfg.credentials.is_some();
         Core {
@@ -182,6 +190,7 @@ impl Core {
             keepalive_stream: SharedStream::new(Shared::Keepalive),
             observes: Observes::default(),
             health,
+            sync,
             cx,
         }
     }
@@ -225,6 +234,7 @@ impl Core {
         match self.link.connected(&self.wakers, &mut self.cx) {
             Ok(false) => {}
             Ok(true) => {
+                info!(target: "evetcd", endpoint = %self.link.endpoint(), generation = self.link.generation(), "connected");
                 self.wakers.wake(CONNECTION);
                 // With credentials, a new connection authenticates before anything else.
                 self.start_auth();
@@ -238,6 +248,7 @@ impl Core {
     pub(crate) fn handle_connect_failed(&mut self, reason: &str, now: Instant) {
         self.cx.now = now;
         if self.link.is_connecting() {
+            info!(target: "evetcd", endpoint = %self.link.endpoint(), reason, "connect failed");
             self.link_lost(reason);
         }
     }
@@ -263,7 +274,11 @@ impl Core {
     pub(crate) fn poll_link(&mut self, now: Instant) -> Option<LinkCommand> {
         self.cx.now = now;
         self.drive();
-        self.link.poll_command(&mut self.cx)
+        let command = self.link.poll_command(&mut self.cx);
+        if let Some(LinkCommand::Connect { endpoint, .. }) = &command {
+            debug!(target: "evetcd", %endpoint, generation = self.link.generation(), "connecting");
+        }
+        command
     }
 
     /// Bytes to send on the link, if any. Call again only once the previous bytes are
@@ -359,6 +374,15 @@ impl Core {
     /// Queues `work` to run on the next turn (never from inside the current operation).
     pub(crate) fn defer(&mut self, work: Box<dyn FnOnce()>) {
         self.cx.emit(Event::Local(work));
+    }
+
+    /// The endpoints to use from now on (see `Link::set_endpoints`).
+    pub(crate) fn set_endpoints(&mut self, endpoints: Vec<Endpoint>) {
+        if self.link.set_endpoints(endpoints) {
+            let names: Vec<String> = self.link.endpoints().iter().map(|e| e.to_string()).collect();
+            info!(target: "evetcd", endpoints = ?names, "endpoints changed");
+            self.wakers.wake(CONNECTION);
+        }
     }
 
     /// A token and credentials obtained by the user's own `authenticate` call.
@@ -528,6 +552,7 @@ impl Core {
                     out.push(Event::Stream(stream, item));
                 }
                 CallKind::Health { .. }
+                | CallKind::Sync { .. }
                 | CallKind::Shared(_)
                 | CallKind::Observe(_)
                 | CallKind::Auth { .. } => {}
@@ -546,6 +571,7 @@ impl Core {
         out.extend(self.cx.events.drain(..));
         self.link.close(&mut self.cx);
         self.health.stop(&mut self.cx);
+        self.sync.stop(&mut self.cx);
         out
     }
 
@@ -711,6 +737,7 @@ impl Core {
         match &mut call.kind {
             CallKind::Unary { response, .. }
             | CallKind::Auth { response }
+            | CallKind::Sync { response }
             | CallKind::Health { response, .. } => {
                 if msgs.len() > 1 || response.is_some() {
                     let msg = "more than one response message for a unary call";
@@ -761,7 +788,10 @@ impl Core {
             retryable: *retryable,
             retries: call.retries,
         };
-        let requeued = match decide(subject, cause, policy) {
+        let operation = call.operation;
+        let decision = decide(subject, cause, policy);
+        debug!(target: "evetcd", operation, ?cause, ?decision, retries = call.retries, "call failed");
+        let requeued = match decision {
             Decision::Resend => self.calls.resend(key),
             Decision::Retry { after } => {
                 call.retries += 1;
@@ -817,7 +847,9 @@ impl Core {
             CallKind::Shared(kind) => self.shared_ended(kind, result),
             CallKind::Observe(o) => {
                 let policy = self.policy();
-                match self.observes.ended(o, result, policy, &mut self.cx) {
+                let after = self.observes.ended(o, result, policy, &mut self.cx);
+                debug!(target: "evetcd", stream = "observe", ?after, "stream ended");
+                match after {
                     observe::AfterEnd::Reopen { authenticate } => {
                         self.start_auth_if(authenticate);
                         self.open_observe(o);
@@ -829,6 +861,11 @@ impl Core {
             CallKind::Sink(stream) => {
                 self.cx.deliver(stream, StreamItem::Sink(result.map(|()| None).map_err(error)));
             }
+            CallKind::Sync { response } => {
+                if let Some(endpoints) = self.sync.finished(response.filter(|_| result.is_ok())) {
+                    self.set_endpoints(endpoints);
+                }
+            }
             CallKind::Health { sent_to, response } => {
                 let endpoint = sent_to.unwrap_or(self.link.attempted());
                 let name = self.link.endpoint_name(endpoint);
@@ -838,6 +875,7 @@ impl Core {
                     &mut self.cx,
                 );
                 if !healthy && endpoint == self.link.endpoint_index() {
+                    debug!(target: "evetcd", endpoint = %name, "health check failed");
                     self.leave(format!("health check of {name} failed"));
                 }
             }
@@ -861,7 +899,13 @@ impl Core {
     /// failed connection attempt they wait for the next endpoint only until every endpoint
     /// failed in a row, then fail too.
     fn link_lost(&mut self, reason: &str) {
+        let endpoint = self.link.endpoint().to_string();
         let lost = self.link.lost(&mut self.cx);
+        if lost.was_up {
+            info!(target: "evetcd", %endpoint, generation = lost.generation, reason, next = %self.link.endpoint(), "link lost");
+        } else if lost.every_endpoint_failed {
+            warn!(target: "evetcd", reason, "every endpoint failed in a row");
+        }
         self.auth.reset(&mut self.cx);
         self.wakers.wake(CONNECTION);
         if !lost.was_up && !lost.every_endpoint_failed {
@@ -882,12 +926,14 @@ impl Core {
 
     /// The link takes no new streams and ends once its calls with a deadline are done.
     fn drain(&mut self, why: String) {
+        info!(target: "evetcd", endpoint = %self.link.endpoint(), why = %why, "draining the link");
         self.link.start_drain(why);
         self.wakers.wake(CONNECTION);
     }
 
     /// The member in use is unfit: drain its link so the next endpoint takes over.
     fn leave(&mut self, why: String) {
+        info!(target: "evetcd", endpoint = %self.link.endpoint(), why = %why, "leaving the member");
         self.link.leave(why);
         self.wakers.wake(CONNECTION);
     }
@@ -936,6 +982,13 @@ impl Core {
                     self.open_observe(key);
                 }
             }
+            Timer::Sync => {
+                if let Some(body) = self.sync.tick(&mut self.cx) {
+                    let path = <cluster_rpc::MemberList as Rpc>::PATH;
+                    let kind = CallKind::Sync { response: None };
+                    self.add_call(path, "auto_sync", kind, body, Some(self.timeout));
+                }
+            }
             Timer::Health => {
                 if let Some((body, deadline)) = self.health.tick(self.timeout, &mut self.cx) {
                     let path = <maintenance_rpc::Status as Rpc>::PATH;
@@ -956,6 +1009,7 @@ impl Core {
         let kind = CallKind::Auth { response: None };
         let deadline = Some(self.timeout);
         let key = self.calls.add(path, "authenticate", kind, body, deadline, true, &mut self.cx);
+        debug!(target: "evetcd", "authenticating");
         self.auth.started(key);
         self.wakers.wake(CONNECTION);
     }
@@ -969,6 +1023,7 @@ impl Core {
     fn auth_done(&mut self, response: Option<Bytes>, result: Result<(), (Code, String)>) {
         let link_up = self.link.is_up();
         let outcome = self.auth.finished(response, result, link_up, &mut self.cx);
+        debug!(target: "evetcd", ?outcome, "authenticate ended");
         self.wakers.wake(CONNECTION);
         if let AuthOutcome::Fail(code, msg) = outcome {
             // The calls waiting for a token that will not come.
@@ -1119,7 +1174,17 @@ impl Core {
         let wanted = self.shared_wanted(kind);
         let policy = self.policy();
         let (stream, cx) = self.shared_cx(kind);
-        match stream.ended(result, wanted, policy, cx) {
+        let after = stream.ended(result, wanted, policy, cx);
+        match after {
+            shared::AfterEnd::GiveUp if wanted => {
+                warn!(target: "evetcd", stream = ?kind, ?code, message, "stream gave up")
+            }
+            _ if wanted => {
+                debug!(target: "evetcd", stream = ?kind, ?code, message, ?after, "stream ended")
+            }
+            _ => {}
+        }
+        match after {
             shared::AfterEnd::GiveUp => self.end_users(kind, false, code, &message),
             shared::AfterEnd::Reopen { authenticate } => {
                 self.start_auth_if(authenticate);
@@ -1182,8 +1247,9 @@ impl Core {
     ) -> CallKey {
         let key = self.calls.add(path, operation, kind, body, deadline, false, &mut self.cx);
         self.wakers.wake(CONNECTION);
-        // Health checks stopped by `close` start again with the next operation.
+        // Health checks and syncs stopped by `close` start again with the next operation.
         self.health.resume(&mut self.cx);
+        self.sync.resume(&mut self.cx);
         key
     }
 

@@ -13,6 +13,9 @@ use bytes::Bytes;
 use http::HeaderMap;
 
 /// Turns a stream's events into the messages and status of a gRPC response.
+///
+/// `Reader::default()` accepts messages up to `DEFAULT_MAX_RESPONSE_BYTES`;
+/// [`Reader::new`] takes the client's limit.
 #[derive(Debug, Default)]
 pub(crate) struct Reader {
     decoder: Decoder,
@@ -34,6 +37,12 @@ pub(crate) enum Step {
 }
 
 impl Reader {
+    /// A reader that fails the call with `RESOURCE_EXHAUSTED` on a message whose prefix
+    /// announces more than `max_message` bytes.
+    pub(crate) fn new(max_message: usize) -> Reader {
+        Reader { decoder: Decoder::new(max_message), failed: None }
+    }
+
     /// Applies one event from the h2 stream.
     ///
     /// After `Step::Messages`, the caller asks `take_failure` before applying another event.
@@ -115,10 +124,17 @@ impl Reader {
     }
 }
 
+/// The status a framing error ends the call with. A message above the limit is
+/// `RESOURCE_EXHAUSTED` in grpc-go's words (its `MaxCallRecvMsgSize` check), so the error
+/// reads the same as from Go's clientv3; a broken framing is `INTERNAL`.
 fn frame_error(e: FrameError) -> (Code, String) {
     let msg = match e {
         FrameError::Compressed => "compressed message received; compression was not negotiated",
         FrameError::Truncated => "response body ended inside a message",
+        FrameError::TooLarge { len, max } => {
+            let msg = format!("grpc: received message larger than max ({len} vs. {max})");
+            return (Code::ResourceExhausted, msg);
+        }
     };
     (Code::Internal, msg.into())
 }
@@ -145,6 +161,7 @@ pub(crate) fn h2_error(e: &h2::Error) -> (Code, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::grpc::codec;
 
     fn parts(status: u16, headers: &[(&'static str, &'static str)]) -> http::response::Parts {
         let mut b = http::Response::builder().status(status);
@@ -213,6 +230,39 @@ mod tests {
         let mut r = Reader::default();
         r.apply(StreamEvent::Data(Bytes::from_static(&[0, 0, 0, 0, 0, 1, 0, 0, 0, 0])));
         assert_eq!(r.apply(trailers("0", "")), Step::Finished(Err(compressed)));
+    }
+
+    #[test]
+    fn a_message_above_the_limit_is_resource_exhausted_from_its_prefix() {
+        let exhausted = (
+            Code::ResourceExhausted,
+            "grpc: received message larger than max (1048576 vs. 1024)".to_string(),
+        );
+        let mut r = Reader::new(1024);
+        assert_eq!(r.apply(StreamEvent::Headers(parts(200, &[]), false)), Step::Continue);
+        // The prefix alone (1 MiB announced): the call ends without waiting for the message.
+        assert_eq!(
+            r.apply(StreamEvent::Data(Bytes::from_static(&[0, 0, 0x10, 0, 0]))),
+            Step::Finished(Err(exhausted.clone()))
+        );
+        // After a message within the limit in the same chunk: that one first, then the error.
+        let mut wire = codec::framed(&[[1u8; 3]]);
+        wire.extend_from_slice(&[0, 0, 0x10, 0, 0, 9, 9]);
+        let mut r = Reader::new(1024);
+        assert_eq!(
+            r.apply(StreamEvent::Data(Bytes::from(wire))),
+            Step::Messages(vec![Bytes::from_static(&[1; 3])])
+        );
+        assert_eq!(r.take_failure(), Some(exhausted));
+        // The default limit: Go's 2^31 - 1.
+        let mut r = Reader::default();
+        assert_eq!(
+            r.apply(StreamEvent::Data(Bytes::from_static(&[0, 0xff, 0xff, 0xff, 0xff]))),
+            Step::Finished(Err((
+                Code::ResourceExhausted,
+                "grpc: received message larger than max (4294967295 vs. 2147483647)".into()
+            )))
+        );
     }
 
     #[test]

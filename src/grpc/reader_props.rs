@@ -27,7 +27,11 @@ fn trailers(status: &str, message: &str) -> HeaderMap {
 
 /// Applies `events` until the reader finishes.
 fn read(events: impl IntoIterator<Item = StreamEvent>) -> Outcome {
-    let mut r = Reader::default();
+    read_with(Reader::default(), events)
+}
+
+/// [`read`] with reader `r` (a limit of one's choice).
+fn read_with(mut r: Reader, events: impl IntoIterator<Item = StreamEvent>) -> Outcome {
     let mut msgs = Vec::new();
     for ev in events {
         match r.apply(ev) {
@@ -136,6 +140,38 @@ proptest! {
         }
         chunks.push(&wire[from..]);
         prop_assert_eq!(response(chunks, status), response([&wire[..]], status));
+    }
+
+    /// A message announced above the limit ends the call with `RESOURCE_EXHAUSTED` in Go's
+    /// words, right after the messages before it, however the body is cut and whatever
+    /// status the trailers would have carried.
+    #[test]
+    fn a_message_above_the_limit_is_resource_exhausted(
+        limit in prop_oneof![0usize..100, Just(crate::config::DEFAULT_MAX_RESPONSE_BYTES)],
+        excess in prop_oneof![1u64..10, 1u64..(1 << 32)],
+        before in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..100), 0..3),
+        cuts in prop::collection::vec(any::<Index>(), 0..6),
+        status in prop::sample::select(vec!["0", "14"]),
+    ) {
+        let len = (limit as u64 + excess).min(u32::MAX as u64);
+        let before: Vec<Vec<u8>> =
+            before.into_iter().map(|p| p[..p.len().min(limit)].to_vec()).collect();
+        let mut wire = crate::grpc::codec::framed(&before);
+        wire.push(0);
+        wire.extend_from_slice(&(len as u32).to_be_bytes());
+        let mut points: Vec<usize> = cuts.iter().map(|at| at.index(wire.len() + 1)).collect();
+        points.sort();
+        let mut from = 0;
+        let mut events = vec![StreamEvent::Headers(response_headers(200, &[]), false)];
+        for to in points.into_iter().chain([wire.len()]) {
+            events.push(StreamEvent::Data(Bytes::copy_from_slice(&wire[from..to])));
+            from = to;
+        }
+        events.push(StreamEvent::Trailers(trailers(status, "")));
+        let (msgs, end) = read_with(Reader::new(limit), events);
+        let message = format!("grpc: received message larger than max ({len} vs. {limit})");
+        prop_assert_eq!(end, Some(Err((Code::ResourceExhausted, message))));
+        prop_assert_eq!(msgs, before);
     }
 
     /// No sequence of events panics (even after the call finished), and OK only ever comes

@@ -27,6 +27,7 @@ fn config() -> CoreConfig {
         endpoints: vec![Endpoint { address, tls: true }],
         timeout: Duration::from_secs(2),
         max_request_bytes: 1000,
+        max_response_bytes: crate::config::DEFAULT_MAX_RESPONSE_BYTES,
         token: None,
         connect_timeout: Duration::from_secs(3),
         credentials: None,
@@ -35,6 +36,8 @@ fn config() -> CoreConfig {
         max_retries: 2,
         health_interval: None,
         jitter_seed: 1,
+        auto_sync: None,
+        default_tls: false,
         retry_attempts: 0,
         retry_backoff: Duration::from_millis(25),
     }

@@ -90,6 +90,7 @@ pub(super) fn config(endpoints: &[&str]) -> CoreConfig {
         endpoints: endpoints.iter().map(|e| endpoint(e)).collect(),
         timeout: Duration::from_secs(2),
         max_request_bytes: 1000,
+        max_response_bytes: crate::config::DEFAULT_MAX_RESPONSE_BYTES,
         token: Some(HeaderValue::from_static("tok")),
         connect_timeout: Duration::from_secs(3),
         credentials: None,
@@ -98,6 +99,8 @@ pub(super) fn config(endpoints: &[&str]) -> CoreConfig {
         max_retries: 2,
         health_interval: None,
         jitter_seed: 1,
+        auto_sync: None,
+        default_tls: false,
     }
 }
 
