@@ -1,10 +1,12 @@
-//! The thin IO driver: one `mio::Poll`, at most one socket, and the clock: system calls and
-//! TLS records only; every decision is the core's (see the contract on [`Core`]).
+//! The thin IO driver: one `mio::Poll`, at most one socket, the clock, and a waker for other
+//! threads: system calls and TLS records only; every decision is the core's (see the
+//! contract on [`Core`]).
 //!
 //! One turn ([`Reactor::turn`]):
 //!
 //! 1. wait for readiness (or not at all, for a foreign loop's `process()`);
-//! 2. finish a pending connect; read until the socket is drained and hand the plaintext in
+//! 2. take a host name lookup's answer (connect to its addresses); finish a pending connect;
+//!    read until the socket is drained and hand the plaintext in
 //!    (through TLS, when the endpoint uses it: see [`secure`]);
 //! 3. tell the core the time ([`Core::handle_timeout`]): it processes what was read, then
 //!    fires its timers.
@@ -32,8 +34,18 @@
 //! ```
 //!
 //! A TLS socket that is dropped sends close_notify first (best effort: never blocks).
+//!
+//! Name resolution never blocks the loop (see [`resolve`]): an IP literal is connected to at
+//! once; a host name is looked up on a helper thread, which wakes the `Poll` through the
+//! reactor's one [`Waker`] (token [`WAKER`]) when its answer is in. Meanwhile the link is
+//! connecting as far as the core knows, and the core's connect timeout bounds the lookup too:
+//! when the core gives up (a `Close`, or a `Connect` elsewhere), the lookup is forgotten and
+//! its late answer discarded. A name that does not resolve fails the endpoint at once.
 
+mod resolve;
 mod secure;
+#[cfg(test)]
+mod tests;
 
 use crate::core::link::LinkCommand;
 use crate::core::Core;
@@ -41,16 +53,20 @@ use crate::endpoint::{Address, Endpoint};
 use bytes::{Buf, Bytes};
 use mio::event::Source;
 use mio::net::{TcpStream, UnixStream};
-use mio::{Events, Interest, Poll, Registry, Token};
+use mio::{Events, Interest, Poll, Registry, Token, Waker};
+use resolve::Resolver;
 pub(crate) use secure::Connector;
 use secure::Secure;
 use std::io::{self, ErrorKind, Read, Write};
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const SOCKET: Token = Token(0);
+/// The reactor's one [`Waker`]: other threads wake the loop through it (a lookup's answer).
+const WAKER: Token = Token(1);
 const READ_CHUNK: usize = 64 * 1024;
 /// Rounds of commands-and-writes per flush: writing can unblock h2, which then writes more.
 const MAX_FLUSH_ROUNDS: usize = 8;
@@ -100,21 +116,39 @@ pub(crate) struct Reactor {
     read_buf: Box<[u8]>,
     /// Makes the TLS side of connections to TLS endpoints.
     connector: Option<Connector>,
+    /// Wakes `poll` from another thread (registered under [`WAKER`]; mio allows one per
+    /// `Poll`, so every user shares it).
+    waker: Arc<Waker>,
+    /// Host names looked up off the loop, and the lookup the next connect waits for.
+    resolver: Resolver,
 }
 
 impl Reactor {
     /// A reactor with no socket yet; `connector` serves the TLS endpoints.
     pub(crate) fn new(connector: Option<Connector>) -> io::Result<Reactor> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         Ok(Reactor {
-            poll: Poll::new()?,
+            poll,
             events: Events::with_capacity(64),
             socket: None,
             read_buf: vec![0; READ_CHUNK].into_boxed_slice(),
             connector,
+            resolver: Resolver::new(waker.clone()),
+            waker,
         })
     }
 
-    /// The epoll fd: readable when the socket has news.
+    /// The waker of this reactor's `Poll`: `wake()` from any thread makes the current or next
+    /// wait return (and the epoll fd readable, for a foreign loop). Shared, since a `Poll`
+    /// takes only one.
+    #[cfg_attr(not(test), allow(dead_code))] // for other threads that post work to the loop
+    pub(crate) fn waker(&self) -> Arc<Waker> {
+        self.waker.clone()
+    }
+
+    /// The epoll fd: readable when the socket has news, or the waker was woken (a lookup
+    /// answered).
     pub(crate) fn as_raw_fd(&self) -> RawFd {
         self.poll.as_raw_fd()
     }
@@ -132,14 +166,22 @@ impl Reactor {
                 core.handle_link_error(&format!("poll: {e}"));
             }
         }
+        let mut woken = false;
         for ev in self.events.iter() {
-            if let (SOCKET, Some(s)) = (ev.token(), self.socket.as_mut()) {
-                s.readable |= ev.is_readable() || ev.is_read_closed() || ev.is_error();
-                s.read_closed |= ev.is_read_closed() || ev.is_error();
-                s.writable |= ev.is_writable() || ev.is_write_closed() || ev.is_error();
+            match (ev.token(), self.socket.as_mut()) {
+                (SOCKET, Some(s)) => {
+                    s.readable |= ev.is_readable() || ev.is_read_closed() || ev.is_error();
+                    s.read_closed |= ev.is_read_closed() || ev.is_error();
+                    s.writable |= ev.is_writable() || ev.is_write_closed() || ev.is_error();
+                }
+                (WAKER, _) => woken = true,
+                _ => {}
             }
         }
         let now = Instant::now();
+        if woken {
+            self.resolved(core, now);
+        }
         self.finish_connect(core, now);
         self.read(core, now);
         core.handle_timeout(now);
@@ -164,38 +206,48 @@ impl Reactor {
         let mut acted = false;
         while let Some(command) = core.poll_link(Instant::now()) {
             acted = true;
-            match command {
-                LinkCommand::Close => self.drop_socket(),
-                LinkCommand::Connect { endpoint, keepalive } => {
-                    self.drop_socket();
-                    self.start(core, endpoint, keepalive);
-                }
+            // Either way the core gave up on the current attempt: a lookup still running is
+            // forgotten, and its answer discarded when it comes.
+            self.resolver.cancel();
+            self.drop_socket();
+            if let LinkCommand::Connect { endpoint, keepalive } = command {
+                self.start(core, endpoint, keepalive);
             }
         }
         acted
     }
 
-    /// Resolves `endpoint` and starts connecting to it.
+    /// Starts connecting to `endpoint`: at once to a Unix socket or an IP literal; for a host
+    /// name, once its lookup on a helper thread answers (see [`resolved`](Self::resolved)).
     fn start(
         &mut self,
         core: &mut Core,
         endpoint: Endpoint,
         keepalive: Option<(Duration, Duration)>,
     ) {
-        let addrs = match &endpoint.address {
-            Address::Unix(_) => Vec::new(),
-            Address::Tcp(authority) => match resolve(authority.as_str()) {
-                Ok(mut addrs) => {
-                    addrs.reverse(); // popped from the back: first address first
-                    addrs
-                }
-                Err(e) => {
-                    let msg = format!("resolve {endpoint}: {e}");
-                    return core.handle_connect_failed(&msg, Instant::now());
-                }
-            },
+        let Address::Tcp(authority) = &endpoint.address else {
+            return self.connect(core, endpoint, keepalive, Vec::new()); // a Unix socket
         };
-        self.connect(core, endpoint, keepalive, addrs);
+        if let Some(addr) = resolve::literal(authority.as_str()) {
+            return self.connect(core, endpoint, keepalive, vec![addr]);
+        }
+        if let Err(e) = self.resolver.start(&endpoint, keepalive) {
+            let msg = format!("resolve {endpoint}: cannot start a resolver thread: {e}");
+            core.handle_connect_failed(&msg, Instant::now());
+        }
+    }
+
+    /// The loop was woken: if the pending lookup answered, connects to its addresses, or
+    /// fails the endpoint (the next one is tried, as after a refused connect).
+    fn resolved(&mut self, core: &mut Core, now: Instant) {
+        let Some((lookup, answer)) = self.resolver.poll() else { return };
+        match answer {
+            Ok(mut addrs) => {
+                addrs.reverse(); // popped from the back: first address first
+                self.connect(core, lookup.endpoint, lookup.keepalive, addrs);
+            }
+            Err(e) => core.handle_connect_failed(&format!("resolve {}: {e}", lookup.endpoint), now),
+        }
     }
 
     fn drop_socket(&mut self) {
@@ -497,16 +549,6 @@ fn explain(s: &Socket, what: &str) -> String {
 
 fn connect_error(endpoint: &Endpoint, e: &io::Error) -> String {
     format!("connect to {endpoint}: {e}")
-}
-
-/// The addresses of `host:port`. Names go through the system resolver, which blocks: use IP
-/// addresses where the loop must never stall.
-fn resolve(authority: &str) -> io::Result<Vec<SocketAddr>> {
-    let addrs: Vec<SocketAddr> = authority.to_socket_addrs()?.collect();
-    if addrs.is_empty() {
-        return Err(io::Error::new(ErrorKind::NotFound, "no address"));
-    }
-    Ok(addrs)
 }
 
 // ===== the socket: TCP or a Unix-domain socket, both non-blocking, behind one type =====
