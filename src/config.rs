@@ -55,6 +55,7 @@ pub struct Config {
     retry: (u32, Duration),
     health_interval: Duration,
     auto_sync: Duration,
+    ordering: bool,
     #[cfg(feature = "tls")]
     tls: Option<Tls>,
 }
@@ -75,7 +76,8 @@ impl fmt::Debug for Config {
             .field("max_retries", &self.max_retries)
             .field("retry", &self.retry)
             .field("health_interval", &self.health_interval)
-            .field("auto_sync", &self.auto_sync);
+            .field("auto_sync", &self.auto_sync)
+            .field("ordering_guard", &self.ordering);
         #[cfg(feature = "tls")]
         d.field("tls", &self.tls);
         d.finish()
@@ -97,6 +99,7 @@ impl Default for Config {
             retry: (DEFAULT_RETRY_ATTEMPTS, DEFAULT_RETRY_BACKOFF),
             health_interval: Duration::ZERO,
             auto_sync: Duration::ZERO,
+            ordering: true,
             #[cfg(feature = "tls")]
             tls: None,
         }
@@ -211,6 +214,18 @@ impl Config {
         self
     }
 
+    /// The revision-ordering guard (on by default; Go's `clientv3/ordering`): the client
+    /// remembers the highest revision it has seen in any response, and a `get` answered by
+    /// a member behind it (after a failover to a lagging member, or a serializable read on a
+    /// follower that has not caught up) is never delivered: it counts as `UNAVAILABLE` from
+    /// that member, so it is retried on another endpoint, or on the same one once it caught
+    /// up, within the call's deadline (see [`retry`](Config::retry); with retries off the
+    /// caller gets that `UNAVAILABLE`). Off, reads are delivered as the member answers.
+    pub fn ordering_guard(mut self, on: bool) -> Config {
+        self.ordering = on;
+        self
+    }
+
     /// How often to check the endpoint in use (zero, the default, turns checks off): a
     /// Maintenance Status call that must answer within the interval (and the deadline) and
     /// name a leader. [`Client::on_health_change`](crate::Client::on_health_change) hears of
@@ -297,6 +312,7 @@ impl Config {
             auto_sync: (!self.auto_sync.is_zero())
                 .then(|| self.auto_sync.clamp(Duration::from_millis(100), MAX_TIMEOUT)),
             default_tls: self.has_tls(),
+            ordering: self.ordering,
             health_interval: (!self.health_interval.is_zero())
                 .then(|| self.health_interval.clamp(Duration::from_millis(100), MAX_TIMEOUT)),
             max_request_bytes: self.max_request_bytes,

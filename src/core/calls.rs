@@ -44,6 +44,8 @@ pub(crate) struct Call {
     pub(crate) retries: u32,
     /// The failure that made it retry last, for the deadline's message.
     pub(crate) last_error: Option<String>,
+    /// The highest revision seen when it started: a read must not be answered below it.
+    pub(crate) floor: i64,
 }
 
 /// What a call's messages are for.
@@ -135,6 +137,7 @@ impl Calls {
             resends: 0,
             retries: 0,
             last_error: None,
+            floor: 0,
         });
         if let Some(after) = deadline {
             let timer = cx.after(after, Timer::Deadline(key));

@@ -38,6 +38,7 @@ mod health;
 mod keepalive;
 pub(crate) mod link;
 mod observe;
+mod ordering;
 pub(crate) mod registry;
 mod shared;
 mod sync;
@@ -133,6 +134,8 @@ pub(crate) struct CoreConfig {
     pub(crate) auto_sync: Option<Duration>,
     /// Endpoints without a scheme use TLS (the client has a TLS configuration).
     pub(crate) default_tls: bool,
+    /// The revision-ordering guard is on (see `ordering.rs`).
+    pub(crate) ordering: bool,
 }
 
 /// The core of a client (see the module comment).
@@ -157,6 +160,7 @@ pub(crate) struct Core {
     observes: Observes,
     health: Health,
     sync: sync::Sync,
+    ordering: ordering::Ordering,
 }
 
 impl Core {
@@ -191,6 +195,7 @@ impl Core {
             observes: Observes::default(),
             health,
             sync,
+            ordering: ordering::Ordering::new(cfg.ordering),
             cx,
         }
     }
@@ -354,7 +359,11 @@ impl Core {
             Deadline::After(d) => Some(d.min(crate::timer::MAX_DELAY)),
             Deadline::None => None,
         };
-        Some(self.add_call(path, operation, kind, body, deadline))
+        let key = self.add_call(path, operation, kind, body, deadline);
+        if let Some(call) = self.calls.get_mut(key) {
+            call.floor = self.ordering.floor();
+        }
+        Some(key)
     }
 
     /// Abandons a pending unary call or server stream: its callback gets `CANCELLED` on the
@@ -719,7 +728,14 @@ impl Core {
                         return self.finish(key, Err(e));
                     }
                 }
-                Step::Finished(Ok(())) => return self.finish(key, Ok(())),
+                Step::Finished(Ok(())) => {
+                    if let Err(why) = self.check_order(key) {
+                        warn!(target: "evetcd", endpoint = %self.link.endpoint(), why, "stale read");
+                        self.leave(format!("{} is behind: {why}", self.link.endpoint()));
+                        return self.fail_call(key, Code::Unavailable, why);
+                    }
+                    return self.finish(key, Ok(()));
+                }
                 Step::Finished(Err((code, msg))) => {
                     if on_current_link && leaves_member(code, &msg, from_server) {
                         let endpoint = self.link.endpoint().to_string();
@@ -728,6 +744,19 @@ impl Core {
                     return self.fail_call(key, code, msg);
                 }
             }
+        }
+    }
+
+    /// The ordering guard's verdict on a unary call's response (see `ordering.rs`).
+    fn check_order(&mut self, key: CallKey) -> Result<(), String> {
+        match self.calls.get(key) {
+            Some(call) => match &call.kind {
+                CallKind::Unary { response: Some(bytes), .. } => {
+                    self.ordering.check(call.path, call.floor, bytes)
+                }
+                _ => Ok(()),
+            },
+            None => Ok(()),
         }
     }
 

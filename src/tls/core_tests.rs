@@ -38,6 +38,7 @@ fn config() -> CoreConfig {
         jitter_seed: 1,
         auto_sync: None,
         default_tls: false,
+        ordering: true,
         retry_attempts: 0,
         retry_backoff: Duration::from_millis(25),
     }

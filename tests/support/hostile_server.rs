@@ -55,6 +55,9 @@ pub enum Hostile {
     /// A well-framed response (headers, one message, `grpc-status: 0`) whose message is
     /// `message`: bytes that do not decode as the response the client expects.
     Undecodable { message: Vec<u8> },
+    /// The same, with a message that does decode: a lagging member's well-formed answer
+    /// (say a Range response at an old revision).
+    Answer { message: Vec<u8> },
     /// One HEADERS frame with END_STREAM and no DATA: `:status`, `content-type:
     /// application/grpc`, then `headers` (`grpc-status` and `grpc-message`, or none).
     TrailersOnly { status: u16, headers: Vec<(&'static str, String)> },
@@ -303,7 +306,7 @@ impl Conn {
                 self.write(&frame(DATA, 0, stream, &data));
                 false
             }
-            Hostile::Undecodable { message } => {
+            Hostile::Undecodable { message } | Hostile::Answer { message } => {
                 self.write(&frame(HEADERS, END_HEADERS, stream, &hpack(&ok)));
                 let mut data = vec![0];
                 data.extend_from_slice(&(message.len() as u32).to_be_bytes());

@@ -101,6 +101,7 @@ pub(super) fn config(endpoints: &[&str]) -> CoreConfig {
         jitter_seed: 1,
         auto_sync: None,
         default_tls: false,
+        ordering: true,
     }
 }
 
