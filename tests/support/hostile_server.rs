@@ -56,7 +56,8 @@ pub enum Hostile {
     /// `message`: bytes that do not decode as the response the client expects.
     Undecodable { message: Vec<u8> },
     /// The same, with a message that does decode: a lagging member's well-formed answer
-    /// (say a Range response at an old revision).
+    /// (say a Range response at an old revision; tests/ordering.rs).
+    #[allow(dead_code)] // each test binary uses some of the modes
     Answer { message: Vec<u8> },
     /// One HEADERS frame with END_STREAM and no DATA: `:status`, `content-type:
     /// application/grpc`, then `headers` (`grpc-status` and `grpc-message`, or none).
