@@ -49,8 +49,9 @@ fn set_endpoints_moves_the_client_to_the_new_list() {
 fn auto_sync_learns_the_members_and_outlives_the_endpoint_it_started_with() {
     let mut cluster = Cluster::start(3);
     let endpoints = cluster.endpoints();
+    // Long enough for the survivors to elect a leader if the member killed below led.
     let config = |sync: bool| {
-        let c = Config::new().endpoints([&endpoints[0]]).timeout(Duration::from_secs(5));
+        let c = Config::new().endpoints([&endpoints[0]]).timeout(Duration::from_secs(20));
         let c = if sync { c.auto_sync_interval(Duration::from_millis(200)) } else { c };
         Client::new(c).unwrap()
     };
