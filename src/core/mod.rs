@@ -43,7 +43,7 @@ pub(crate) mod registry;
 mod shared;
 mod sync;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 mod watch;
 
 use crate::endpoint::Endpoint;

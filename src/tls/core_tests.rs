@@ -23,25 +23,9 @@ const RANGE: &str = "/etcdserverpb.KV/Range";
 
 fn config() -> CoreConfig {
     let address = Address::Tcp("127.0.0.1:2379".parse().unwrap());
-    CoreConfig {
-        endpoints: vec![Endpoint { address, tls: true }],
-        timeout: Duration::from_secs(2),
-        max_request_bytes: 1000,
-        max_response_bytes: crate::config::DEFAULT_MAX_RESPONSE_BYTES,
-        token: None,
-        connect_timeout: Duration::from_secs(3),
-        credentials: None,
-        keepalive_time: None,
-        keepalive_timeout: Duration::from_secs(2),
-        max_retries: 2,
-        health_interval: None,
-        jitter_seed: 1,
-        auto_sync: None,
-        default_tls: false,
-        ordering: true,
-        retry_attempts: 0,
-        retry_backoff: Duration::from_millis(25),
-    }
+    let endpoints = vec![Endpoint { address, tls: true }];
+    let base = crate::core::tests::world::config(&["127.0.0.1:2379"]);
+    CoreConfig { endpoints, token: None, keepalive_time: None, ..base }
 }
 
 /// Moves bytes session → TLS client → TLS server → h2 server and back until all are quiet.

@@ -17,7 +17,7 @@ mod health;
 mod links;
 mod retry;
 mod streams;
-mod world;
+pub(crate) mod world;
 
 use crate::error::EtcdError;
 use crate::grpc::codec;

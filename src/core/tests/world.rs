@@ -76,14 +76,14 @@ pub(super) struct Arrival {
 }
 
 /// A plain TCP endpoint `host:port`.
-pub(super) fn endpoint(raw: &str) -> Endpoint {
+pub(crate) fn endpoint(raw: &str) -> Endpoint {
     Endpoint { address: Address::Tcp(raw.parse().unwrap()), tls: false }
 }
 
 /// The configuration of the tests: timeout 2 s, connect timeout 3 s, PINGs every 5 s
 /// answered within 2 s, two re-opens of a stream, requests up to 1000 bytes, token "tok",
 /// jitter seed 1.
-pub(super) fn config(endpoints: &[&str]) -> CoreConfig {
+pub(crate) fn config(endpoints: &[&str]) -> CoreConfig {
     CoreConfig {
         retry_attempts: 0,
         retry_backoff: Duration::from_millis(25),
