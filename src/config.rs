@@ -205,9 +205,9 @@ impl Config {
     /// How often to refresh the endpoints from the cluster's member list (zero, the default,
     /// turns it off, as in Go's clientv3): the client URLs of the voting members (learners
     /// serve no clients) replace the endpoints, with their schemes (a URL without one uses
-    /// TLS when [`tls`](Config::tls) is set); an endpoint in use that is gone is left once its
+    /// TLS when `Config::tls` is set); an endpoint in use that is gone is left once its
     /// calls with a deadline are done. A member added after start is used once the original
-    /// ones are gone. An `https://` member needs a [`tls`](Config::tls) configuration.
+    /// ones are gone. An `https://` member needs a `Config::tls` configuration.
     /// See also [`Client::set_endpoints`](crate::Client::set_endpoints).
     pub fn auto_sync_interval(mut self, interval: Duration) -> Config {
         self.auto_sync = interval;
