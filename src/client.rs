@@ -42,7 +42,7 @@ pub(crate) struct Inner {
     /// Set by `stop()`; `run()` returns at the end of its turn and clears it.
     stopped: Cell<bool>,
     /// True while callbacks run, so that a nested `run()`/`process()` returns at once.
-    in_callbacks: Cell<bool>,
+    pub(crate) in_callbacks: Cell<bool>,
     /// Hears of health changes (see `Config::health_interval`).
     on_health: RefCell<Option<HealthCallback>>,
     /// The server answered RangeStream with UNIMPLEMENTED (etcd before 3.7): `get_paged`
@@ -51,16 +51,47 @@ pub(crate) struct Inner {
     /// Counts `close()` calls: a multi-step operation (`get_paged`) started before one ends.
     pub(crate) closes: Cell<u64>,
     /// Endpoints without a scheme use TLS (the configuration has a `Tls`).
-    default_tls: bool,
+    pub(crate) default_tls: bool,
+    /// The configuration, from which member views are made (see `member.rs`).
+    pub(crate) config: Config,
+    /// A member view's client, whose loop drives this one (`None`: a client of its own).
+    pub(crate) host: Option<Weak<Inner>>,
+    /// The member views with work in progress, turned with this client's loop.
+    pub(crate) members: RefCell<Vec<Rc<Inner>>>,
+    /// This member view is in its host's `members` (its epoll fd watched by the host's).
+    pub(crate) attached: Cell<bool>,
 }
 
 /// What `on_health_change` registers.
 type HealthCallback = Box<dyn FnMut(bool, &str)>;
 
 /// The sans-IO core and the reactor that drives it.
-struct Driver {
-    core: Core,
-    reactor: Reactor,
+pub(crate) struct Driver {
+    pub(crate) core: Core,
+    pub(crate) reactor: Reactor,
+}
+
+impl Inner {
+    pub(crate) fn new(driver: Driver, config: Config, host: Option<Weak<Inner>>) -> Inner {
+        Inner {
+            core: RefCell::new(driver),
+            stopped: Cell::new(false),
+            in_callbacks: Cell::new(false),
+            on_health: RefCell::new(None),
+            no_range_stream: Cell::new(false),
+            closes: Cell::new(0),
+            default_tls: config.has_tls(),
+            config,
+            host,
+            members: RefCell::default(),
+            attached: Cell::new(false),
+        }
+    }
+
+    /// The sans-IO core and its reactor.
+    pub(crate) fn driver(&self) -> &RefCell<Driver> {
+        &self.core
+    }
 }
 
 impl Client {
@@ -76,26 +107,35 @@ impl Client {
         let connector = None;
         let reactor = Reactor::new(connector)
             .map_err(|e| EtcdError::new(Code::Internal, format!("epoll: {e}"), "new"))?;
-        let default_tls = cfg.default_tls;
         let core = Core::new(cfg, Instant::now());
-        Ok(Client {
-            inner: Rc::new(Inner {
-                core: RefCell::new(Driver { core, reactor }),
-                stopped: Cell::new(false),
-                in_callbacks: Cell::new(false),
-                on_health: RefCell::new(None),
-                no_range_stream: Cell::new(false),
-                closes: Cell::new(0),
-                default_tls,
-            }),
-            opts: None,
-        })
+        let driver = Driver { core, reactor };
+        Ok(Client { inner: Rc::new(Inner::new(driver, config, None)), opts: None })
+    }
+
+    /// A client on `inner` (a member view just made).
+    pub(crate) fn from_inner(inner: Rc<Inner>, opts: Option<Rc<CallOptions>>) -> Client {
+        Client { inner, opts }
+    }
+
+    /// The options of this view's unary calls.
+    pub(crate) fn opts(&self) -> Option<Rc<CallOptions>> {
+        self.opts.clone()
+    }
+
+    /// The client whose loop drives this member view; `None` for a client of its own (and
+    /// for a member view whose host is gone: it then drives itself).
+    pub(crate) fn host(&self) -> Option<Client> {
+        let host = self.inner.host.as_ref()?.upgrade()?;
+        Some(Client { inner: host, opts: None })
     }
 
     /// Runs the loop until no operation is pending, or until [`stop`](Client::stop).
     ///
     /// Called from inside a callback it returns at once (the outer loop goes on).
     pub fn run(&self) {
+        if let Some(host) = self.host() {
+            return host.run();
+        }
         if self.inner.in_callbacks.get() {
             return;
         }
@@ -105,13 +145,10 @@ impl Client {
             if self.inner.stopped.replace(false) {
                 return;
             }
-            let timeout = {
-                let driver = self.inner.core.borrow();
-                if driver.core.is_idle() {
-                    return;
-                }
-                driver.reactor.next_timeout(&driver.core, Instant::now())
-            };
+            if self.is_idle() {
+                return;
+            }
+            let timeout = self.next_timeout();
             self.turn(timeout);
         }
     }
@@ -119,6 +156,9 @@ impl Client {
     /// Makes a running [`run`](Client::run) return after the current turn (called from a
     /// callback, say). Pending operations stay pending; a later `run()` continues them.
     pub fn stop(&self) {
+        if let Some(host) = self.host() {
+            return host.stop();
+        }
         self.inner.stopped.set(true);
     }
 
@@ -126,6 +166,9 @@ impl Client {
     /// timers and runs finished callbacks. Afterwards re-read
     /// [`next_timeout`](Client::next_timeout).
     pub fn process(&self) {
+        if let Some(host) = self.host() {
+            return host.process();
+        }
         if self.inner.in_callbacks.get() {
             return;
         }
@@ -139,8 +182,15 @@ impl Client {
     /// the next check instead; see [`Config::health_interval`]). Re-read it after every
     /// `process()` and after every operation started.
     pub fn next_timeout(&self) -> Option<Duration> {
-        let driver = self.inner.core.borrow();
-        driver.reactor.next_timeout(&driver.core, Instant::now())
+        if let Some(host) = self.host() {
+            return host.next_timeout();
+        }
+        let now = Instant::now();
+        let own = {
+            let driver = self.inner.core.borrow();
+            driver.reactor.next_timeout(&driver.core, now)
+        };
+        self.members_next_timeout(now).map_or(own, |m| Some(own.map_or(m, |own| own.min(m))))
     }
 
     /// Registers `callback(healthy, endpoint)`, called from the loop each time the periodic
@@ -148,6 +198,9 @@ impl Client {
     /// the one checked, as configured (`host:port`). Health starts out as healthy, so the
     /// first call says an endpoint failed. Replaces any earlier callback.
     pub fn on_health_change(&self, callback: impl FnMut(bool, &str) + 'static) {
+        if let Some(host) = self.host() {
+            return host.on_health_change(callback);
+        }
         *self.inner.on_health.borrow_mut() = Some(Box::new(callback));
     }
 
@@ -159,6 +212,15 @@ impl Client {
     /// A callback that captures its own client keeps the client alive while it is pending;
     /// `close` is how a program ends such cycles before dropping its last handle.
     pub fn close(&self) {
+        if let Some(host) = self.host() {
+            return host.close();
+        }
+        self.close_members();
+        self.close_own();
+    }
+
+    /// Ends this core's work and closes its link (see [`close`](Client::close)).
+    pub(crate) fn close_own(&self) {
         self.inner.closes.set(self.inner.closes.get() + 1);
         let events = {
             let mut driver = self.inner.core.borrow_mut();
@@ -173,14 +235,25 @@ impl Client {
         }
     }
 
-    /// Whether no operation is pending.
+    /// Whether no operation is pending (member views' included).
     pub fn is_idle(&self) -> bool {
-        self.inner.core.borrow().core.is_idle()
+        if let Some(host) = self.host() {
+            return host.is_idle();
+        }
+        self.inner.members.borrow().is_empty() && self.inner.core.borrow().core.is_idle()
+    }
+
+    /// One turn of this client, then one of each member view with work in progress.
+    fn turn(&self, timeout: Option<Duration>) {
+        self.turn_own(timeout);
+        if !self.inner.members.borrow().is_empty() {
+            self.turn_members();
+        }
     }
 
     /// One turn: input and timers with the core borrowed, then callbacks with nothing
     /// borrowed, then one flush that sends what h2 and the callbacks produced.
-    fn turn(&self, timeout: Option<Duration>) {
+    pub(crate) fn turn_own(&self, timeout: Option<Duration>) {
         let batch: Vec<Event> = {
             let mut driver = self.inner.core.borrow_mut();
             let Driver { core, reactor } = &mut *driver;
@@ -285,8 +358,17 @@ impl Client {
         &self.inner
     }
 
-    /// The core, for the operations in `ops/` that are not plain unary calls.
+    /// The shared state itself, to keep or compare.
+    pub(crate) fn inner_rc(&self) -> Rc<Inner> {
+        self.inner.clone()
+    }
+
+    /// The core, for the operations in `ops/` that are not plain unary calls. A member
+    /// view given work joins its host's loop first.
     pub(crate) fn with_core<T>(&self, f: impl FnOnce(&mut Core) -> T) -> T {
+        if self.inner.host.is_some() && !self.inner.attached.get() {
+            self.attach();
+        }
         f(&mut self.inner.core.borrow_mut().core)
     }
 
@@ -353,6 +435,9 @@ impl Client {
         &self,
         endpoints: impl IntoIterator<Item = S>,
     ) -> Result<(), EtcdError> {
+        if let Some(host) = self.host() {
+            return host.set_endpoints(endpoints);
+        }
         let default_tls = self.inner.default_tls;
         let parsed = endpoints
             .into_iter()
@@ -477,6 +562,9 @@ impl AsRawFd for Client {
     /// The client's epoll fd, for a foreign loop: readable when the connection has news. See
     /// [`next_timeout`](Client::next_timeout) for work that needs no readiness.
     fn as_raw_fd(&self) -> RawFd {
+        if let Some(host) = self.host() {
+            return host.as_raw_fd();
+        }
         self.inner.core.borrow().reactor.as_raw_fd()
     }
 }

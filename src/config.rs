@@ -258,12 +258,12 @@ impl Config {
     }
 
     #[cfg(feature = "tls")]
-    fn has_tls(&self) -> bool {
+    pub(crate) fn has_tls(&self) -> bool {
         self.tls.is_some()
     }
 
     #[cfg(not(feature = "tls"))]
-    fn has_tls(&self) -> bool {
+    pub(crate) fn has_tls(&self) -> bool {
         false
     }
 

@@ -67,6 +67,7 @@ mod error;
 mod grpc;
 mod h2io;
 mod handle;
+mod member;
 pub mod ops;
 pub mod pb;
 mod reactor;

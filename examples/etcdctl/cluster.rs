@@ -2,15 +2,15 @@
 //! and `move-leader`, printed as etcdctl 3.5.1 prints them.
 //!
 //! etcdctl talks to each endpoint on its own for `endpoint`, `defrag` and `move-leader`
-//! (and to every member's client URL with `--cluster`), so these commands open one client
-//! per endpoint; the global client serves the rest.
+//! (and to every member's client URL with `--cluster`), so these commands use a member view
+//! of the global client per endpoint (`Client::member`); the global client serves the rest.
 
 use crate::args::Args;
 use crate::gosyntax;
 use crate::output::{header, quote, Obj};
 use crate::{etcdctl_message, Ctx, Failure, EXIT_ERROR};
 use evetcd::pb::etcdserverpb::{AlarmMember, Member, StatusResponse};
-use evetcd::{AlarmAction, AlarmType, Client, Code, GetOptions, ResponseHeader};
+use evetcd::{AlarmAction, AlarmType, Code, GetOptions, ResponseHeader};
 use std::cell::RefCell;
 use std::fs::File;
 use std::io::Write;
@@ -240,25 +240,22 @@ fn target_endpoints(ctx: &Ctx, cluster: bool) -> Result<Vec<String>, Failure> {
     Ok(resp.members.into_iter().flat_map(|m| m.client_ur_ls).collect())
 }
 
-/// A context whose client talks to `endpoint` only, with the global settings (`--user`,
-/// timeouts); the global client itself when it is the only endpoint given.
+/// A context whose client is a member view of the global client: its calls go to
+/// `endpoint` only, over a link of its own that closes once the call is done, with the
+/// global settings (`--user`, timeouts).
 fn ctx_for(ctx: &Ctx, endpoint: &str) -> Result<Ctx, Failure> {
-    let config = ctx.config.clone().endpoints([endpoint]);
-    let client = if ctx.endpoints.len() == 1 && ctx.endpoints[0] == endpoint {
-        ctx.client.clone()
-    } else {
-        Client::new(config.clone()).map_err(|e| Failure::error(e.message().to_string()))?
-    };
+    let client =
+        ctx.client.member(endpoint).map_err(|e| Failure::error(e.message().to_string()))?;
     Ok(Ctx {
         client,
-        config,
+        config: ctx.config.clone().endpoints([endpoint]),
         json: ctx.json,
         endpoints: vec![endpoint.to_string()],
         command_timeout: ctx.command_timeout,
     })
 }
 
-/// Runs `op` on each endpoint the command visits, in turn, through a client of its own.
+/// Runs `op` on each endpoint the command visits, in turn, through a member view.
 fn per_endpoint<T>(
     ctx: &Ctx,
     cluster: bool,

@@ -74,6 +74,11 @@ impl Auth {
         self.credentials.is_some()
     }
 
+    /// The user and password to authenticate with, if any.
+    pub(crate) fn credentials(&self) -> Option<&(String, String)> {
+        self.credentials.as_ref()
+    }
+
     /// A token obtained by the user's own `authenticate` call, and the credentials to renew
     /// it with.
     pub(crate) fn set(&mut self, token: HeaderValue, user: String, password: String) {

@@ -400,6 +400,12 @@ impl Core {
         self.watches.reauth = true;
     }
 
+    /// The token in use and the credentials that renew it: what a member view of the
+    /// client starts from.
+    pub(crate) fn auth_state(&self) -> (Option<HeaderValue>, Option<(String, String)>) {
+        (self.auth.token().cloned(), self.auth.credentials().cloned())
+    }
+
     /// Forgets the token and the credentials (auth was turned off).
     pub(crate) fn clear_auth(&mut self) {
         self.auth.clear();

@@ -67,6 +67,8 @@ use std::time::{Duration, Instant};
 const SOCKET: Token = Token(0);
 /// The reactor's one [`Waker`]: other threads wake the loop through it (a lookup's answer).
 const WAKER: Token = Token(1);
+/// The epoll fds of member views' reactors, nested in this one (see [`Reactor::watch`]).
+const MEMBERS: Token = Token(2);
 const READ_CHUNK: usize = 64 * 1024;
 /// Rounds of commands-and-writes per flush: writing can unblock h2, which then writes more.
 const MAX_FLUSH_ROUNDS: usize = 8;
@@ -151,6 +153,18 @@ impl Reactor {
     /// answered).
     pub(crate) fn as_raw_fd(&self) -> RawFd {
         self.poll.as_raw_fd()
+    }
+
+    /// Wakes this reactor's `Poll` when `fd` (a member view's own epoll fd) has news: the
+    /// client then turns its member views too, and one fd still covers the whole client.
+    pub(crate) fn watch(&self, fd: RawFd) -> io::Result<()> {
+        let interest = Interest::READABLE;
+        self.poll.registry().register(&mut mio::unix::SourceFd(&fd), MEMBERS, interest)
+    }
+
+    /// Stops watching `fd` (see [`watch`](Self::watch)).
+    pub(crate) fn unwatch(&self, fd: RawFd) {
+        let _ = self.poll.registry().deregister(&mut mio::unix::SourceFd(&fd));
     }
 
     /// How long the caller may sleep before the next turn (see [`Core::poll_timeout`]).

@@ -58,12 +58,12 @@ impl Connector {
             Some(config) => config.clone(),
             None => self.build().map_err(failed)?,
         };
-        let name = self
-            .names
-            .iter()
-            .find(|(address, _)| *address == endpoint.address)
-            .map(|(_, name)| name.clone())
-            .ok_or_else(|| format!("no server name for {endpoint}"))?;
+        // An endpoint learned at run time (auto-sync, `set_endpoints`, a member view) is
+        // checked against the configured server name, else its own host.
+        let name = match self.names.iter().find(|(address, _)| *address == endpoint.address) {
+            Some((_, name)) => name.clone(),
+            None => server_name(&self.tls, endpoint, None).map_err(failed)?,
+        };
         let has_identity = self.tls.identity.is_some();
         TlsLayer::new(config, name, endpoint.to_string(), has_identity)
     }
@@ -163,16 +163,21 @@ fn server_names(
     }
     let mut names = Vec::new();
     for ep in endpoints.iter().filter(|e| e.tls) {
-        let name = overrides
-            .iter()
-            .rev()
-            .find(|(address, _)| *address == ep.address)
-            .map(|(_, name)| name.clone())
-            .or_else(|| tls.server_name.clone())
-            .unwrap_or_else(|| ep.default_server_name());
-        let parsed = ServerName::try_from(name.clone())
-            .map_err(|_| format!("server name {name:?} (for {ep}) is not a DNS name or an IP"))?;
-        names.push((ep.address.clone(), parsed));
+        let chosen = overrides.iter().rev().find(|(address, _)| *address == ep.address);
+        names.push((ep.address.clone(), server_name(tls, ep, chosen.map(|(_, n)| n))?));
     }
     Ok(names)
+}
+
+/// The name `ep`'s certificate is checked against: its override, else the configured
+/// server name, else the endpoint's host.
+fn server_name(
+    tls: &Tls,
+    ep: &Endpoint,
+    chosen: Option<&String>,
+) -> Result<ServerName<'static>, String> {
+    let name =
+        chosen.or(tls.server_name.as_ref()).cloned().unwrap_or_else(|| ep.default_server_name());
+    ServerName::try_from(name.clone())
+        .map_err(|_| format!("server name {name:?} (for {ep}) is not a DNS name or an IP"))
 }
