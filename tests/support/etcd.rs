@@ -280,9 +280,14 @@ impl Drop for Etcd {
     }
 }
 
-/// A static etcd cluster of `members.len()` members on loopback.
+/// An etcd cluster of `members.len()` members on loopback: static, or grown at run time
+/// with [`Cluster::add_member`].
 pub struct Cluster {
     pub members: Vec<Etcd>,
+    /// What a member added later starts with, as the first ones did.
+    token: String,
+    timing: (u32, u32),
+    extra: Vec<String>,
 }
 
 impl Cluster {
@@ -295,10 +300,13 @@ impl Cluster {
     pub fn start_with(n: usize, extra: &[&str]) -> Cluster {
         assert!(n >= 1, "a cluster needs at least one member");
         let mut last_err = String::new();
+        let timing = if n == 1 { SINGLE_TIMING } else { CLUSTER_TIMING };
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         for _ in 0..START_ATTEMPTS {
             let mut members = Vec::with_capacity(n);
-            match launch(&mut members, n, extra) {
-                Ok(()) => return Cluster { members },
+            let token = format!("evetcd-{}-{}-{}", std::process::id(), next_id(), nanos());
+            match launch(&mut members, n, &extra, &token, timing) {
+                Ok(()) => return Cluster { members, token, timing, extra },
                 // Another process grabbed a port between our bind-and-drop
                 // and etcd's bind; dropping `members` cleans up, then retry.
                 Err(e) if e.contains("address already in use") => last_err = e,
@@ -362,6 +370,48 @@ impl Cluster {
         })
     }
 
+    /// Grows the cluster by one voting member at run time, as an operator would: picks its
+    /// name (`m<index>`) and free loopback ports, has `announce(name, peer_url)` add it to
+    /// the cluster (a MemberAdd with that peer URL, through any client) and return the
+    /// `--initial-cluster` to join with (every member's `name=peer_url`, the new one's
+    /// included: see [`Cluster::initial_cluster`]), then starts it with
+    /// `--initial-cluster-state existing`, the cluster's flags and its own data dir, and
+    /// waits until it serves clients. Returns its index in `members`. Unlike
+    /// [`Cluster::start`], a port collision is not retried: the member is announced by then.
+    pub fn add_member(&mut self, announce: impl FnOnce(&str, &str) -> String) -> usize {
+        let index = self.members.len();
+        let name = format!("m{index}");
+        assert!(self.members.iter().all(|m| m.name != name), "member {name} exists");
+        let (client_port, peer_port) = (free_port(), free_port());
+        let initial_cluster = announce(&name, &format!("http://127.0.0.1:{peer_port}"));
+        let joining = Joining {
+            initial_cluster: &initial_cluster,
+            state: "existing",
+            token: &self.token,
+            timing: self.timing,
+        };
+        let mut member = new_member(name, client_port, peer_port, &joining, &self.extra);
+        member.etcdctl_flags =
+            self.members.first().map_or_else(Vec::new, |m| m.etcdctl_flags.clone());
+        member.spawn();
+        self.members.push(member);
+        let new = std::slice::from_mut(&mut self.members[index]);
+        if let Err(e) = wait_all_ready(new, deadline()) {
+            panic!("{e}");
+        }
+        index
+    }
+
+    /// The `--initial-cluster` value for `members`, each a name and its peer URLs: `name=url`
+    /// for every URL, comma-separated.
+    pub fn initial_cluster(members: &[(String, Vec<String>)]) -> String {
+        members
+            .iter()
+            .flat_map(|(name, urls)| urls.iter().map(move |u| format!("{name}={u}")))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
     /// Stops every running member gracefully, starts all together and waits
     /// for all: after a full outage no member can become ready alone.
     pub fn restart_all(&mut self) {
@@ -391,11 +441,14 @@ fn deadline() -> Instant {
 /// but not yet served and waits out etcd's 1 s timeout per peer (observed:
 /// 0.2 s vs 2.2 s for 3 members); a port nobody listens on yet, or a served
 /// one, answers at once.
-fn launch(members: &mut Vec<Etcd>, n: usize, extra: &[&str]) -> Result<(), String> {
+fn launch(
+    members: &mut Vec<Etcd>,
+    n: usize,
+    extra: &[String],
+    token: &str,
+    timing: (u32, u32),
+) -> Result<(), String> {
     let deadline = deadline();
-    let pid = std::process::id();
-    let token = format!("evetcd-{pid}-{}-{}", next_id(), nanos());
-    let (heartbeat, election) = if n == 1 { SINGLE_TIMING } else { CLUSTER_TIMING };
     let ports: Vec<(String, u16, u16)> =
         (0..n).map(|i| (format!("m{i}"), free_port(), free_port())).collect();
     let initial_cluster = ports
@@ -404,67 +457,8 @@ fn launch(members: &mut Vec<Etcd>, n: usize, extra: &[&str]) -> Result<(), Strin
         .collect::<Vec<_>>()
         .join(",");
     for (name, client_port, peer_port) in ports {
-        let data_dir = make_data_dir();
-        let tls = extra.iter().any(|a| a.starts_with("--cert-file"));
-        let scheme = if tls { "https" } else { "http" };
-        let client_url = format!("{scheme}://127.0.0.1:{client_port}");
-        let peer_url = format!("http://127.0.0.1:{peer_port}");
-        let mut args: Vec<String> = [
-            "--name",
-            &name,
-            "--data-dir",
-            &data_dir.to_string_lossy(),
-            "--listen-client-urls",
-            &client_url,
-            "--advertise-client-urls",
-            &client_url,
-            "--listen-peer-urls",
-            &peer_url,
-            "--initial-advertise-peer-urls",
-            &peer_url,
-            "--initial-cluster",
-            &initial_cluster,
-            "--initial-cluster-state",
-            "new",
-            "--initial-cluster-token",
-            &token,
-            "--heartbeat-interval",
-            &heartbeat.to_string(),
-            "--election-timeout",
-            &election.to_string(),
-            // Tests never need durability across machine crashes.
-            "--unsafe-no-fsync",
-            // Readiness detection depends on zap JSON on stderr.
-            "--logger",
-            "zap",
-            "--log-outputs",
-            "stderr",
-            "--log-level",
-            "info",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        // `{client_port}` in a flag is this member's client port (extra listeners on ::1 or
-        // a Unix socket, which etcd creates in its working directory, the data dir).
-        args.extend(
-            extra
-                .iter()
-                .map(|s| versioned_flag(&s.replace("{client_port}", &client_port.to_string()))),
-        );
-        // Owned before spawning, so a failed spawn still cleans the data dir.
-        let mut member = Etcd {
-            name,
-            client_port,
-            peer_port,
-            data_dir,
-            args,
-            child: None,
-            log: Arc::new(Log::default()),
-            paused: false,
-            tls,
-            etcdctl_flags: Vec::new(),
-        };
+        let joining = Joining { initial_cluster: &initial_cluster, state: "new", token, timing };
+        let mut member = new_member(name, client_port, peer_port, &joining, extra);
         member.spawn();
         members.push(member);
         if n > 1 {
@@ -472,6 +466,85 @@ fn launch(members: &mut Vec<Etcd>, n: usize, extra: &[&str]) -> Result<(), Strin
         }
     }
     wait_all(members, deadline, Stage::Ready)
+}
+
+/// How a member joins: the `--initial-cluster*` flags and the raft timing.
+struct Joining<'a> {
+    initial_cluster: &'a str,
+    /// `new` (bootstrapping together) or `existing` (added at run time).
+    state: &'a str,
+    token: &'a str,
+    timing: (u32, u32),
+}
+
+/// A member with its command line and a fresh data dir, not started yet.
+fn new_member(
+    name: String,
+    client_port: u16,
+    peer_port: u16,
+    joining: &Joining,
+    extra: &[String],
+) -> Etcd {
+    let data_dir = make_data_dir();
+    let tls = extra.iter().any(|a| a.starts_with("--cert-file"));
+    let scheme = if tls { "https" } else { "http" };
+    let client_url = format!("{scheme}://127.0.0.1:{client_port}");
+    let peer_url = format!("http://127.0.0.1:{peer_port}");
+    let (heartbeat, election) = joining.timing;
+    let mut args: Vec<String> = [
+        "--name",
+        &name,
+        "--data-dir",
+        &data_dir.to_string_lossy(),
+        "--listen-client-urls",
+        &client_url,
+        "--advertise-client-urls",
+        &client_url,
+        "--listen-peer-urls",
+        &peer_url,
+        "--initial-advertise-peer-urls",
+        &peer_url,
+        "--initial-cluster",
+        joining.initial_cluster,
+        "--initial-cluster-state",
+        joining.state,
+        "--initial-cluster-token",
+        joining.token,
+        "--heartbeat-interval",
+        &heartbeat.to_string(),
+        "--election-timeout",
+        &election.to_string(),
+        // Tests never need durability across machine crashes.
+        "--unsafe-no-fsync",
+        // Readiness detection depends on zap JSON on stderr.
+        "--logger",
+        "zap",
+        "--log-outputs",
+        "stderr",
+        "--log-level",
+        "info",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    // `{client_port}` in a flag is this member's client port (extra listeners on ::1 or
+    // a Unix socket, which etcd creates in its working directory, the data dir).
+    args.extend(
+        extra.iter().map(|s| versioned_flag(&s.replace("{client_port}", &client_port.to_string()))),
+    );
+    // Owned before spawning, so a failed spawn still cleans the data dir.
+    Etcd {
+        name,
+        client_port,
+        peer_port,
+        data_dir,
+        args,
+        child: None,
+        log: Arc::new(Log::default()),
+        paused: false,
+        tls,
+        etcdctl_flags: Vec::new(),
+    }
 }
 
 /// A flag as the etcd under test spells it: 3.6 renamed the `--experimental-*` flags the
