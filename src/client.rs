@@ -215,17 +215,22 @@ impl Client {
         if let Some(host) = self.host() {
             return host.close();
         }
-        self.close_members();
         self.close_own();
+        self.close_members();
     }
 
     /// Ends this core's work and closes its link (see [`close`](Client::close)).
     pub(crate) fn close_own(&self) {
         self.inner.closes.set(self.inner.closes.get() + 1);
+        self.close_core("client closed");
+    }
+
+    /// Ends this core's work with `reason` and closes its link.
+    pub(crate) fn close_core(&self, reason: &str) {
         let events = {
             let mut driver = self.inner.core.borrow_mut();
             let Driver { core, reactor } = &mut *driver;
-            let events = core.close("client closed");
+            let events = core.close(reason);
             reactor.flush(core); // drops the socket
             events
         };
@@ -243,11 +248,15 @@ impl Client {
         self.inner.members.borrow().is_empty() && self.inner.core.borrow().core.is_idle()
     }
 
-    /// One turn of this client, then one of each member view with work in progress.
+    /// One turn of this client, then one of each member view with work in progress (and a
+    /// flush of what their callbacks started here).
     fn turn(&self, timeout: Option<Duration>) {
         self.turn_own(timeout);
         if !self.inner.members.borrow().is_empty() {
             self.turn_members();
+            let mut driver = self.inner.core.borrow_mut();
+            let Driver { core, reactor } = &mut *driver;
+            reactor.flush(core);
         }
     }
 

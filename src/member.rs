@@ -30,8 +30,9 @@ impl Client {
     ///
     /// The view opens its own connection when it is given work and closes it once that
     /// work is done, so that a member is not left with a connection nobody uses. It has the
-    /// client's settings (TLS, timeouts, retries on that endpoint alone) and its current
-    /// authentication, and never fails over to another member; the revision-ordering guard
+    /// client's settings (TLS, timeouts, retries on that endpoint alone) and the
+    /// authentication the client has when the view is made (a later `authenticate` through
+    /// either one is its own), and never fails over to another member; the revision-ordering guard
     /// is off, since a member chosen on purpose may be behind. Its loop is the client's: the
     /// client's [`run`](Client::run), [`process`](Client::process) and fd drive it, and the
     /// view's own loop calls (`run`, `close`, `set_endpoints`, …) are the client's. Call
@@ -64,6 +65,7 @@ impl Client {
             .map_err(|e| EtcdError::new(Code::Internal, format!("epoll: {e}"), "member"))?;
         let driver = Driver { core: Core::new(cfg, Instant::now()), reactor };
         let view = Inner::new(driver, config.clone(), Some(Rc::downgrade(&host.inner_rc())));
+        view.no_range_stream.set(inner.no_range_stream.get());
         Ok(Client::from_inner(Rc::new(view), self.opts()))
     }
 
@@ -72,21 +74,24 @@ impl Client {
         let Some(host) = self.host() else { return };
         let fd = self.inner().driver().borrow().reactor.as_raw_fd();
         if let Err(e) = host.inner().driver().borrow().reactor.watch(fd) {
-            // Without the nested fd the host still turns the view on every turn and on
-            // its timers, only later for readiness: say so, and carry on.
+            // Only when the OS refuses an epoll_ctl: the view is still turned with every
+            // turn of the client, but its answers no longer wake the client's loop.
             tracing::warn!(target: "evetcd", error = %e, "cannot watch a member view's fd");
         }
         host.inner().members.borrow_mut().push(self.inner_rc());
         self.inner().attached.set(true);
     }
 
-    /// Leaves the host's loop and closes the view's link: its work is done.
+    /// Leaves the host's loop: the view's work is done and its link closed. A view given
+    /// new work meanwhile (by a callback its close ran) stays.
     fn detach(&self, view: &Client) {
+        if !view.inner().driver().borrow().core.is_idle() {
+            return;
+        }
         let fd = view.inner().driver().borrow().reactor.as_raw_fd();
         self.inner().driver().borrow().reactor.unwatch(fd);
         self.inner().members.borrow_mut().retain(|m| !Rc::ptr_eq(m, &view.inner_rc()));
         view.inner().attached.set(false);
-        view.close_own();
     }
 
     /// One non-blocking turn of each member view with work, detaching those left idle. A
@@ -100,6 +105,7 @@ impl Client {
             let view = Client::from_inner(view, None);
             view.turn_own(Some(Duration::ZERO));
             if view.inner().driver().borrow().core.is_idle() {
+                view.close_core("the member view's work is done");
                 self.detach(&view);
             }
         }
@@ -121,11 +127,18 @@ impl Client {
             .min()
     }
 
-    /// Ends every member view's work (their callbacks get `CANCELLED`) and closes their links.
+    /// Ends every member view's work (their callbacks get `CANCELLED`, as the client's: a
+    /// `run()` in one returns at once) and closes their links. Each view is closed while
+    /// still attached, so that what its callbacks leave (a panic's undelivered rest, new
+    /// work) is turned later.
     pub(crate) fn close_members(&self) {
+        let was = self.inner().in_callbacks.replace(true);
+        let _restore = Restore(self.inner(), was);
         let views: Vec<Rc<Inner>> = self.inner().members.borrow().clone();
         for view in views {
-            self.detach(&Client::from_inner(view, None));
+            let view = Client::from_inner(view, None);
+            view.close_own();
+            self.detach(&view);
         }
     }
 }
