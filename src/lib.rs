@@ -60,6 +60,7 @@
 
 mod call_options;
 mod client;
+pub mod concurrency;
 mod config;
 mod core;
 mod endpoint;
