@@ -7,7 +7,7 @@
 mod support;
 
 use evetcd::concurrency::{Election, Error, Lost, Mutex, Session, SessionOptions};
-use evetcd::{Client, Code, Config, GetOptions, KeyValue, PutOptions, Txn, TxnOp};
+use evetcd::{Client, Code, Config, GetOptions, PutOptions, RangeResponse, Txn, TxnOp};
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
@@ -166,9 +166,11 @@ fn a_mutex_queues_fairly_on_gos_keys_and_fences_with_is_owner() {
 
     // Fencing: a Txn guarded by is_owner runs only for the holder.
     let guarded = |m: &Mutex, value: &str| {
-        let txn = Txn::new()
-            .when([m.is_owner()])
-            .and_then([TxnOp::put("fenced", value.to_string(), PutOptions::new())]);
+        let txn = Txn::new().when([m.is_owner()]).and_then([TxnOp::put(
+            "fenced",
+            value.to_string(),
+            PutOptions::new(),
+        )]);
         ok(c, |cb| c.txn(txn, cb)).succeeded
     };
     assert!(guarded(&mutexes[0], "0"));
@@ -236,7 +238,11 @@ fn try_lock_cancel_and_a_lost_session_leave_no_key() {
     assert_eq!(wait(&both, &waiting), Err(Error::SessionLost(Lost::Revoked)));
     let relock = Got::new();
     mb.lock(relock.cb());
-    assert_eq!(wait(&both, &relock), Err(Error::SessionLost(Lost::Revoked)), "a lost session takes nothing");
+    assert_eq!(
+        wait(&both, &relock),
+        Err(Error::SessionLost(Lost::Revoked)),
+        "a lost session takes nothing"
+    );
 
     // Lost while holding: the lock is gone with the lease, and unlock says so.
     ok(&checker, |cb| checker.lease_revoke(sa.lease(), cb));
@@ -285,8 +291,8 @@ fn an_election_campaigns_proclaims_resigns_and_is_observed_in_order() {
     // An observer from before the first campaign sees every leader and value in order.
     let seen: Rc<RefCell<Vec<String>>> = Rc::default();
     let s = seen.clone();
-    let observer = Election::new(&sa, "el").observe(move |r: Result<KeyValue, Error>| {
-        let kv = r.expect("observe");
+    let observer = Election::new(&sa, "el").observe(move |r: Result<RangeResponse, Error>| {
+        let kv = &r.expect("observe").kvs[0];
         s.borrow_mut().push(String::from_utf8_lossy(&kv.value).into_owned());
     });
 
@@ -302,7 +308,7 @@ fn an_election_campaigns_proclaims_resigns_and_is_observed_in_order() {
     wait(&all, &p).expect("proclaim");
     let leader = Got::new();
     eb.leader(leader.cb());
-    assert_eq!(&wait(&all, &leader).unwrap().value[..], b"a2");
+    assert_eq!(&wait(&all, &leader).unwrap().kvs[0].value[..], b"a2");
     assert!(!second.is_set());
 
     let resigned = Got::new();

@@ -2,6 +2,9 @@
 //! `elect`, with etcdctl 3.5.1's output (simple, and `-w json` as etcdctl marshals each
 //! response), errors and exit codes.
 //!
+//! `lock` and `elect` use the recipes of `evetcd::concurrency` (a `Session`, a `Mutex`, an
+//! `Election`), as etcdctl uses Go's concurrency package: the same keys, the same queue.
+//!
 //! The long-running commands (`lease keep-alive`, `lock`, `elect`) drive the client from
 //! their own poll(2) loop ([`drive`]) instead of `Client::run`: they must also wake for
 //! SIGINT and SIGTERM (etcdctl traps them to unlock or resign before it exits), for SIGCHLD
@@ -12,9 +15,10 @@ use crate::gosyntax::parse_int;
 use crate::output::{self, Obj};
 use crate::{etcdctl_message, Ctx, Failure, EXIT_BAD_CONNECTION};
 use bytes::Bytes;
+use evetcd::concurrency::{self, Election, Mutex, Session, SessionOptions, Wait};
 use evetcd::{
     Client, Code, EtcdError, GetOptions, KeyValue, LeaseGrantOptions, LeaseKeepAliveResponse,
-    Pending, RangeResponse, ResponseHeader,
+    RangeResponse, ResponseHeader,
 };
 use std::cell::{Cell, RefCell};
 use std::ffi::OsStr;
@@ -188,12 +192,13 @@ fn lock(ctx: &Ctx, mut args: Args) -> Result<(), Failure> {
     let name = words.remove(0);
     let signals = Signals::trap()?;
     let session = session(ctx, if ttl > 0 { ttl } else { SESSION_TTL })?;
-    let locked = wait_pending(ctx, &signals, |cb| ctx.client.lock(name, session.id, cb))?;
-    let key = locked.key;
+    let mutex = Mutex::new(&session, name);
+    wait_cancellable(ctx, &signals, |cb| mutex.lock(cb))?;
+    let key = mutex.key();
     if !words.is_empty() {
-        let revision = locked.header.map_or(0, |h| h.revision);
+        let revision = mutex.header().map_or(0, |h| h.revision);
         let ran = run_locked(ctx, &signals, &words, &key, revision);
-        return ran.and(unlock(ctx, &key));
+        return ran.and(unlock(ctx, &mutex));
     }
     let got = get(ctx, &key)?;
     if got.kvs.is_empty() {
@@ -201,12 +206,11 @@ fn lock(ctx: &Ctx, mut args: Args) -> Result<(), Failure> {
     }
     print_get(ctx.json, got.header.as_ref(), &got.kvs, got.count);
     hold(ctx, &signals, &session, "session expired")?;
-    unlock(ctx, &key)
+    unlock(ctx, &mutex)
 }
 
-fn unlock(ctx: &Ctx, key: &Bytes) -> Result<(), Failure> {
-    ctx.wait(|cb| ctx.client.unlock(key.clone(), cb))?;
-    Ok(())
+fn unlock(ctx: &Ctx, mutex: &Mutex) -> Result<(), Failure> {
+    recipe_wait(ctx, |cb| mutex.unlock(cb))
 }
 
 /// Runs `lock`'s command with the lock held and etcdctl's two variables. etcdctl waits for
@@ -308,27 +312,24 @@ fn elect(ctx: &Ctx, mut args: Args) -> Result<(), Failure> {
 fn campaign(ctx: &Ctx, name: &str, proposal: &str) -> Result<(), Failure> {
     let signals = Signals::trap()?;
     let session = session(ctx, SESSION_TTL)?;
-    let (name, proposal) = (name.to_string(), proposal.to_string());
-    let won = wait_pending(ctx, &signals, |cb| {
-        ctx.client.election_campaign(name, session.id, proposal, cb)
-    })?;
-    let leader = won.leader.ok_or_else(|| Failure::error("campaign answered without a key"))?;
-    let got = get(ctx, &leader.key)?;
+    let election = Election::new(&session, name);
+    let proposal = proposal.to_string();
+    wait_cancellable(ctx, &signals, |cb| election.campaign(proposal, cb))?;
+    let got = get(ctx, &election.key())?;
     print_get(ctx.json, got.header.as_ref(), &got.kvs, got.count);
     hold(ctx, &signals, &session, "elect: session expired")?;
-    ctx.wait(|cb| ctx.client.election_resign(leader, cb))?;
-    Ok(())
+    recipe_wait(ctx, |cb| election.resign(cb))
 }
 
 /// Prints each leader (and each value it proclaims) until SIGINT or SIGTERM.
 fn observe(ctx: &Ctx, name: &str) -> Result<(), Failure> {
     let signals = Signals::trap()?;
     // etcdctl opens a session here too, although nothing uses it.
-    let _session = session(ctx, SESSION_TTL)?;
+    let session = session(ctx, SESSION_TTL)?;
     let lost = Rc::new(Cell::new(false));
     let (l, json) = (lost.clone(), ctx.json);
-    ctx.client.election_observe(name.to_string(), move |r| match r {
-        Ok(leader) => print_get(json, leader.header.as_ref(), leader.kv.as_slice(), 0),
+    let _observer = Election::new(&session, name).observe(move |r| match r {
+        Ok(leader) => print_get(json, leader.header.as_ref(), &leader.kvs, leader.count),
         Err(_) => l.set(true),
     });
     loop {
@@ -340,50 +341,70 @@ fn observe(ctx: &Ctx, name: &str) -> Result<(), Failure> {
     }
 }
 
-/// Holds a lock or leadership until SIGINT or SIGTERM; fails with `lost` if the session's
-/// lease ends first.
-fn hold(ctx: &Ctx, signals: &Signals, session: &Keeper, lost: &str) -> Result<(), Failure> {
+/// Holds a lock or leadership until SIGINT or SIGTERM; fails with `lost` if the session
+/// is lost first.
+fn hold(ctx: &Ctx, signals: &Signals, session: &Session, lost: &str) -> Result<(), Failure> {
     loop {
-        match drive(ctx, Some(signals), Some(session), &mut || false) {
+        match drive(ctx, Some(signals), None, &mut || !session.is_alive()) {
             Wake::Signal(libc::SIGINT | libc::SIGTERM) => return Ok(()),
-            Wake::Expired => return Err(Failure::error(lost)),
+            Wake::Done => return Err(Failure::error(lost)),
             _ => {}
         }
     }
 }
 
-/// The lease a lock or a campaign lives on, kept alive as etcdctl's concurrency session
-/// keeps its own.
-fn session(ctx: &Ctx, ttl: i64) -> Result<Keeper, Failure> {
-    let granted = ctx.wait(|cb| ctx.client.lease_grant(ttl, LeaseGrantOptions::new(), cb))?;
-    Ok(Keeper::start(&ctx.client, granted.id, |_| {}))
+/// etcdctl's concurrency session: a lease of `ttl` seconds kept alive.
+fn session(ctx: &Ctx, ttl: i64) -> Result<Session, Failure> {
+    let options = SessionOptions::new().ttl(Duration::from_secs(ttl.max(1).unsigned_abs()));
+    recipe_wait(ctx, |cb| Session::new(&ctx.client, options, cb))
 }
 
-/// Starts a call that waits as long as it takes (a lock, a campaign) and drives the client
-/// until it answers. SIGINT or SIGTERM abandons it (etcd then drops the waiter's key) with
-/// the error of etcdctl's cancelled context.
-fn wait_pending<T: 'static>(
+/// Starts a recipe's step and runs the client until it answers.
+fn recipe_wait<T: 'static>(
+    ctx: &Ctx,
+    start: impl FnOnce(Box<dyn FnOnce(Result<T, concurrency::Error>)>),
+) -> Result<T, Failure> {
+    let slot: Rc<RefCell<Option<Result<T, concurrency::Error>>>> = Rc::default();
+    let s = slot.clone();
+    start(Box::new(move |r| *s.borrow_mut() = Some(r)));
+    drive(ctx, None, None, &mut || slot.borrow().is_some());
+    let answer = slot.borrow_mut().take();
+    answer.ok_or_else(|| Failure::error("no answer"))?.map_err(recipe_failure)
+}
+
+/// Starts a step that waits as long as it takes (a lock, a campaign) and drives the client
+/// until it answers. SIGINT or SIGTERM cancels it (its key is deleted) with the error of
+/// etcdctl's cancelled context.
+fn wait_cancellable<T: 'static>(
     ctx: &Ctx,
     signals: &Signals,
-    start: impl FnOnce(Box<dyn FnOnce(Result<T, EtcdError>)>) -> Pending,
+    start: impl FnOnce(Box<dyn FnOnce(Result<T, concurrency::Error>)>) -> Wait,
 ) -> Result<T, Failure> {
-    let slot: Rc<RefCell<Option<Result<T, EtcdError>>>> = Rc::default();
+    let slot: Rc<RefCell<Option<Result<T, concurrency::Error>>>> = Rc::default();
     let s = slot.clone();
-    let pending = start(Box::new(move |r| *s.borrow_mut() = Some(r)));
+    let waiting = start(Box::new(move |r| *s.borrow_mut() = Some(r)));
     let mut answered = || slot.borrow().is_some();
     loop {
         match drive(ctx, Some(signals), None, &mut answered) {
             Wake::Done => break,
             Wake::Signal(libc::SIGINT | libc::SIGTERM) => {
-                pending.cancel();
-                drive(ctx, None, None, &mut answered); // until the reset is out
+                waiting.cancel();
+                drive(ctx, None, None, &mut answered); // until the key is deleted
                 return Err(Failure::error("context canceled"));
             }
             _ => {}
         }
     }
     let answer = slot.borrow_mut().take();
-    Ok(answer.ok_or_else(|| Failure::error("no answer"))??)
+    answer.ok_or_else(|| Failure::error("no answer"))?.map_err(recipe_failure)
+}
+
+/// A recipe's error as etcdctl reports it.
+fn recipe_failure(e: concurrency::Error) -> Failure {
+    match e {
+        concurrency::Error::Etcd(e) => Failure::from(e),
+        other => Failure::error(other.to_string()),
+    }
 }
 
 fn get(ctx: &Ctx, key: &Bytes) -> Result<RangeResponse, Failure> {
@@ -416,7 +437,6 @@ fn print_get(json: bool, header: Option<&ResponseHeader>, kvs: &[KeyValue], coun
 /// meanwhile; after a permanent error the deadline decides, as clientv3's retries would be
 /// in vain.
 struct Keeper {
-    id: i64,
     state: Rc<KeeperState>,
 }
 
@@ -438,7 +458,7 @@ impl Keeper {
             on_renew: Box::new(on_renew),
         });
         keep(client, id, state.clone());
-        Keeper { id, state }
+        Keeper { state }
     }
 
     fn deadline(&self) -> Instant {

@@ -15,7 +15,7 @@ use crate::handle::Watch;
 use crate::ops::kv::{DeleteOptions, GetOptions, PutOptions};
 use crate::ops::txn::{Compare, CompareOp, Txn, TxnOp};
 use crate::ops::watch::WatchOptions;
-use crate::pb::etcdserverpb::ResponseHeader;
+use crate::pb::etcdserverpb::{RangeResponse, ResponseHeader};
 use crate::pb::mvccpb::event::EventType;
 use crate::pb::mvccpb::KeyValue;
 use bytes::Bytes;
@@ -243,15 +243,14 @@ impl Election {
         });
     }
 
-    /// The current leader's key and value (Go's `Leader`); [`Error::NoLeader`] when nobody
-    /// campaigns.
-    pub fn leader(&self, callback: impl FnOnce(Result<KeyValue, Error>) + 'static) {
+    /// The current leader (Go's `Leader`): a get response whose one key-value is the
+    /// leader's key and value (`count` tells how many candidates there are);
+    /// [`Error::NoLeader`] when nobody campaigns.
+    pub fn leader(&self, callback: impl FnOnce(Result<RangeResponse, Error>) + 'static) {
         self.client().get(self.0.prefix.clone(), first_created(), move |res| match res {
             Err(e) => callback(Err(e.into())),
-            Ok(resp) => match resp.kvs.into_iter().next() {
-                Some(kv) => callback(Ok(kv)),
-                None => callback(Err(Error::NoLeader)),
-            },
+            Ok(resp) if resp.kvs.is_empty() => callback(Err(Error::NoLeader)),
+            Ok(resp) => callback(Ok(resp)),
         });
     }
 
@@ -271,11 +270,15 @@ impl Election {
     }
 
     /// Calls `callback` with each leader, and each value a leader proclaims, in order
-    /// (Go's `Observe`): the current leader first (or the first to campaign when there is
-    /// none), then every change. It survives reconnects (its watches resume where they
+    /// (Go's `Observe`, which also gives get responses whose one key-value is the leader's):
+    /// the current leader first (or the first to campaign when there is none), then every
+    /// change. It survives reconnects (its watches resume where they
     /// were); after a compaction it reads the current leader again. It ends with one error
     /// when a read fails for good, or on [`Observer::cancel`].
-    pub fn observe(&self, callback: impl FnMut(Result<KeyValue, Error>) + 'static) -> Observer {
+    pub fn observe(
+        &self,
+        callback: impl FnMut(Result<RangeResponse, Error>) + 'static,
+    ) -> Observer {
         let observer = Observer(Rc::new(RefCell::new(Observing {
             client: self.client().clone(),
             prefix: self.0.prefix.clone(),
@@ -342,7 +345,7 @@ impl Election {
 #[derive(Clone)]
 pub struct Observer(Rc<RefCell<Observing>>);
 
-type ObserveCallback = Box<dyn FnMut(Result<KeyValue, Error>)>;
+type ObserveCallback = Box<dyn FnMut(Result<RangeResponse, Error>)>;
 
 struct Observing {
     client: Client,
@@ -379,7 +382,7 @@ impl Observer {
     }
 
     /// Delivers `item`; an error ends the observation.
-    fn deliver(&self, item: Result<KeyValue, Error>) {
+    fn deliver(&self, item: Result<RangeResponse, Error>) {
         let last = item.is_err();
         let callback = self.0.borrow_mut().callback.take();
         let Some(mut callback) = callback else { return };
@@ -416,9 +419,9 @@ impl Observer {
                 Ok(resp) => resp,
             };
             let revision = resp.header.as_ref().map_or(0, |h| h.revision);
-            match resp.kvs.into_iter().next() {
-                Some(kv) => this.leader_found(kv, revision),
-                None => this.await_first(prefix, revision),
+            match resp.kvs.is_empty() {
+                false => this.leader_found(resp, revision),
+                true => this.await_first(prefix, revision),
             }
         });
     }
@@ -437,8 +440,10 @@ impl Observer {
                 Ok(resp) => {
                     let put = resp.events.into_iter().find(|e| e.r#type() == EventType::Put);
                     if let Some(kv) = put.and_then(|e| e.kv) {
+                        // Go reports it at the put's revision.
                         let at = kv.mod_revision;
-                        this.leader_found(kv, at);
+                        let header = resp.header.map(|h| ResponseHeader { revision: at, ..h });
+                        this.leader_found(one(header, kv), at);
                     }
                 }
             }
@@ -446,11 +451,12 @@ impl Observer {
         self.replace_watch(Some(watch));
     }
 
-    /// `kv` leads as of `revision`: delivers it, then follows its key until it is deleted.
-    fn leader_found(&self, kv: KeyValue, revision: i64) {
-        let key = kv.key.clone();
+    /// The leader in `found` leads as of `revision`: delivers it, then follows its key until
+    /// it is deleted.
+    fn leader_found(&self, found: RangeResponse, revision: i64) {
+        let key = found.kvs[0].key.clone();
         self.replace_watch(None);
-        self.deliver(Ok(kv));
+        self.deliver(Ok(found));
         if !self.live() {
             return;
         }
@@ -471,7 +477,7 @@ impl Observer {
                             return;
                         }
                         if let Some(kv) = ev.kv {
-                            this.deliver(Ok(kv)); // a proclaimed value
+                            this.deliver(Ok(one(resp.header, kv))); // a proclaimed value
                         }
                     }
                 }
@@ -489,4 +495,9 @@ impl Observer {
             false => self.deliver(Err(e.into())),
         }
     }
+}
+
+/// A get response holding `kv` alone (what Go's `Observe` makes of a watch event).
+fn one(header: Option<ResponseHeader>, kv: KeyValue) -> RangeResponse {
+    RangeResponse { header, kvs: vec![kv], ..RangeResponse::default() }
 }
