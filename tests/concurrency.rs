@@ -336,3 +336,41 @@ fn an_election_campaigns_proclaims_resigns_and_is_observed_in_order() {
     assert_eq!(seen.borrow().len(), 3, "nothing after cancel");
     let _ = block(&w, |cb| w.get("el/", GetOptions::new(), cb));
 }
+
+/// Releasing the lock wakes the next waiter only (Go's `waitDeletes`: each waiter watches
+/// the one key just ahead of it): the waiters further back read nothing.
+#[test]
+fn an_unlock_wakes_one_waiter_not_the_herd() {
+    const RANGES: &str = r#"grpc_server_handled_total{grpc_code="OK",grpc_method="Range",grpc_service="etcdserverpb.KV",grpc_type="unary"}"#;
+    let etcd = Etcd::start();
+    let clients: Vec<Client> = (0..5).map(|_| client(&etcd.endpoint())).collect();
+    let refs: Vec<&Client> = clients.iter().collect();
+    let mutexes: Vec<Mutex> =
+        clients.iter().map(|c| Mutex::new(&session(c, SessionOptions::new()), "herd")).collect();
+    let checker = client(&etcd.endpoint());
+    let held = Got::new();
+    mutexes[0].lock(held.cb());
+    wait(&refs, &held).expect("lock");
+    let order = Rc::new(RefCell::new(Vec::new()));
+    for (i, m) in mutexes.iter().enumerate().skip(1) {
+        let o = order.clone();
+        m.lock(move |r| {
+            r.expect("lock");
+            o.borrow_mut().push(i);
+        });
+        drive_until(&refs, LIMIT, || keys(&checker, "herd/").len() == i + 1);
+    }
+    // Every waiter has read its key ahead and watches it: from now on, count reads.
+    let watchers =
+        || support::metrics::metric(&etcd.endpoint(), "etcd_debugging_mvcc_watcher_total");
+    drive_until(&refs, LIMIT, || watchers() == 4.0);
+    let before = support::metrics::metric(&etcd.endpoint(), RANGES);
+    let unlocked = Got::new();
+    mutexes[0].unlock(unlocked.cb());
+    wait(&refs, &unlocked).expect("unlock");
+    drive_until(&refs, LIMIT, || order.borrow().len() == 1);
+    let reads = support::metrics::metric(&etcd.endpoint(), RANGES) - before;
+    assert_eq!(*order.borrow(), [1]);
+    // The next waiter: one look for keys still ahead, one check of its own key.
+    assert_eq!(reads, 2.0, "ranges after one unlock with 4 waiters");
+}
