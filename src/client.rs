@@ -8,6 +8,7 @@ use crate::config::Config;
 use crate::core::{CallKey, Core, Deadline, Event, StreamItem, StreamKey, UnaryOptions};
 use crate::error::{Code, EtcdError};
 use crate::grpc::{codec, Rpc, RpcKind};
+use crate::namespace::Namespace;
 use crate::reactor::Reactor;
 use bytes::Bytes;
 use std::cell::{Cell, RefCell};
@@ -29,6 +30,8 @@ pub struct Client {
     inner: Rc<Inner>,
     /// Options for the unary calls started through this handle (see [`Client::with`]).
     opts: Option<Rc<CallOptions>>,
+    /// The prefix of every key of this handle (see [`Client::namespaced`]).
+    ns: Option<Rc<Namespace>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -109,24 +112,30 @@ impl Client {
             .map_err(|e| EtcdError::new(Code::Internal, format!("epoll: {e}"), "new"))?;
         let core = Core::new(cfg, Instant::now());
         let driver = Driver { core, reactor };
-        Ok(Client { inner: Rc::new(Inner::new(driver, config, None)), opts: None })
+        Ok(Client { inner: Rc::new(Inner::new(driver, config, None)), opts: None, ns: None })
     }
 
-    /// A client on `inner` (a member view just made).
+    /// A client on `inner` (a member view's own, to drive it).
     pub(crate) fn from_inner(inner: Rc<Inner>, opts: Option<Rc<CallOptions>>) -> Client {
-        Client { inner, opts }
+        Client { inner, opts, ns: None }
     }
 
-    /// The options of this view's unary calls.
-    pub(crate) fn opts(&self) -> Option<Rc<CallOptions>> {
-        self.opts.clone()
+    /// A view on `inner` (a member view just made) with this view's call options and
+    /// namespace.
+    pub(crate) fn view_on(&self, inner: Rc<Inner>) -> Client {
+        Client { inner, opts: self.opts.clone(), ns: self.ns.clone() }
+    }
+
+    /// The namespace of this view's keys, if it has one.
+    pub(crate) fn namespace(&self) -> Option<&Rc<Namespace>> {
+        self.ns.as_ref()
     }
 
     /// The client whose loop drives this member view; `None` for a client of its own (and
     /// for a member view whose host is gone: it then drives itself).
     pub(crate) fn host(&self) -> Option<Client> {
         let host = self.inner.host.as_ref()?.upgrade()?;
-        Some(Client { inner: host, opts: None })
+        Some(Client { inner: host, opts: None, ns: None })
     }
 
     /// Runs the loop until no operation is pending, or until [`stop`](Client::stop).
@@ -344,7 +353,7 @@ impl Client {
 
     /// The client behind a handle's weak reference, if it still exists.
     pub(crate) fn upgrade(inner: &Weak<Inner>) -> Option<Client> {
-        inner.upgrade().map(|inner| Client { inner, opts: None })
+        inner.upgrade().map(|inner| Client { inner, opts: None, ns: None })
     }
 
     /// Cancels stream `key`; `callback` gets `Ok(())` on the next turn. The stream's
@@ -397,9 +406,47 @@ impl Client {
     /// one result: get, put, txn, lease grant, lock, status, …) use `opts`: their own
     /// deadline, a cancel token, retries for writes. It shares the connection, the loop and
     /// the streams of this client; `run`, `close` and the stream operations are the same.
-    /// Streams (watch, keepalive, observe, snapshot) ignore the options.
+    /// Streams (watch, keepalive, observe, snapshot) ignore the options. A namespaced view
+    /// stays in its namespace.
     pub fn with(&self, opts: CallOptions) -> Client {
-        Client { inner: self.inner.clone(), opts: Some(Rc::new(opts)) }
+        Client { inner: self.inner.clone(), opts: Some(Rc::new(opts)), ns: self.ns.clone() }
+    }
+
+    /// A view of this client whose every key lives under `prefix`, as through Go's
+    /// `namespace.NewKV`, `NewWatcher` and `NewLease`: keys sent get the prefix, keys
+    /// received lose it, and a range never leaves it. A key written as `k` through
+    /// `client.namespaced("app/")` is the key `app/k` to every other client (Go's included),
+    /// and Go's `namespace.NewKV(kv, "app/")` reads it as `k`.
+    ///
+    /// - KV: `get`, `put`, `delete`, `get_paged` and `txn` (compares, operations, nested
+    ///   transactions; their results at every depth). Range ends follow Go's
+    ///   `prefixInterval`: a from-key read (or a prefix with no end of its own) ends where
+    ///   the namespace does; a prefix read of `""` is the whole namespace.
+    /// - `watch`: its range under the prefix; each event's key and previous key without it,
+    ///   also after the watch re-opens on a new connection.
+    /// - `lease_time_to_live` with keys: only the lease's keys in the namespace, stripped.
+    /// - `lock` (the name; the returned key, which `unlock` takes back), and the election
+    ///   calls (the name, the leader key both ways, the leader and observed values).
+    ///   So the recipes of [`concurrency`](crate::concurrency) work in a namespace too.
+    ///
+    /// An empty key fails with `INVALID_ARGUMENT` ("etcdserver: key is not provided", as
+    /// etcd refuses it without a namespace, where here it would name the prefix itself),
+    /// unless the request is a prefix or from-key one; so does a `txn` with such an
+    /// operation anywhere in it, and an `unlock` of `""`. A watch of `""` is allowed, as in
+    /// Go (it watches the key that is the prefix).
+    ///
+    /// The view shares everything else with this client: connection, loop (`run`, `close`),
+    /// handles, call options (`with` on either side keeps the other). Views nest:
+    /// `namespaced("a/").namespaced("b/")` is `namespaced("a/b/")`. Every other call is as
+    /// on the client: leases (but for the keys above), cluster, maintenance (`compact` and
+    /// `snapshot` cover the whole keyspace), and auth (role permissions take raw keys).
+    pub fn namespaced(&self, prefix: impl Into<Bytes>) -> Client {
+        let prefix = prefix.into();
+        let ns = match &self.ns {
+            Some(outer) => outer.nest(&prefix),
+            None => Namespace::new(prefix),
+        };
+        Client { inner: self.inner.clone(), opts: self.opts.clone(), ns: Some(Rc::new(ns)) }
     }
 
     /// Starts unary call `R`, with the configured deadline when `timed` (else none) unless

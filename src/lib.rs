@@ -69,6 +69,7 @@ mod grpc;
 mod h2io;
 mod handle;
 mod member;
+mod namespace;
 pub mod ops;
 pub mod pb;
 mod reactor;

@@ -36,7 +36,7 @@ impl Client {
     /// is off, since a member chosen on purpose may be behind. Its loop is the client's: the
     /// client's [`run`](Client::run), [`process`](Client::process) and fd drive it, and the
     /// view's own loop calls (`run`, `close`, `set_endpoints`, …) are the client's. Call
-    /// options of this view carry over.
+    /// options and the namespace of this view carry over.
     ///
     /// Fails with `INVALID_ARGUMENT` for a bad endpoint.
     pub fn member(&self, endpoint: &str) -> Result<Client, EtcdError> {
@@ -66,7 +66,7 @@ impl Client {
         let driver = Driver { core: Core::new(cfg, Instant::now()), reactor };
         let view = Inner::new(driver, config.clone(), Some(Rc::downgrade(&host.inner_rc())));
         view.no_range_stream.set(inner.no_range_stream.get());
-        Ok(Client::from_inner(Rc::new(view), self.opts()))
+        Ok(self.view_on(Rc::new(view)))
     }
 
     /// Joins the host's loop: this view has work.

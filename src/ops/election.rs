@@ -5,6 +5,7 @@ use crate::core::StreamCallback;
 use crate::error::EtcdError;
 use crate::grpc::codec;
 use crate::handle::{Observe, Pending, StreamOptions};
+use crate::namespace::Namespace;
 use crate::pb::v3electionpb::{
     election_rpc, CampaignRequest, CampaignResponse, LeaderKey, LeaderRequest, LeaderResponse,
     ProclaimRequest, ProclaimResponse, ResignRequest, ResignResponse,
@@ -41,19 +42,32 @@ impl Client {
             self.fail(EtcdError::invalid(msg, "election_campaign").not_retryable(), callback);
             return Pending::new(self, None);
         }
-        let req = CampaignRequest { name: name.into(), lease, value: value.into() };
+        let name = name.into();
+        let Some(ns) = self.namespace() else {
+            let req = CampaignRequest { name, lease, value: value.into() };
+            return self.call_pending::<election_rpc::Campaign>(
+                "election_campaign",
+                &req,
+                callback,
+            );
+        };
+        let req = CampaignRequest { name: ns.key(&name), lease, value: value.into() };
+        let callback = ns.unprefixing(Namespace::strip_campaign, callback);
         self.call_pending::<election_rpc::Campaign>("election_campaign", &req, callback)
     }
 
     /// Sets a new value as the leader `leader` (without a new election).
     pub fn election_proclaim(
         &self,
-        leader: LeaderKey,
+        mut leader: LeaderKey,
         value: impl Into<Bytes>,
         callback: impl FnOnce(Result<ProclaimResponse, EtcdError>) + 'static,
     ) {
         if let Err(e) = check_leader(&leader, "election_proclaim") {
             return self.fail(e, callback);
+        }
+        if let Some(ns) = self.namespace() {
+            ns.leader_key(&mut leader);
         }
         let req = ProclaimRequest { leader: Some(leader), value: value.into() };
         self.call::<election_rpc::Proclaim>("election_proclaim", &req, callback);
@@ -66,18 +80,27 @@ impl Client {
         name: impl Into<Bytes>,
         callback: impl FnOnce(Result<LeaderResponse, EtcdError>) + 'static,
     ) {
-        let req = LeaderRequest { name: name.into() };
+        let name = name.into();
+        let Some(ns) = self.namespace() else {
+            let req = LeaderRequest { name };
+            return self.call::<election_rpc::Leader>("election_leader", &req, callback);
+        };
+        let req = LeaderRequest { name: ns.key(&name) };
+        let callback = ns.unprefixing(Namespace::strip_leader, callback);
         self.call::<election_rpc::Leader>("election_leader", &req, callback);
     }
 
     /// Gives up leadership `leader`; the next campaigner becomes leader.
     pub fn election_resign(
         &self,
-        leader: LeaderKey,
+        mut leader: LeaderKey,
         callback: impl FnOnce(Result<ResignResponse, EtcdError>) + 'static,
     ) {
         if let Err(e) = check_leader(&leader, "election_resign") {
             return self.fail(e, callback);
+        }
+        if let Some(ns) = self.namespace() {
+            ns.leader_key(&mut leader);
         }
         let req = ResignRequest { leader: Some(leader) };
         self.call::<election_rpc::Resign>("election_resign", &req, callback);
@@ -102,9 +125,17 @@ impl Client {
         options: StreamOptions,
         callback: impl FnMut(Result<LeaderResponse, EtcdError>) + 'static,
     ) -> Observe {
-        let request = codec::encode(&LeaderRequest { name: name.into() });
+        let name = name.into();
         let reconnect = options.reconnects();
-        let callback = StreamCallback::Observe(Box::new(callback));
+        let (request, callback) = match self.namespace() {
+            None => (LeaderRequest { name }, StreamCallback::Observe(Box::new(callback))),
+            Some(ns) => {
+                let callback = ns.unprefixing_each(Namespace::strip_leader, callback);
+                let request = LeaderRequest { name: ns.key(&name) };
+                (request, StreamCallback::Observe(Box::new(callback)))
+            }
+        };
+        let request = codec::encode(&request);
         let key = self.with_core(|c| c.observe(request, callback, reconnect));
         Observe::new(self, key)
     }

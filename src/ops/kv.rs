@@ -2,6 +2,7 @@
 
 use crate::client::Client;
 use crate::error::EtcdError;
+use crate::namespace::Namespace;
 use crate::pb::etcdserverpb::{self as pb, kv_rpc};
 use bytes::Bytes;
 
@@ -264,7 +265,17 @@ impl Client {
         options: GetOptions,
         callback: impl FnOnce(Result<pb::RangeResponse, EtcdError>) + 'static,
     ) {
-        self.call::<kv_rpc::Range>("get", &options.request(key.into()), callback);
+        let mut req = options.request(key.into());
+        let Some(ns) = self.namespace() else {
+            return self.call::<kv_rpc::Range>("get", &req, callback);
+        };
+        match ns.range(&mut req, "get") {
+            Ok(()) => {
+                let callback = ns.unprefixing(Namespace::strip_range, callback);
+                self.call::<kv_rpc::Range>("get", &req, callback);
+            }
+            Err(e) => self.fail(e, callback),
+        }
     }
 
     /// Writes `key` = `value`.
@@ -275,7 +286,17 @@ impl Client {
         options: PutOptions,
         callback: impl FnOnce(Result<pb::PutResponse, EtcdError>) + 'static,
     ) {
-        self.call::<kv_rpc::Put>("put", &options.request(key.into(), value.into()), callback);
+        let mut req = options.request(key.into(), value.into());
+        let Some(ns) = self.namespace() else {
+            return self.call::<kv_rpc::Put>("put", &req, callback);
+        };
+        match ns.put(&mut req, "put") {
+            Ok(()) => {
+                let callback = ns.unprefixing(Namespace::strip_put, callback);
+                self.call::<kv_rpc::Put>("put", &req, callback);
+            }
+            Err(e) => self.fail(e, callback),
+        }
     }
 
     /// Deletes `key` (or a range of keys, see [`DeleteOptions`]).
@@ -285,7 +306,17 @@ impl Client {
         options: DeleteOptions,
         callback: impl FnOnce(Result<pb::DeleteRangeResponse, EtcdError>) + 'static,
     ) {
-        self.call::<kv_rpc::DeleteRange>("delete", &options.request(key.into()), callback);
+        let mut req = options.request(key.into());
+        let Some(ns) = self.namespace() else {
+            return self.call::<kv_rpc::DeleteRange>("delete", &req, callback);
+        };
+        match ns.delete_range(&mut req, "delete") {
+            Ok(()) => {
+                let callback = ns.unprefixing(Namespace::strip_delete, callback);
+                self.call::<kv_rpc::DeleteRange>("delete", &req, callback);
+            }
+            Err(e) => self.fail(e, callback),
+        }
     }
 
     /// Discards the history before `revision`: older revisions can no longer be read or

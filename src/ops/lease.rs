@@ -4,6 +4,7 @@ use crate::client::Client;
 use crate::core::StreamCallback;
 use crate::error::EtcdError;
 use crate::handle::{Keepalive, StreamOptions};
+use crate::namespace::Namespace;
 use crate::pb::etcdserverpb::{
     lease_rpc, LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveResponse, LeaseLeasesRequest,
     LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse, LeaseTimeToLiveRequest,
@@ -53,7 +54,8 @@ impl Client {
     }
 
     /// The remaining and granted TTL of lease `id` (`ttl` is -1 once it expired), and with
-    /// `keys` the keys attached to it.
+    /// `keys` the keys attached to it (through a [namespaced](Client::namespaced) view: those
+    /// in its namespace, without the prefix).
     pub fn lease_time_to_live(
         &self,
         id: i64,
@@ -61,6 +63,10 @@ impl Client {
         callback: impl FnOnce(Result<LeaseTimeToLiveResponse, EtcdError>) + 'static,
     ) {
         let req = LeaseTimeToLiveRequest { id, keys };
+        let Some(ns) = self.namespace() else {
+            return self.call::<lease_rpc::LeaseTimeToLive>("lease_time_to_live", &req, callback);
+        };
+        let callback = ns.unprefixing(Namespace::strip_lease_keys, callback);
         self.call::<lease_rpc::LeaseTimeToLive>("lease_time_to_live", &req, callback);
     }
 

@@ -3,6 +3,7 @@
 use crate::client::Client;
 use crate::error::EtcdError;
 use crate::handle::Pending;
+use crate::namespace::Namespace;
 use crate::pb::v3lockpb::{lock_rpc, LockRequest, LockResponse, UnlockRequest, UnlockResponse};
 use bytes::Bytes;
 
@@ -26,16 +27,30 @@ impl Client {
             self.fail(err, callback);
             return Pending::new(self, None);
         }
-        let req = LockRequest { name: name.into(), lease };
+        let name = name.into();
+        let Some(ns) = self.namespace() else {
+            let req = LockRequest { name, lease };
+            return self.call_pending::<lock_rpc::Lock>("lock", &req, callback);
+        };
+        let req = LockRequest { name: ns.key(&name), lease };
+        let callback = ns.unprefixing(Namespace::strip_lock, callback);
         self.call_pending::<lock_rpc::Lock>("lock", &req, callback)
     }
 
-    /// Releases the lock whose ownership key is `key` (from [`lock`](Client::lock)).
+    /// Releases the lock whose ownership key is `key` (from [`lock`](Client::lock); through a
+    /// [namespaced](Client::namespaced) view, the key that view's `lock` returned).
     pub fn unlock(
         &self,
         key: impl Into<Bytes>,
         callback: impl FnOnce(Result<UnlockResponse, EtcdError>) + 'static,
     ) {
-        self.call::<lock_rpc::Unlock>("unlock", &UnlockRequest { key: key.into() }, callback);
+        let mut key = key.into();
+        if let Some(ns) = self.namespace() {
+            match ns.unlock_key(&key, "unlock") {
+                Ok(prefixed) => key = prefixed,
+                Err(e) => return self.fail(e, callback),
+            }
+        }
+        self.call::<lock_rpc::Unlock>("unlock", &UnlockRequest { key }, callback);
     }
 }

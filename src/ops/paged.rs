@@ -13,6 +13,7 @@ use crate::core::StreamCallback;
 use crate::error::{Code, EtcdError};
 use crate::grpc::{codec, Rpc};
 use crate::handle::Pending;
+use crate::namespace::Namespace;
 use crate::ops::kv::GetOptions;
 use crate::pb::etcdserverpb::{kv_rpc, RangeRequest, RangeResponse, RangeStreamResponse};
 use bytes::Bytes;
@@ -74,7 +75,7 @@ impl Client {
         on_page: impl FnMut(Result<RangeResponse, EtcdError>) + 'static,
     ) -> PagedRead {
         let handle = PagedRead { state: Rc::default() };
-        let req = options.request(key.into());
+        let mut req = options.request(key.into());
         let bad = if page_size <= 0 {
             Some("page_size must be > 0")
         } else if req.limit != 0 || req.sort_order != 0 || req.sort_target != 0 {
@@ -88,11 +89,17 @@ impl Client {
             self.fail(EtcdError::invalid(why, "get_paged"), on_page);
             return handle;
         }
+        let ns = self.namespace().cloned();
+        if let Some(Err(e)) = ns.as_ref().map(|ns| ns.range(&mut req, "get_paged")) {
+            self.fail(e, on_page);
+            return handle;
+        }
         let read = Read {
             client: self.weak(),
             state: handle.state.clone(),
             page_size,
             closes: self.inner().closes.get(),
+            ns,
         };
         let on_page: Rc<RefCell<OnPage>> = Rc::new(RefCell::new(Box::new(on_page)));
         // RangeStream refuses revision filters with UNIMPLEMENTED, which must not read as
@@ -118,6 +125,9 @@ struct Read {
     page_size: i64,
     /// `Client::close` calls when the read started: one more ends it.
     closes: u64,
+    /// The namespace of the client that started the read: each page loses its prefix on
+    /// its way to the callback (after the next page's key was taken from it).
+    ns: Option<Rc<Namespace>>,
 }
 
 impl Read {
@@ -145,6 +155,13 @@ impl Read {
             };
             state.over = last || item.is_err();
             item
+        };
+        let item = match &self.ns {
+            None => item,
+            Some(ns) => item.map(|mut page| {
+                ns.strip_range(&mut page);
+                page
+            }),
         };
         (on_page.borrow_mut())(item);
     }

@@ -2,6 +2,7 @@
 
 use crate::client::Client;
 use crate::error::EtcdError;
+use crate::namespace::Namespace;
 use crate::ops::kv::{prefix_range_end, DeleteOptions, GetOptions, PutOptions};
 use crate::pb::etcdserverpb::{self as pb, compare, kv_rpc, request_op};
 use bytes::Bytes;
@@ -157,7 +158,17 @@ impl Client {
         txn: Txn,
         callback: impl FnOnce(Result<pb::TxnResponse, EtcdError>) + 'static,
     ) {
-        self.call::<kv_rpc::Txn>("txn", &txn.0, callback);
+        let Some(ns) = self.namespace() else {
+            return self.call::<kv_rpc::Txn>("txn", &txn.0, callback);
+        };
+        let mut req = txn.0;
+        match ns.txn(&mut req, "txn") {
+            Ok(()) => {
+                let callback = ns.unprefixing(Namespace::strip_txn, callback);
+                self.call::<kv_rpc::Txn>("txn", &req, callback);
+            }
+            Err(e) => self.fail(e, callback),
+        }
     }
 }
 

@@ -4,6 +4,7 @@ use crate::client::Client;
 use crate::core::StreamCallback;
 use crate::error::EtcdError;
 use crate::handle::Watch;
+use crate::namespace::Namespace;
 use crate::ops::kv::KeyRange;
 use crate::pb::etcdserverpb::watch_create_request::FilterType;
 use crate::pb::etcdserverpb::{WatchCreateRequest, WatchResponse};
@@ -124,8 +125,19 @@ impl Client {
         callback: impl FnMut(Result<WatchResponse, EtcdError>) + 'static,
     ) -> Watch {
         let reconnect = !options.no_reconnect;
-        let create = options.request(key.into());
-        let callback = StreamCallback::Watch(Box::new(callback));
+        let key = key.into();
+        let key_was_empty = key.is_empty();
+        let mut create = options.request(key);
+        let callback = match self.namespace() {
+            None => StreamCallback::Watch(Box::new(callback)),
+            Some(ns) => {
+                ns.watch(&mut create, key_was_empty);
+                // Stripped on delivery, so that a watch re-created after a reconnect (with
+                // the prefixed request the core keeps) is stripped as well.
+                let callback = ns.unprefixing_each(Namespace::strip_watch, callback);
+                StreamCallback::Watch(Box::new(callback))
+            }
+        };
         let key = self.with_core(|c| c.watch(create, callback, reconnect));
         Watch::new(self, key)
     }
