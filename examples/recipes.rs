@@ -62,16 +62,25 @@ fn lock_and_write(client: Client, session: Session) {
     });
 }
 
-/// Campaigns, proclaims a second value and resigns, with an observer printing each leader.
+/// Campaigns, proclaims a second value and resigns, with an observer printing each leader
+/// value (it stops itself after the second: its events may arrive after the resignation,
+/// since etcd replays a watch that starts in the past from a loop of its own).
 fn elect(client: Client, session: Session) {
     let election = Election::new(&session, "recipes/election");
-    let observer: Observer = election.observe(|res| match res {
+    let observer: Rc<RefCell<Option<Observer>>> = Rc::default();
+    let me = observer.clone();
+    *observer.borrow_mut() = Some(election.observe(move |res| match res {
         Ok(leader) => {
-            let kv = &leader.kvs[0];
-            println!("  observer: leader value {}", String::from_utf8_lossy(&kv.value));
+            let value = String::from_utf8_lossy(&leader.kvs[0].value).into_owned();
+            println!("  observer: leader value {value}");
+            if value == "second" {
+                if let Some(o) = me.borrow_mut().take() {
+                    o.cancel();
+                }
+            }
         }
         Err(e) => eprintln!("  observer ended: {e}"),
-    });
+    }));
     let e = election.clone();
     election.campaign("first", move |res| {
         if let Err(e) = res {
@@ -85,7 +94,6 @@ fn elect(client: Client, session: Session) {
             }
             e2.resign(move |_| {
                 println!("resigned");
-                observer.cancel();
                 transfer(client, session);
             });
         });

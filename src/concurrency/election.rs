@@ -6,9 +6,9 @@
 //! `proclaim` changes it without a new election, `resign` deletes the key.
 
 use super::error::Error;
-use super::mutex::{later, lease_key, range_of, with_slash, Wait};
+use super::keys::{lease_key, range_of, with_slash};
 use super::session::Session;
-use super::wait::{first_created, wait_deletes, Waiting};
+use super::wait::{first_created, later, wait_deletes, Wait, Waiting};
 use crate::client::Client;
 use crate::error::{Code, EtcdError};
 use crate::handle::Watch;
@@ -51,10 +51,15 @@ struct State {
     /// The response header of the winning campaign, or the last proclaim or resign.
     header: Option<ResponseHeader>,
     attempt: Option<Attempt>,
+    /// Numbers the attempts: a [`Wait`] cancels its own campaign only.
+    attempts: u64,
 }
 
 struct Attempt {
+    id: u64,
     done: Option<Done>,
+    /// `resign` calls made while the campaign ran: they succeed once it has ended.
+    resigned: Vec<Done>,
     wait: Option<Waiting>,
     listener: u64,
     cancelled: bool,
@@ -98,12 +103,15 @@ impl Election {
         value: impl Into<Bytes>,
         callback: impl FnOnce(Result<(), Error>) + 'static,
     ) -> Wait {
+        let id = match self.begin(Box::new(callback)) {
+            Ok(id) => id,
+            Err((done, e)) => {
+                later(self.client(), move || done(Err(e)));
+                return Wait::none();
+            }
+        };
         let this = self.clone();
-        let wait = Wait::new(move || this.cancel());
-        if let Err((done, e)) = self.begin(Box::new(callback)) {
-            later(self.client(), move || done(Err(e)));
-            return wait;
-        }
+        let wait = Wait::new(move || this.cancel(id));
         let value: Bytes = value.into();
         let lease = self.0.session.lease();
         let key = lease_key(&self.0.prefix, lease);
@@ -139,7 +147,7 @@ impl Election {
                 Ok(()) => t.wait_turn(header),
                 Err(e) => {
                     let t2 = t.clone();
-                    t.resign(move |_| t2.finish(Err(e)));
+                    t.resign_key(move |_| t2.finish(Err(e)));
                 }
             });
         });
@@ -151,7 +159,7 @@ impl Election {
         let cancelled_now = self.0.state.borrow().attempt.as_ref().is_none_or(|a| a.cancelled);
         if cancelled_now {
             let this = self.clone();
-            return self.resign(move |_| this.finish(Err(cancelled())));
+            return self.resign_key(move |_| this.finish(Err(cancelled())));
         }
         let revision = self.0.state.borrow().revision;
         let this = self.clone();
@@ -169,7 +177,7 @@ impl Election {
                         this.0.state.borrow().attempt.as_ref().is_some_and(|a| a.cancelled);
                     if was_cancelled {
                         let t = this.clone();
-                        this.resign(move |_| t.finish(Err(cancelled())));
+                        this.resign_key(move |_| t.finish(Err(cancelled())));
                     } else {
                         this.0.state.borrow_mut().candidate = false;
                         this.finish(Err(e.into()));
@@ -220,7 +228,22 @@ impl Election {
 
     /// Gives up leadership (or the candidacy): deletes the key if it is still this
     /// candidate's (Go's `Resign`). Succeeds at once when not campaigning.
+    ///
+    /// During a campaign, `resign` ends it (as its [`Wait::cancel`] does: the campaign's
+    /// callback gets `CANCELLED`) and succeeds once its key is gone.
     pub fn resign(&self, callback: impl FnOnce(Result<(), Error>) + 'static) {
+        let running = self.0.state.borrow().attempt.as_ref().map(|a| a.id);
+        if let Some(id) = running {
+            if let Some(a) = self.0.state.borrow_mut().attempt.as_mut() {
+                a.resigned.push(Box::new(callback));
+            }
+            return self.cancel(id);
+        }
+        self.resign_key(callback);
+    }
+
+    /// Go's `Resign`: deletes the key if it is still this candidate's.
+    fn resign_key(&self, callback: impl FnOnce(Result<(), Error>) + 'static) {
         let (key, revision) = {
             let mut s = self.0.state.borrow_mut();
             if !s.candidate {
@@ -285,6 +308,7 @@ impl Election {
             callback: Some(Box::new(callback)),
             ended: false,
             watch: None,
+            last: None,
         })));
         observer.read_leader();
         observer
@@ -293,7 +317,7 @@ impl Election {
     // ----- the campaign's attempt, as the mutex's -----
 
     #[allow(clippy::type_complexity)]
-    fn begin(&self, done: Done) -> Result<(), (Done, Error)> {
+    fn begin(&self, done: Done) -> Result<u64, (Done, Error)> {
         if self.0.state.borrow().attempt.is_some() {
             let e =
                 EtcdError::new(Code::FailedPrecondition, "a campaign is in progress", "campaign");
@@ -310,15 +334,24 @@ impl Election {
                 e.finish(Err(Error::SessionLost(lost)));
             }
         }));
-        let attempt = Attempt { done: Some(done), wait: None, listener, cancelled: false };
-        self.0.state.borrow_mut().attempt = Some(attempt);
-        Ok(())
+        let mut s = self.0.state.borrow_mut();
+        s.attempts += 1;
+        let id = s.attempts;
+        let resigned = Vec::new();
+        let attempt =
+            Attempt { id, done: Some(done), resigned, wait: None, listener, cancelled: false };
+        s.attempt = Some(attempt);
+        Ok(id)
     }
 
-    fn cancel(&self) {
+    /// Cancels campaign `id`: its wait ends (which resigns and reports `CANCELLED`), or its
+    /// Txn's answer finds the mark.
+    fn cancel(&self, id: u64) {
         let wait = {
             let mut s = self.0.state.borrow_mut();
-            let Some(a) = s.attempt.as_mut().filter(|a| !a.cancelled) else { return };
+            let Some(a) = s.attempt.as_mut().filter(|a| a.id == id && !a.cancelled) else {
+                return;
+            };
             a.cancelled = true;
             a.wait.take()
         };
@@ -338,6 +371,9 @@ impl Election {
         if let Some(done) = attempt.done.take() {
             done(result);
         }
+        for resigned in attempt.resigned {
+            resigned(Ok(()));
+        }
     }
 }
 
@@ -355,6 +391,9 @@ struct Observing {
     /// Cancelled, or ended by an error.
     ended: bool,
     watch: Option<Watch>,
+    /// The key and mod revision last delivered: a leader read again (after a compaction
+    /// ended the watch on its key) is not delivered twice.
+    last: Option<(Bytes, i64)>,
 }
 
 impl std::fmt::Debug for Observer {
@@ -383,6 +422,15 @@ impl Observer {
 
     /// Delivers `item`; an error ends the observation.
     fn deliver(&self, item: Result<RangeResponse, Error>) {
+        if let Ok(resp) = &item {
+            let kv = &resp.kvs[0];
+            let seen = Some((kv.key.clone(), kv.mod_revision));
+            let mut o = self.0.borrow_mut();
+            if o.last == seen {
+                return;
+            }
+            o.last = seen;
+        }
         let last = item.is_err();
         let callback = self.0.borrow_mut().callback.take();
         let Some(mut callback) = callback else { return };

@@ -44,4 +44,8 @@ pub enum Lost {
     /// client was closed).
     #[error("keepalive failed: {0}")]
     KeepaliveFailed(EtcdError),
+    /// The program closed or orphaned the session: what waited on it (a lock, a
+    /// campaign) ends. Never told to `on_lost`.
+    #[error("session closed")]
+    Closed,
 }

@@ -6,6 +6,7 @@
 
 mod election;
 mod error;
+mod keys;
 mod mutex;
 mod session;
 mod stm;
@@ -13,6 +14,7 @@ mod wait;
 
 pub use election::{Election, Observer};
 pub use error::{Error, Lost};
-pub use mutex::{Mutex, Wait};
+pub use mutex::Mutex;
 pub use session::{Session, SessionOptions};
 pub use stm::{stm, stm_with, Isolation, Miss, Stm, StmOptions, Stop};
+pub use wait::Wait;

@@ -10,14 +10,15 @@
 //! ```
 
 use super::error::Error;
+use super::keys::{lease_key, range_of, with_slash};
 use super::session::Session;
-use super::wait::{first_created, wait_deletes, Waiting};
+use super::wait::{first_created, later, wait_deletes, Wait, Waiting};
 use crate::client::Client;
 use crate::error::{Code, EtcdError};
 use crate::ops::kv::{DeleteOptions, GetOptions, PutOptions};
-use crate::ops::txn::{Compare, CompareOp, Txn, TxnOp, TxnOpResponse};
-use crate::pb::etcdserverpb::{ResponseHeader, TxnResponse};
-use bytes::{Bytes, BytesMut};
+use crate::ops::txn::{Compare, CompareOp, Txn, TxnOp};
+use crate::pb::etcdserverpb::ResponseHeader;
+use bytes::Bytes;
 use std::cell::RefCell;
 use std::rc::Rc;
 
@@ -32,9 +33,9 @@ type Done = Box<dyn FnOnce(Result<(), Error>)>;
 /// exclude each other.
 ///
 /// **One key per session and prefix.** As in Go, two `Mutex`es of one session on one prefix
-/// share the key: the second `lock` finds the key already there and holds the lock at once
-/// (it is the same contender), and an `unlock` through either deletes the key and so
-/// releases both. Use one session per contender.
+/// share the key: they are one contender. The second `lock` finds the key already there and
+/// stands where the first does (it holds at once if the first holds), and an `unlock`
+/// through either deletes the key and so releases both. Use one session per contender.
 ///
 /// A session lost while the lock is awaited fails the `lock` with [`Error::SessionLost`]; lost
 /// while held, the lock is gone with the lease: `unlock` reports it the same way (and the
@@ -60,11 +61,16 @@ struct State {
     header: Option<ResponseHeader>,
     /// A lock or try_lock in progress.
     attempt: Option<Attempt>,
+    /// Numbers the attempts: a [`Wait`] cancels its own attempt only.
+    attempts: u64,
+    /// An unlock in flight: a new attempt waits for its answer (it would race the delete).
+    releasing: bool,
     held: bool,
 }
 
 /// A lock in progress.
 struct Attempt {
+    id: u64,
     done: Option<Done>,
     /// The wait for the keys ahead, once it started.
     wait: Option<Waiting>,
@@ -82,60 +88,6 @@ impl std::fmt::Debug for Mutex {
             .field("held", &s.held)
             .finish_non_exhaustive()
     }
-}
-
-/// A `lock` or `campaign` that waits for its turn; [`cancel`](Wait::cancel) ends it.
-#[derive(Clone)]
-pub struct Wait(Rc<dyn Fn()>);
-
-impl Wait {
-    pub(crate) fn new(cancel: impl Fn() + 'static) -> Wait {
-        Wait(Rc::new(cancel))
-    }
-
-    /// Stops waiting: the key put for the wait is deleted and the callback receives
-    /// `CANCELLED` (on a later turn). Nothing happens once the callback ran.
-    pub fn cancel(&self) {
-        (self.0)()
-    }
-}
-
-impl std::fmt::Debug for Wait {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Wait").finish_non_exhaustive()
-    }
-}
-
-/// `prefix` + `/` (Go's `NewMutex` and `NewElection` add it).
-pub(crate) fn with_slash(prefix: &[u8]) -> Bytes {
-    let mut p = BytesMut::with_capacity(prefix.len() + 1);
-    p.extend_from_slice(prefix);
-    p.extend_from_slice(b"/");
-    p.freeze()
-}
-
-/// `{prefix}{lease:x}`: a session's key under a recipe's prefix (with its slash).
-pub(crate) fn lease_key(prefix: &Bytes, lease: i64) -> Bytes {
-    let mut k = BytesMut::from(&prefix[..]);
-    k.extend_from_slice(format!("{lease:x}").as_bytes());
-    k.freeze()
-}
-
-/// The range response of a Txn's `i`th operation.
-pub(crate) fn range_of(
-    resp: &TxnResponse,
-    i: usize,
-) -> Option<&crate::pb::etcdserverpb::RangeResponse> {
-    match resp.responses.get(i)?.response.as_ref()? {
-        TxnOpResponse::ResponseRange(r) => Some(r),
-        _ => None,
-    }
-}
-
-/// Runs `f` on the client's next turn: a recipe never calls back from inside the call
-/// that was given the callback.
-pub(crate) fn later(client: &Client, f: impl FnOnce() + 'static) {
-    client.with_core(|c| c.defer(Box::new(f)));
 }
 
 impl Mutex {
@@ -157,12 +109,15 @@ impl Mutex {
     /// `callback` gets `Ok(())` once held. The returned [`Wait`] cancels the wait (its key
     /// is removed). Fails with [`Error::SessionLost`] if the session is or gets lost first.
     pub fn lock(&self, callback: impl FnOnce(Result<(), Error>) + 'static) -> Wait {
+        let id = match self.begin(Box::new(callback)) {
+            Ok(id) => id,
+            Err((done, e)) => {
+                later(self.client(), move || done(Err(e)));
+                return Wait::none();
+            }
+        };
         let this = self.clone();
-        let wait = Wait::new(move || this.cancel());
-        if let Err((done, e)) = self.begin(Box::new(callback)) {
-            later(self.client(), move || done(Err(e)));
-            return wait;
-        }
+        let wait = Wait::new(move || this.cancel(id));
         let this = self.clone();
         self.try_acquire(move |res| match res {
             Err(e) => this.finish(Err(e)),
@@ -184,34 +139,47 @@ impl Mutex {
             Ok((true, _)) => this.finish(Ok(())),
             Ok((false, key)) => {
                 let t = this.clone();
-                this.client().delete(key, DeleteOptions::new(), move |res| {
-                    t.forget_key();
-                    t.finish(res.map(|_| ()).map_err(Error::from).and(Err(Error::Locked)));
+                this.client().delete(key, DeleteOptions::new(), move |res| match res {
+                    Ok(_) => {
+                        t.forget_key();
+                        t.finish(Err(Error::Locked));
+                    }
+                    // The key stays known, so that `unlock` can delete it.
+                    Err(e) => t.finish(Err(e.into())),
                 });
             }
         });
     }
 
     /// Releases the lock: deletes its key. [`Error::NotLocked`] if it is not held (Go's
-    /// `ErrLockReleased`); [`Error::SessionLost`] if the session was lost meanwhile (the
-    /// lock went with it: what it guarded may have been taken by another).
+    /// `ErrLockReleased`), or while a lock or another unlock is under way;
+    /// [`Error::SessionLost`] if the lock was lost meanwhile (its key was already gone with
+    /// the lease: what it guarded may have been taken by another).
     pub fn unlock(&self, callback: impl FnOnce(Result<(), Error>) + 'static) {
         let key = {
-            let s = self.0.state.borrow();
-            (s.held && s.attempt.is_none()).then(|| s.key.clone())
+            let mut s = self.0.state.borrow_mut();
+            let free = s.attempt.is_none() && !s.releasing && !s.key.is_empty();
+            s.releasing |= free;
+            free.then(|| s.key.clone())
         };
         let Some(key) = key else {
             return later(self.client(), move || callback(Err(Error::NotLocked)));
         };
         let this = self.clone();
-        self.client().delete(key, DeleteOptions::new(), move |res| {
-            if let Err(e) = res {
-                return callback(Err(e.into()));
+        self.client().delete(key.clone(), DeleteOptions::new(), move |res| {
+            this.0.state.borrow_mut().releasing = false;
+            let deleted = match res {
+                Err(e) => return callback(Err(e.into())),
+                Ok(resp) => resp.deleted,
+            };
+            if this.0.state.borrow().key == key {
+                this.forget_key();
             }
-            this.forget_key();
-            match this.0.session.lost() {
-                Some(lost) => callback(Err(Error::SessionLost(lost))),
-                None => callback(Ok(())),
+            match (this.0.session.lost(), deleted) {
+                (Some(lost), _) => callback(Err(Error::SessionLost(lost))),
+                // Already gone: the lease went before the keepalive could tell.
+                (None, 0) => callback(Err(Error::SessionLost(this.0.session.gone_now()))),
+                (None, _) => callback(Ok(())),
             }
         });
     }
@@ -245,12 +213,20 @@ impl Mutex {
         self.0.state.borrow().header
     }
 
-    /// Starts an attempt; refuses a second one, or a lost session.
+    /// Starts an attempt (its id); refuses a second one, one during an unlock, or a lost
+    /// session.
     #[allow(clippy::type_complexity)]
-    fn begin(&self, done: Done) -> Result<(), (Done, Error)> {
-        if self.0.state.borrow().attempt.is_some() {
-            let e =
-                EtcdError::new(Code::FailedPrecondition, "a lock is already in progress", "lock");
+    fn begin(&self, done: Done) -> Result<u64, (Done, Error)> {
+        let busy = {
+            let s = self.0.state.borrow();
+            match (s.attempt.is_some(), s.releasing) {
+                (true, _) => Some("a lock is already in progress"),
+                (_, true) => Some("an unlock is in progress"),
+                _ => None,
+            }
+        };
+        if let Some(why) = busy {
+            let e = EtcdError::new(Code::FailedPrecondition, why, "lock");
             return Err((done, e.into()));
         }
         if let Some(lost) = self.0.session.lost() {
@@ -262,9 +238,11 @@ impl Mutex {
                 Mutex(inner).finish(Err(Error::SessionLost(lost)));
             }
         }));
-        let attempt = Attempt { done: Some(done), wait: None, listener, cancelled: false };
-        self.0.state.borrow_mut().attempt = Some(attempt);
-        Ok(())
+        let mut s = self.0.state.borrow_mut();
+        s.attempts += 1;
+        let id = s.attempts;
+        s.attempt = Some(Attempt { id, done: Some(done), wait: None, listener, cancelled: false });
+        Ok(id)
     }
 
     /// Go's `tryAcquire`: puts the key unless it exists, and reads the queue's head in the
@@ -323,8 +301,8 @@ impl Mutex {
             this.client().get(key, GetOptions::new(), move |res| match res {
                 Err(e) => t.abandon(e.into()),
                 Ok(resp) if resp.kvs.is_empty() => {
-                    let lost = t.0.session.lost().unwrap_or(super::Lost::Expired);
-                    t.finish(Err(Error::SessionLost(lost)))
+                    // The key went with the lease, before the keepalive could tell.
+                    t.finish(Err(Error::SessionLost(t.0.session.gone_now())))
                 }
                 Ok(resp) => {
                     t.0.state.borrow_mut().header = resp.header;
@@ -342,18 +320,23 @@ impl Mutex {
     fn abandon(&self, error: Error) {
         let key = self.key();
         let this = self.clone();
-        self.client().delete(key, DeleteOptions::new(), move |_| {
-            this.forget_key();
+        self.client().delete(key, DeleteOptions::new(), move |res| {
+            // A failed delete keeps the key known: `unlock` can still remove it.
+            if res.is_ok() {
+                this.forget_key();
+            }
             this.finish(Err(error));
         });
     }
 
-    /// `cancel` of a lock's [`Wait`]: ends the wait for the keys ahead (which deletes the
-    /// key and reports `CANCELLED`), or marks the attempt for when its Txn answers.
-    fn cancel(&self) {
+    /// `cancel` of attempt `id`'s [`Wait`]: ends the wait for the keys ahead (which deletes
+    /// the key and reports `CANCELLED`), or marks the attempt for when its Txn answers.
+    fn cancel(&self, id: u64) {
         let wait = {
             let mut s = self.0.state.borrow_mut();
-            let Some(a) = s.attempt.as_mut().filter(|a| !a.cancelled) else { return };
+            let Some(a) = s.attempt.as_mut().filter(|a| a.id == id && !a.cancelled) else {
+                return;
+            };
             a.cancelled = true;
             a.wait.take()
         };
@@ -373,7 +356,8 @@ impl Mutex {
             w.cancel();
         }
         if attempt.cancelled && result.is_ok() {
-            // Cancelled while the Txn that made it the holder was on its way: undo.
+            // Cancelled while the Txn that made it the holder was on its way: the attempt
+            // goes back in place while its key is deleted, then ends as cancelled.
             let error = EtcdError::new(Code::Cancelled, "lock cancelled", "lock").into();
             self.0.state.borrow_mut().attempt = Some(attempt);
             return self.abandon(error);

@@ -59,7 +59,8 @@ impl SessionOptions {
 /// (etcd no longer knows it and its last granted TTL had passed), was revoked by someone
 /// else (it vanished before its TTL ran out), or the keepalive gave up (its stream could not
 /// be re-opened, or the client was closed). [`orphan`](Session::orphan) and
-/// [`close`](Session::close) end it on purpose and report nothing.
+/// [`close`](Session::close) end it on purpose and report nothing; so does dropping the
+/// last clone (the lease then expires after its TTL).
 ///
 /// [`Mutex`]: super::Mutex
 /// [`Election`]: super::Election
@@ -102,6 +103,16 @@ impl std::fmt::Debug for Session {
 
 /// Listener id of the user's `on_lost` callback (the recipes' ids start at 1).
 const USER: u64 = 0;
+
+impl Drop for Shared {
+    /// The last clone is gone (no mutex or election holds one either): nobody can use the
+    /// lease any more, so its keepalive stops and it expires after its TTL (as `orphan`).
+    fn drop(&mut self) {
+        if let State::Alive { keepalive: Some(k), .. } = &*self.state.borrow() {
+            k.cancel(|_| ());
+        }
+    }
+}
 
 impl Session {
     /// Grants a lease (or adopts the one in `options`) and keeps it alive; `done` receives
@@ -181,6 +192,12 @@ impl Session {
         self.lose(lost);
     }
 
+    /// Why the lease would be gone if etcd no longer knew it now (for a recipe that finds
+    /// its key gone before the keepalive tells): the session's loss if already known.
+    pub(crate) fn gone_now(&self) -> Lost {
+        self.lost().unwrap_or_else(|| self.gone(Instant::now()))
+    }
+
     /// Why a lease etcd no longer knows is gone, as of `now`.
     fn gone(&self, now: Instant) -> Lost {
         match &*self.0.state.borrow() {
@@ -253,7 +270,8 @@ impl Session {
 
     /// Stops the keepalive without revoking the lease, which then expires after its TTL
     /// (Go's `Orphan`): for handing the lease to another process, or when revoking cannot
-    /// work. `on_lost` is not called.
+    /// work. `on_lost` is not called; a lock or campaign still waiting on the session ends
+    /// with [`Lost::Closed`] (its key is left to expire with the lease).
     pub fn orphan(&self) {
         let previous = std::mem::replace(&mut *self.0.state.borrow_mut(), State::Ended);
         match previous {
@@ -264,7 +282,12 @@ impl Session {
             }
             other => *self.0.state.borrow_mut() = other,
         }
-        self.0.listeners.borrow_mut().clear();
+        let listeners: Vec<_> = self.0.listeners.borrow_mut().drain(..).collect();
+        for (id, listener) in listeners {
+            if id != USER {
+                listener(Lost::Closed);
+            }
+        }
     }
 
     /// Orphans the session and revokes its lease, deleting every key attached to it (Go's

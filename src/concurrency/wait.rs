@@ -11,7 +11,8 @@
 //!        │ one key K, at revision R
 //!        ▼
 //!   Watch(K from R) ──DELETE──► Get again
-//!        └──error──► done(error)
+//!        ├──compacted (after a reconnect)──► Get again
+//!        └──other error──► done(error)
 //! ```
 
 use crate::client::Client;
@@ -25,6 +26,43 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 type Done = Box<dyn FnOnce(Result<(), EtcdError>)>;
+
+/// A `lock` or `campaign` that waits for its turn; [`cancel`](Wait::cancel) ends it.
+#[derive(Clone)]
+pub struct Wait(Option<Rc<dyn Fn()>>);
+
+impl Wait {
+    /// A handle whose `cancel` runs `cancel`.
+    pub(crate) fn new(cancel: impl Fn() + 'static) -> Wait {
+        Wait(Some(Rc::new(cancel)))
+    }
+
+    /// A handle for a call refused at once: nothing to cancel.
+    pub(crate) fn none() -> Wait {
+        Wait(None)
+    }
+
+    /// Stops waiting: the key put for the wait is deleted and the callback receives
+    /// `CANCELLED` (on a later turn). Nothing happens once the callback ran, nor to a later
+    /// lock or campaign of the same recipe.
+    pub fn cancel(&self) {
+        if let Some(cancel) = &self.0 {
+            cancel()
+        }
+    }
+}
+
+impl std::fmt::Debug for Wait {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wait").finish_non_exhaustive()
+    }
+}
+
+/// Runs `f` on the client's next turn: a recipe never calls back from inside the call
+/// that was given the callback.
+pub(crate) fn later(client: &Client, f: impl FnOnce() + 'static) {
+    client.with_core(|c| c.defer(Box::new(f)));
+}
 
 /// A wait in progress; [`cancel`](Waiting::cancel) ends it.
 #[derive(Clone)]
@@ -111,6 +149,12 @@ impl Waiting {
         let this = self.clone();
         let options = WatchOptions::new().start_revision(revision);
         let watch = client.watch(key, options, move |res| match res {
+            // The watch re-opened after a reconnect from a revision since compacted: the
+            // queue is read again (a read is safe to repeat), and the wait goes on.
+            Err(e) if e.compact_revision().is_some() && this.0.borrow().done.is_some() => {
+                this.0.borrow_mut().watch = None;
+                this.look();
+            }
             Err(e) => this.finish(Err(e)),
             Ok(resp) => {
                 let deleted = resp.events.iter().any(|e| e.r#type() == EventType::Delete);
