@@ -450,7 +450,8 @@ fn cancel_racing_the_txn_and_reentrant_calls_from_on_lost() {
         if let Some(o) = ob.borrow().as_ref() {
             o.cancel();
         }
-        eb2.resign(|_| ());
+        // (Not resign: that would end b's campaign, which must still wait here.)
+        eb2.leader(|_| ());
     }));
     drive_until(&all, LIMIT, || {
         keys(&checker, "pr/").len() == 2 && keys(&checker, "pe/").len() == 2
