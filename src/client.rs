@@ -390,6 +390,18 @@ impl Client {
         f(&mut self.inner.core.borrow_mut().core)
     }
 
+    /// Runs `work` on a turn `delay` from now (the recipes' backoffs); until it fired or
+    /// was disarmed the client is not idle, so `run()` keeps turning. Returns the key for
+    /// [`disarm`](Self::disarm). `close()` disarms every alarm.
+    pub(crate) fn after(&self, delay: Duration, work: impl FnOnce() + 'static) -> u64 {
+        self.with_core(|c| c.alarm(delay, Box::new(work)))
+    }
+
+    /// Disarms an alarm of [`after`](Self::after); its work is dropped uncalled.
+    pub(crate) fn disarm(&self, key: u64) {
+        self.with_core(|c| c.disarm(key));
+    }
+
     /// Starts unary call `R` with `request`; `callback` gets the decoded response.
     pub(crate) fn call<R: Rpc>(
         &self,

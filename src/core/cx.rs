@@ -48,6 +48,8 @@ pub(crate) enum Timer {
     Health,
     /// The next endpoint auto-sync is due.
     Sync,
+    /// A recipe's alarm (see `alarms.rs`).
+    Alarm(super::alarms::AlarmKey),
 }
 
 /// What the client must run, in order.

@@ -30,6 +30,7 @@
 //! Commands (start a call, a watch, a keepalive; cancel; close) may come at any time
 //! between turns. Nothing is ever delivered from inside the command that caused it.
 
+mod alarms;
 mod auth;
 mod calls;
 pub(crate) mod cx;
@@ -161,6 +162,7 @@ pub(crate) struct Core {
     health: Health,
     sync: sync::Sync,
     ordering: ordering::Ordering,
+    alarms: alarms::Alarms,
 }
 
 impl Core {
@@ -196,6 +198,7 @@ impl Core {
             health,
             sync,
             ordering: ordering::Ordering::new(cfg.ordering),
+            alarms: alarms::Alarms::default(),
             cx,
         }
     }
@@ -323,7 +326,10 @@ impl Core {
 
     /// Whether nothing is pending: no unary call, no live stream, no undelivered event.
     pub(crate) fn is_idle(&self) -> bool {
-        self.calls.unary() == 0 && self.streams.is_empty() && self.cx.events.is_empty()
+        self.calls.unary() == 0
+            && self.streams.is_empty()
+            && self.cx.events.is_empty()
+            && self.alarms.is_empty()
     }
 
     // ===== commands: calls =====
@@ -383,6 +389,16 @@ impl Core {
     /// Queues `work` to run on the next turn (never from inside the current operation).
     pub(crate) fn defer(&mut self, work: Box<dyn FnOnce()>) {
         self.cx.emit(Event::Local(work));
+    }
+
+    /// Queues `work` to run `delay` from now; until then the core is not idle.
+    pub(crate) fn alarm(&mut self, delay: Duration, work: Box<dyn FnOnce()>) -> alarms::AlarmKey {
+        self.alarms.arm(delay, work, &mut self.cx)
+    }
+
+    /// Disarms an alarm that has not fired: its work is dropped uncalled.
+    pub(crate) fn disarm(&mut self, key: alarms::AlarmKey) {
+        self.alarms.disarm(key, &mut self.cx);
     }
 
     /// The endpoints to use from now on (see `Link::set_endpoints`).
@@ -587,6 +603,7 @@ impl Core {
         self.link.close(&mut self.cx);
         self.health.stop(&mut self.cx);
         self.sync.stop(&mut self.cx);
+        self.alarms.clear(&mut self.cx);
         out
     }
 
@@ -1022,6 +1039,11 @@ impl Core {
                     let path = <cluster_rpc::MemberList as Rpc>::PATH;
                     let kind = CallKind::Sync { response: None };
                     self.add_call(path, "auto_sync", kind, body, Some(self.timeout));
+                }
+            }
+            Timer::Alarm(key) => {
+                if let Some(work) = self.alarms.fired(key) {
+                    self.cx.emit(Event::Local(work));
                 }
             }
             Timer::Health => {

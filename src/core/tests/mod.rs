@@ -11,6 +11,7 @@
 //! PINGs), [`auth`], [`streams`] (watch, keepalive, observe: re-open and give-up; close),
 //! [`health`], [`retry`] (the retry policy of unary calls and their own deadlines).
 
+mod alarms;
 mod auth;
 mod calls;
 mod health;
