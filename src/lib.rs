@@ -65,6 +65,7 @@ mod config;
 mod core;
 mod endpoint;
 mod error;
+pub mod gojson;
 mod grpc;
 mod h2io;
 mod handle;

@@ -197,7 +197,10 @@ fn get_paged_through_a_view() {
         pg.borrow_mut().push(r.map(|r| r.kvs.len()).map_err(|e| e.code()))
     });
     c.run();
-    assert_eq!(*pages.borrow(), [Ok(10), Ok(10), Ok(5)]);
+    // Pages of 10 through Range (etcd < 3.7); etcd 3.7's RangeStream chunks as it likes.
+    let got = pages.borrow().clone();
+    assert!(got.len() >= 2 && got[0] == Ok(10), "{got:?}");
+    assert_eq!(got.iter().map(|p| p.unwrap()).sum::<usize>(), 25, "{got:?}");
     assert!(c.is_idle());
 
     let pages: Rc<RefCell<Vec<Result<usize, Code>>>> = Rc::default();
@@ -209,7 +212,12 @@ fn get_paged_through_a_view() {
         }
     });
     c.run();
-    assert_eq!(*pages.borrow(), [Ok(10), Err(Code::Cancelled)]);
+    // Cancelled once after the first page, unless the rest had already arrived (a stream's
+    // last chunk can be in hand when the close comes).
+    let got = pages.borrow().clone();
+    let complete =
+        got.iter().all(|p| p.is_ok()) && got.iter().map(|p| p.unwrap()).sum::<usize>() == 25;
+    assert!(got == [Ok(10), Err(Code::Cancelled)] || complete, "{got:?}");
     assert!(c.is_idle());
 }
 

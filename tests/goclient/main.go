@@ -65,6 +65,7 @@
 //	endpoints_list   target -> endpoints {key: {addr, metadata}}
 //	endpoints_watch  target: background Manager.NewWatchChannel; events "update"
 //	                 (op add|delete, key, addr, metadata)
+//	json_marshal     json [use_number] | string_hex -> bytes_hex: json.Marshal's output (json.go)
 //
 // "session", "mutex" and "election" fields name the id of the command that created the
 // object. With "namespace", put/get/delete/watch go through namespace.NewKV/NewWatcher, so
@@ -136,6 +137,11 @@ type command struct {
 	Target   string          `json:"target"`
 	Addr     string          `json:"addr"`
 	Metadata json.RawMessage `json:"metadata"`
+
+	// json_marshal: JSON text, or (when present) hex of a Go string's raw bytes.
+	JSON      string  `json:"json"`
+	UseNumber bool    `json:"use_number"`
+	StringHex *string `json:"string_hex"`
 }
 
 // background is a running background command.
