@@ -62,6 +62,7 @@ mod call_options;
 mod client;
 pub mod concurrency;
 mod config;
+pub mod config_source;
 mod core;
 mod endpoint;
 mod error;
