@@ -75,6 +75,7 @@ mod namespace;
 pub mod ops;
 pub mod pb;
 mod reactor;
+pub mod registry;
 mod sockopt;
 mod timer;
 #[cfg(feature = "tls")]

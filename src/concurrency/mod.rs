@@ -17,4 +17,5 @@ pub use error::{Error, Lost};
 pub use mutex::Mutex;
 pub use session::{Session, SessionOptions};
 pub use stm::{stm, stm_with, Isolation, Miss, Stm, StmOptions, Stop};
+pub(crate) use wait::later;
 pub use wait::Wait;
