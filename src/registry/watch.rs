@@ -47,8 +47,9 @@ pub enum ServiceEvent {
     Removed(Endpoint),
     /// A key's value is not an endpoint: skipped (as Go's manager skips it).
     Invalid(Invalid),
-    /// Listing the service failed; it is tried again after a backoff. The set delivered so
-    /// far stays as it was until then.
+    /// Listing or watching the service failed; it is listed again after a backoff (the set
+    /// delivered so far stands until then). `CANCELLED` (the client was closed) is the last
+    /// event.
     Error(EtcdError),
 }
 
@@ -190,20 +191,7 @@ fn listed(state: &Rc<RefCell<State>>, res: Result<RangeResponse, EtcdError>) {
     }
     let resp = match res {
         Ok(resp) => resp,
-        Err(e) => {
-            let (client, delay) = {
-                let mut s = state.borrow_mut();
-                s.failures += 1;
-                (s.client.clone(), backoff(s.failures))
-            };
-            let st = state.clone();
-            let alarm = client.after(delay, move || {
-                st.borrow_mut().alarm = None;
-                list(&st);
-            });
-            state.borrow_mut().alarm = Some(alarm);
-            return tell(state, vec![ServiceEvent::Error(e)]);
-        }
+        Err(e) => return retry(state, e),
     };
     let revision = resp.header.as_ref().map_or(0, |h| h.revision);
     let events = {
@@ -323,22 +311,36 @@ fn watched(state: &Rc<RefCell<State>>, res: Result<WatchResponse, EtcdError>) {
                     list(state);
                     return;
                 }
-                let (client, delay) = {
-                    let mut s = state.borrow_mut();
-                    s.failures += 1;
-                    (s.client.clone(), backoff(s.failures))
-                };
-                let st = state.clone();
-                let alarm = client.after(delay, move || {
-                    st.borrow_mut().alarm = None;
-                    list(&st);
-                });
-                state.borrow_mut().alarm = Some(alarm);
-                vec![ServiceEvent::Error(e)]
+                return retry(state, e);
             }
         }
     };
     tell(state, events);
+}
+
+/// Listing or watching failed: tell, then list again after a backoff, unless the client
+/// was closed (`CANCELLED`): then that error is the last event.
+fn retry(state: &Rc<RefCell<State>>, error: EtcdError) {
+    let closed = error.code() == Code::Cancelled;
+    if !closed {
+        let (client, delay) = {
+            let mut s = state.borrow_mut();
+            s.failures += 1;
+            (s.client.clone(), backoff(s.failures))
+        };
+        let st = state.clone();
+        let alarm = client.after(delay, move || {
+            st.borrow_mut().alarm = None;
+            list(&st);
+        });
+        state.borrow_mut().alarm = Some(alarm);
+    }
+    tell(state, vec![ServiceEvent::Error(error)]);
+    if closed {
+        let mut s = state.borrow_mut();
+        s.cancelled = true;
+        s.callback = None;
+    }
 }
 
 /// Delivers `events` with nothing borrowed; stops if the callback cancels the watch.
