@@ -249,6 +249,28 @@ impl Client {
         }
     }
 
+    /// A snapshot of this client: the endpoint in use and the link's state since when, the
+    /// latest connect failures, the live watches, keepalives and observers, the unary calls
+    /// pending, and the authentication state (never the password or the token). See
+    /// [`ClientInfo`](crate::ClientInfo).
+    ///
+    /// Views made with [`with`](Client::with) and [`namespaced`](Client::namespaced) report
+    /// the client they share; a [`member`](Client::member) view reports its own link to its
+    /// member (idle when it has no work). Cheap enough for a status page; it never touches
+    /// the connection, and may be called from inside a callback.
+    ///
+    /// ```no_run
+    /// # let client = evetcd::Client::new(evetcd::Config::new()).unwrap();
+    /// let info = client.info();
+    /// println!("{:?} to {:?} for {:?}", info.state, info.endpoint, info.since.elapsed());
+    /// for f in &info.connect_failures {
+    ///     println!("{} failed {:?} ago: {}", f.endpoint, f.at.elapsed(), f.error);
+    /// }
+    /// ```
+    pub fn info(&self) -> crate::ClientInfo {
+        self.inner.core.borrow().core.info()
+    }
+
     /// Whether no operation is pending (member views' included).
     pub fn is_idle(&self) -> bool {
         if let Some(host) = self.host() {

@@ -70,6 +70,7 @@ pub mod gojson;
 mod grpc;
 mod h2io;
 mod handle;
+mod info;
 mod member;
 mod namespace;
 pub mod ops;
@@ -89,6 +90,7 @@ pub use config::{
 };
 pub use error::{Code, EtcdError};
 pub use handle::{Keepalive, Observe, Pending, StreamOptions, Watch};
+pub use info::{AuthState, ClientInfo, ConnectFailure, LinkState};
 pub use ops::auth::PermissionType;
 pub use ops::kv::{
     prefix_range_end, CompactOptions, DeleteOptions, GetOptions, PutOptions, SortOrder, SortTarget,

@@ -14,6 +14,7 @@ use super::failure::{decide, Cause, Decision, Policy, Subject};
 use super::registry::CallKey;
 use crate::error::Code;
 use crate::grpc::codec;
+use crate::info::AuthState;
 use crate::pb::etcdserverpb::{AuthenticateRequest, AuthenticateResponse};
 use crate::timer::TimerKey;
 use bytes::Bytes;
@@ -54,6 +55,8 @@ pub(crate) struct Auth {
     epoch: u64,
     /// Passing Authenticate failures in a row.
     failures: u32,
+    /// Why the last Authenticate failed for good, until one succeeds (for `Client::info`).
+    failed: Option<String>,
 }
 
 impl Auth {
@@ -84,12 +87,28 @@ impl Auth {
     pub(crate) fn set(&mut self, token: HeaderValue, user: String, password: String) {
         self.store(Some(token));
         self.credentials = Some((user, password));
+        self.failed = None;
     }
 
     /// Forgets the token and the credentials (auth was turned off).
     pub(crate) fn clear(&mut self) {
         self.token = None;
         self.credentials = None;
+        self.failed = None;
+    }
+
+    /// The state `Client::info` reports: never the password or the token.
+    pub(crate) fn info(&self) -> AuthState {
+        let user = self.credentials.as_ref().map(|(user, _)| user.clone());
+        match (self.gate, user, &self.failed) {
+            (Gate::Authenticating(_) | Gate::Backoff(_), Some(user), _) => {
+                AuthState::Authenticating { user }
+            }
+            (_, Some(user), Some(message)) => AuthState::Failed { user, message: message.clone() },
+            (_, user, _) if self.token.is_some() => AuthState::Authenticated { user },
+            (_, Some(user), _) => AuthState::Unauthenticated { user },
+            (_, None, _) => AuthState::None,
+        }
     }
 
     /// The one place the token changes.
@@ -143,6 +162,7 @@ impl Auth {
             Ok(token) => {
                 self.store(Some(token));
                 self.failures = 0;
+                self.failed = None;
                 return AuthOutcome::Proceed;
             }
             Err(e) => e,
@@ -151,6 +171,7 @@ impl Auth {
             // The server has auth off: nothing to authenticate, and no token to send.
             self.store(None);
             self.failures = 0;
+            self.failed = None;
             return AuthOutcome::Proceed;
         }
         let subject = Subject::Auth { failures: self.failures, link_up };
@@ -170,7 +191,9 @@ impl Auth {
             }
             _ => {
                 self.failures = 0;
-                AuthOutcome::Fail(code, format!("authentication failed: {msg}"))
+                let msg = format!("authentication failed: {msg}");
+                self.failed = Some(msg.clone());
+                AuthOutcome::Fail(code, msg)
             }
         }
     }

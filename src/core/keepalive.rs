@@ -54,7 +54,7 @@ impl Keepalives {
         !self.entries.is_empty()
     }
 
-    #[cfg(test)]
+    /// How many keepalives are live.
     pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }

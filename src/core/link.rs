@@ -28,9 +28,10 @@
 use super::cx::{Cx, Timer};
 use crate::endpoint::Endpoint;
 use crate::h2io::{Transport, Wakers};
+use crate::info::{ConnectFailure, LinkState, CONNECT_FAILURES_KEPT};
 use crate::timer::TimerKey;
 use std::collections::VecDeque;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// What the IO layer must do for the link.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,6 +89,8 @@ pub(crate) struct Lost {
     /// A connection attempt failed and every endpoint failed in a row: the waiting calls
     /// give up. (Otherwise they wait for the next endpoint.)
     pub(crate) every_endpoint_failed: bool,
+    /// It was refused before the server spoke (see [`Link::refused`]).
+    pub(crate) refused: bool,
 }
 
 /// One connection and its endpoint rotation (see the module diagram).
@@ -117,10 +120,19 @@ pub(crate) struct Link {
     restart_at_first: bool,
     ping: Ping,
     commands: VecDeque<LinkCommand>,
+    /// When the link entered its [`LinkState`] (see [`info`](Self::info)).
+    since: Instant,
+    /// The endpoint of the latest connection attempt, kept once it ends (unlike `endpoint`,
+    /// it still names it after the list changed under the link).
+    peer: Option<Endpoint>,
+    /// The latest failed connection attempts, oldest first (at most
+    /// `CONNECT_FAILURES_KEPT`).
+    failures: VecDeque<ConnectFailure>,
 }
 
 impl Link {
-    pub(crate) fn new(cfg: LinkConfig) -> Link {
+    /// A link with no connection yet, since `now`.
+    pub(crate) fn new(cfg: LinkConfig, now: Instant) -> Link {
         Link {
             cfg,
             state: State::Down,
@@ -135,6 +147,9 @@ impl Link {
             restart_at_first: false,
             ping: Ping::Off,
             commands: VecDeque::new(),
+            since: now,
+            peer: None,
+            failures: VecDeque::new(),
         }
     }
 
@@ -189,6 +204,39 @@ impl Link {
         self.draining.as_deref()
     }
 
+    /// Its state as `Client::info` reports it, and since when.
+    pub(crate) fn info(&self) -> (LinkState, Instant) {
+        let state = match &self.state {
+            State::Down => LinkState::Idle,
+            State::Connecting(_) if self.handshaking => LinkState::Handshaking,
+            State::Connecting(_) => LinkState::Connecting,
+            State::Up(_) if self.draining.is_some() => LinkState::Draining,
+            State::Up(_) => LinkState::Connected,
+        };
+        (state, self.since)
+    }
+
+    /// The endpoint of the latest connection attempt: the link's, while there is one.
+    pub(crate) fn peer(&self) -> Option<&Endpoint> {
+        self.peer.as_ref()
+    }
+
+    /// The latest failed connection attempts, oldest first.
+    pub(crate) fn connect_failures(&self) -> impl Iterator<Item = &ConnectFailure> {
+        self.failures.iter()
+    }
+
+    /// Keeps the latest connection attempt as failed with `error`, forgetting the oldest
+    /// beyond `CONNECT_FAILURES_KEPT`.
+    pub(crate) fn record_failure(&mut self, error: &str, at: Instant) {
+        let Some(endpoint) = &self.peer else { return };
+        if self.failures.len() == CONNECT_FAILURES_KEPT {
+            self.failures.pop_front();
+        }
+        let (endpoint, error) = (endpoint.to_string(), error.to_string());
+        self.failures.push_back(ConnectFailure { endpoint, error, at });
+    }
+
     /// The h2 connection, while up.
     pub(crate) fn transport(&mut self) -> Option<&mut Transport> {
         match &mut self.state {
@@ -216,21 +264,27 @@ impl Link {
 
     // ===== transitions =====
 
-    /// Down → Connecting: asks the IO layer to connect to the endpoint in use.
-    pub(crate) fn connect(&mut self) {
+    /// Down → Connecting at `now`: asks the IO layer to connect to the endpoint in use.
+    pub(crate) fn connect(&mut self, now: Instant) {
         if !self.is_down() {
             return;
         }
         self.state = State::Connecting(None);
+        self.since = now;
         self.handshaking = false;
         self.attempted = self.endpoint;
+        self.peer = Some(self.endpoint().clone());
         let keepalive = self.cfg.keepalive_time.map(|t| (t, self.cfg.keepalive_timeout));
         self.commands
             .push_back(LinkCommand::Connect { endpoint: self.endpoint().clone(), keepalive });
     }
 
-    /// The TLS handshake started: the connect timeout goes on, and its message says so.
-    pub(crate) fn handshaking(&mut self) {
+    /// The TLS handshake started at `now`: the connect timeout goes on, and its message
+    /// says so.
+    pub(crate) fn handshaking(&mut self, now: Instant) {
+        if self.is_connecting() && !self.handshaking {
+            self.since = now;
+        }
         self.handshaking = self.is_connecting();
     }
 
@@ -243,6 +297,7 @@ impl Link {
         }
         let t = Transport::handshake(wakers).map_err(|e| format!("http2: {e}"))?;
         self.state = State::Up(Box::new(t));
+        self.since = cx.now;
         self.connect_failures = 0;
         self.schedule_ping(cx);
         Ok(true)
@@ -275,20 +330,21 @@ impl Link {
         Some(format!("{stage} {} timed out after {:?}", self.endpoint(), self.cfg.connect_timeout))
     }
 
-    /// The link takes no new streams from now on, and ends once its calls with a deadline
+    /// The link takes no new streams from `now` on, and ends once its calls with a deadline
     /// are done; the next endpoint is used then.
-    pub(crate) fn start_drain(&mut self, why: String) {
+    pub(crate) fn start_drain(&mut self, why: String, now: Instant) {
         if self.is_up() && self.draining.is_none() {
             self.draining = Some(why);
+            self.since = now;
         }
     }
 
     /// The member in use is unfit (`why`): drain so the next endpoint takes over. With one
     /// endpoint there is no other to move to, and dropping the link would only reset every
     /// stream on it.
-    pub(crate) fn leave(&mut self, why: String) {
+    pub(crate) fn leave(&mut self, why: String, now: Instant) {
         if self.cfg.endpoints.len() > 1 {
-            self.start_drain(why);
+            self.start_drain(why, now);
         }
     }
 
@@ -317,6 +373,7 @@ impl Link {
             }
             State::Down => (false, 0),
         };
+        self.since = cx.now;
         self.error = None;
         self.draining = None;
         self.generation += 1;
@@ -334,13 +391,14 @@ impl Link {
                 every_endpoint_failed = true;
             }
         }
-        Lost { generation, was_up, sent, every_endpoint_failed }
+        Lost { generation, was_up, sent, every_endpoint_failed, refused }
     }
 
     /// The endpoints in use from now on (not empty). The link in use carries on if its
     /// endpoint is in the new list; otherwise it drains (its calls with a deadline finish
-    /// there) and the next link goes to the first new endpoint. Whether the list changed.
-    pub(crate) fn set_endpoints(&mut self, endpoints: Vec<Endpoint>) -> bool {
+    /// there, from `now`) and the next link goes to the first new endpoint. Whether the list
+    /// changed.
+    pub(crate) fn set_endpoints(&mut self, endpoints: Vec<Endpoint>, now: Instant) -> bool {
         if endpoints.is_empty() || endpoints == self.cfg.endpoints {
             return false;
         }
@@ -354,7 +412,7 @@ impl Link {
                 // The next link starts at the new list's first endpoint.
                 self.endpoint = self.endpoint.min(self.cfg.endpoints.len() - 1);
                 self.restart_at_first = true;
-                self.start_drain(format!("{current} is no longer an endpoint"));
+                self.start_drain(format!("{current} is no longer an endpoint"), now);
             }
         }
         true
@@ -373,8 +431,15 @@ impl Link {
 
     /// The client closed: down at once, without rotating.
     pub(crate) fn close(&mut self, cx: &mut Cx) {
-        if let State::Connecting(Some(timer)) = std::mem::replace(&mut self.state, State::Down) {
-            cx.cancel(timer);
+        match std::mem::replace(&mut self.state, State::Down) {
+            State::Down => {}
+            State::Connecting(timer) => {
+                if let Some(timer) = timer {
+                    cx.cancel(timer);
+                }
+                self.since = cx.now;
+            }
+            State::Up(_) => self.since = cx.now,
         }
         self.error = None;
         self.draining = None;
@@ -462,7 +527,8 @@ mod tests {
             keepalive_time: Some(Duration::from_secs(5)),
             keepalive_timeout: Duration::from_secs(2),
         };
-        (Link::new(cfg), Cx::new(Instant::now(), 1), Wakers::default())
+        let now = Instant::now();
+        (Link::new(cfg, now), Cx::new(now, 1), Wakers::default())
     }
 
     fn connect_target(l: &mut Link, cx: &mut Cx) -> String {
@@ -475,25 +541,25 @@ mod tests {
     #[test]
     fn failed_attempts_rotate_and_give_up_once_every_endpoint_failed() {
         let (mut l, mut cx, _) = link(2);
-        l.connect();
+        l.connect(cx.now);
         assert_eq!(connect_target(&mut l, &mut cx), "127.0.0.1:2379");
         let lost = l.lost(&mut cx);
         assert!(!lost.was_up && !lost.every_endpoint_failed);
         assert_eq!(l.poll_command(&mut cx), Some(LinkCommand::Close));
-        l.connect();
+        l.connect(cx.now);
         assert_eq!(connect_target(&mut l, &mut cx), "127.0.0.1:2380");
         assert!(l.lost(&mut cx).every_endpoint_failed);
         assert_eq!(l.poll_command(&mut cx), Some(LinkCommand::Close));
-        l.connect();
+        l.connect(cx.now);
         assert_eq!(connect_target(&mut l, &mut cx), "127.0.0.1:2379", "a new round");
     }
 
     #[test]
     fn the_connect_timer_names_the_stage_and_ignores_older_links() {
         let (mut l, mut cx, _) = link(1);
-        l.connect();
+        l.connect(cx.now);
         let g = l.generation();
-        l.handshaking();
+        l.handshaking(cx.now);
         let msg = l.connect_timed_out(g).unwrap();
         assert!(msg.starts_with("TLS handshake with 127.0.0.1:2379 timed out"), "{msg}");
         l.lost(&mut cx);
@@ -503,7 +569,7 @@ mod tests {
     #[test]
     fn a_link_refused_before_the_server_spoke_counts_nothing_as_sent() {
         let (mut l, mut cx, w) = link(2);
-        l.connect();
+        l.connect(cx.now);
         assert_eq!(l.connected(&w, &mut cx), Ok(true));
         assert!(l.transport().unwrap().take_output().is_some(), "the preface");
         l.refused("alert");
@@ -515,14 +581,14 @@ mod tests {
     #[test]
     fn draining_needs_another_endpoint_to_leave_for() {
         let (mut one, mut cx, w) = link(1);
-        one.connect();
+        one.connect(cx.now);
         one.connected(&w, &mut cx).unwrap();
-        one.leave("unhealthy".into());
+        one.leave("unhealthy".into(), cx.now);
         assert!(one.takes_streams(), "nowhere to go");
         let (mut two, mut cx, w) = link(2);
-        two.connect();
+        two.connect(cx.now);
         two.connected(&w, &mut cx).unwrap();
-        two.leave("unhealthy".into());
+        two.leave("unhealthy".into(), cx.now);
         assert_eq!(two.draining(), Some("unhealthy"));
         assert!(!two.takes_streams());
     }
@@ -530,7 +596,7 @@ mod tests {
     #[test]
     fn a_ping_goes_out_only_while_busy_and_times_out_unanswered() {
         let (mut l, mut cx, w) = link(1);
-        l.connect();
+        l.connect(cx.now);
         l.connected(&w, &mut cx).unwrap();
         let g = l.generation();
         assert!(!l.ping_due(g, false, &mut cx), "idle: no PING");
@@ -547,19 +613,19 @@ mod tests {
             tls: false,
         };
         let (mut l, mut cx, w) = link(2);
-        l.connect();
+        l.connect(cx.now);
         assert_eq!(connect_target(&mut l, &mut cx), "127.0.0.1:2379");
         l.connected(&w, &mut cx).unwrap();
-        assert!(!l.set_endpoints(l.endpoints().to_vec()), "the same list changes nothing");
-        assert!(!l.set_endpoints(Vec::new()), "an empty list is refused");
-        assert!(l.set_endpoints(vec![at(3000), at(2379)]));
+        assert!(!l.set_endpoints(l.endpoints().to_vec(), cx.now), "the same list changes nothing");
+        assert!(!l.set_endpoints(Vec::new(), cx.now), "an empty list is refused");
+        assert!(l.set_endpoints(vec![at(3000), at(2379)], cx.now));
         assert!(l.takes_streams(), "still listed: the link stays");
         assert_eq!(l.endpoint().to_string(), "127.0.0.1:2379");
-        assert!(l.set_endpoints(vec![at(4000), at(4001)]));
+        assert!(l.set_endpoints(vec![at(4000), at(4001)], cx.now));
         assert!(l.draining().unwrap().contains("no longer an endpoint"));
         l.lost(&mut cx);
         assert_eq!(l.poll_command(&mut cx), Some(LinkCommand::Close));
-        l.connect();
+        l.connect(cx.now);
         assert_eq!(connect_target(&mut l, &mut cx), "127.0.0.1:4000", "the new list's first");
     }
 }

@@ -53,6 +53,7 @@ use crate::grpc::reader::{h2_error, Reader, Step};
 use crate::grpc::{codec, Rpc};
 use crate::h2io::wake::CONNECTION;
 use crate::h2io::{StreamEvent, Wakers};
+use crate::info::{ClientInfo, LinkState};
 use crate::pb::etcdserverpb::{
     auth_rpc, cluster_rpc, lease_rpc, maintenance_rpc, watch_rpc, LeaseKeepAliveResponse,
     WatchCreateRequest, WatchRequest, WatchResponse,
@@ -181,12 +182,15 @@ impl Core {
             retry_attempts: cfg.retry_attempts,
             retry_backoff: cfg.retry_backoff,
             wakers: Wakers::default(),
-            link: Link::new(LinkConfig {
-                endpoints: cfg.endpoints,
-                connect_timeout: cfg.connect_timeout,
-                keepalive_time: cfg.keepalive_time,
-                keepalive_timeout: cfg.keepalive_timeout,
-            }),
+            link: Link::new(
+                LinkConfig {
+                    endpoints: cfg.endpoints,
+                    connect_timeout: cfg.connect_timeout,
+                    keepalive_time: cfg.keepalive_time,
+                    keepalive_timeout: cfg.keepalive_timeout,
+                },
+                now,
+            ),
             calls: Calls::default(),
             auth: Auth::new(cfg.token, cfg.credentials),
             streams: Streams::default(),
@@ -232,7 +236,7 @@ impl Core {
     /// The socket is connected and a TLS handshake started: the connect timeout goes on, and
     /// its message names the handshake.
     pub(crate) fn handle_handshaking(&mut self) {
-        self.link.handshaking();
+        self.link.handshaking(self.cx.now);
     }
 
     /// The connect that [`poll_link`](Self::poll_link) asked for succeeded (after the TLS
@@ -324,6 +328,24 @@ impl Core {
         self.cx.timers.next_deadline()
     }
 
+    /// What `Client::info` reports: the link, the streams, the pending calls, the auth.
+    pub(crate) fn info(&self) -> ClientInfo {
+        let (state, since) = self.link.info();
+        let in_use = self.link.peer().filter(|_| state != LinkState::Idle);
+        ClientInfo {
+            endpoint: in_use.map(Endpoint::to_string),
+            endpoints: self.link.endpoints().iter().map(Endpoint::to_string).collect(),
+            state,
+            since,
+            connect_failures: self.link.connect_failures().cloned().collect(),
+            watches: self.watches.len(),
+            keepalives: self.keepalives.len(),
+            observers: self.observes.len(),
+            pending_calls: self.calls.unary(),
+            auth: self.auth.info(),
+        }
+    }
+
     /// Whether nothing is pending: no unary call, no live stream, no undelivered event.
     pub(crate) fn is_idle(&self) -> bool {
         self.calls.unary() == 0
@@ -403,7 +425,7 @@ impl Core {
 
     /// The endpoints to use from now on (see `Link::set_endpoints`).
     pub(crate) fn set_endpoints(&mut self, endpoints: Vec<Endpoint>) {
-        if self.link.set_endpoints(endpoints) {
+        if self.link.set_endpoints(endpoints, self.cx.now) {
             let names: Vec<String> = self.link.endpoints().iter().map(|e| e.to_string()).collect();
             info!(target: "evetcd", endpoints = ?names, "endpoints changed");
             self.wakers.wake(CONNECTION);
@@ -633,7 +655,7 @@ impl Core {
         }
         if self.link.is_down() {
             match self.calls.any_queued() {
-                true => self.link.connect(),
+                true => self.link.connect(self.cx.now),
                 // The calls that were going round the endpoints are gone: a new round starts.
                 false => self.link.forget_failures(),
             }
@@ -953,6 +975,9 @@ impl Core {
     fn link_lost(&mut self, reason: &str) {
         let endpoint = self.link.endpoint().to_string();
         let lost = self.link.lost(&mut self.cx);
+        if !lost.was_up || lost.refused {
+            self.link.record_failure(reason, self.cx.now);
+        }
         if lost.was_up {
             info!(target: "evetcd", %endpoint, generation = lost.generation, reason, next = %self.link.endpoint(), "link lost");
         } else if lost.every_endpoint_failed {
@@ -979,14 +1004,14 @@ impl Core {
     /// The link takes no new streams and ends once its calls with a deadline are done.
     fn drain(&mut self, why: String) {
         info!(target: "evetcd", endpoint = %self.link.endpoint(), why = %why, "draining the link");
-        self.link.start_drain(why);
+        self.link.start_drain(why, self.cx.now);
         self.wakers.wake(CONNECTION);
     }
 
     /// The member in use is unfit: drain its link so the next endpoint takes over.
     fn leave(&mut self, why: String) {
         info!(target: "evetcd", endpoint = %self.link.endpoint(), why = %why, "leaving the member");
-        self.link.leave(why);
+        self.link.leave(why, self.cx.now);
         self.wakers.wake(CONNECTION);
     }
 

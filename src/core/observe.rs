@@ -54,7 +54,7 @@ pub(crate) struct Observes {
 }
 
 impl Observes {
-    #[cfg(test)]
+    /// How many observers are live.
     pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }

@@ -149,7 +149,7 @@ impl<V, T> Slots<V, T> {
         self.iter().filter(|(_, v)| keep(v)).map(|(k, _)| k).collect()
     }
 
-    #[cfg(test)]
+    /// How many entries there are.
     pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }

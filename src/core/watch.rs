@@ -136,6 +136,11 @@ impl WatchHub {
         self.entries.is_empty()
     }
 
+    /// How many watches are live.
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
     /// Whether a stream is wanted: some watch is live.
     pub(crate) fn wants_stream(&self) -> bool {
         !self.entries.is_empty()

@@ -15,6 +15,7 @@ mod alarms;
 mod auth;
 mod calls;
 mod health;
+mod info;
 mod links;
 mod retry;
 mod streams;
