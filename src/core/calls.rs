@@ -11,6 +11,7 @@
 use super::cx::{Completion, Cx, Shared, Timer};
 use super::failure::MAX_RESENDS;
 use super::registry::{tag, CallKey, ObserveKey, Slots, StreamKey};
+use crate::endpoint::Endpoint;
 use crate::grpc::reader::Reader;
 use crate::h2io::H2Stream;
 use crate::timer::TimerKey;
@@ -74,8 +75,9 @@ pub(crate) enum CallKind {
     Sync { response: Option<Bytes> },
     /// The periodic health check.
     Health {
-        /// The index of the endpoint it was sent to, once sent.
-        sent_to: Option<usize>,
+        /// The endpoint it was sent to, once sent (not an index: the list may change while
+        /// the check is in flight).
+        sent_to: Option<Endpoint>,
         response: Option<Bytes>,
     },
 }

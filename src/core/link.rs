@@ -110,8 +110,6 @@ pub(crate) struct Link {
     draining: Option<String>,
     /// Connection attempts that failed in a row.
     connect_failures: usize,
-    /// The endpoint of the latest connection attempt.
-    attempted: usize,
     /// The latest connection attempt is in its TLS handshake.
     handshaking: bool,
     /// The link was refused before the server spoke.
@@ -141,7 +139,6 @@ impl Link {
             generation: 0,
             draining: None,
             connect_failures: 0,
-            attempted: 0,
             handshaking: false,
             refused: false,
             restart_at_first: false,
@@ -183,15 +180,6 @@ impl Link {
 
     pub(crate) fn endpoint_index(&self) -> usize {
         self.endpoint
-    }
-
-    /// The endpoint of the latest connection attempt.
-    pub(crate) fn attempted(&self) -> usize {
-        self.attempted
-    }
-
-    pub(crate) fn endpoint_name(&self, index: usize) -> String {
-        self.cfg.endpoints[index].to_string()
     }
 
     /// The link's failure, once known (see `error`).
@@ -272,7 +260,6 @@ impl Link {
         self.state = State::Connecting(None);
         self.since = now;
         self.handshaking = false;
-        self.attempted = self.endpoint;
         self.peer = Some(self.endpoint().clone());
         let keepalive = self.cfg.keepalive_time.map(|t| (t, self.cfg.keepalive_timeout));
         self.commands

@@ -725,7 +725,7 @@ impl Core {
                     call.link = generation;
                     call.sent_mark = sent_mark;
                     if let CallKind::Health { sent_to, .. } = &mut call.kind {
-                        *sent_to = Some(endpoint);
+                        *sent_to = Some(self.link.endpoints()[endpoint].clone());
                     }
                     self.wakers.wake(key.index());
                 }
@@ -941,14 +941,18 @@ impl Core {
                 }
             }
             CallKind::Health { sent_to, response } => {
-                let endpoint = sent_to.unwrap_or(self.link.attempted());
-                let name = self.link.endpoint_name(endpoint);
+                let Some(endpoint) = sent_to.or_else(|| self.link.peer().cloned()) else {
+                    return; // never sent, and no link was ever tried
+                };
+                let name = endpoint.to_string();
                 let healthy = self.health.checked(
                     name.clone(),
                     response.filter(|_| result.is_ok()),
                     &mut self.cx,
                 );
-                if !healthy && endpoint == self.link.endpoint_index() {
+                // Leave only the member checked, if it is still the one in use.
+                let in_use = self.link.endpoints().get(self.link.endpoint_index());
+                if !healthy && in_use == Some(&endpoint) {
                     debug!(target: "evetcd", endpoint = %name, "health check failed");
                     self.leave(format!("health check of {name} failed"));
                 }

@@ -2,7 +2,7 @@
 //! after `close` until the next operation.
 
 use super::status;
-use super::world::{config, World};
+use super::world::{config, endpoint, World};
 use super::{RANGE, STATUS};
 use crate::core::link::LinkCommand;
 use crate::core::CoreConfig;
@@ -121,4 +121,33 @@ fn after_close_health_checks_wait_for_the_next_operation() {
     let arrivals: Vec<(u128, &str)> =
         w.arrivals.iter().map(|a| (a.at.as_millis(), a.path.as_str())).collect();
     assert_eq!(arrivals, [(0, RANGE), (1500, RANGE), (2500, STATUS)]);
+}
+
+#[test]
+fn a_health_check_answered_after_its_endpoint_left_the_list_is_told_of_that_endpoint() {
+    // The check goes to the third endpoint; the list then shrinks to the first alone
+    // (set_endpoints or auto-sync): its answer must neither index the new list with the old
+    // position nor make the client leave a member it did not check.
+    let mut w = checked_every_second(&["127.0.0.1:2379", "127.0.0.1:22379", "127.0.0.1:32379"]);
+    w.advance_to(1000);
+    w.connect();
+    w.pump();
+    w.answer_health_check(0); // A unhealthy: the client moves on
+    w.advance_to(2000);
+    w.reconnect("127.0.0.1:22379");
+    w.answer_health_check(0); // B too
+    w.advance_to(3000);
+    w.reconnect("127.0.0.1:32379");
+    let mut calls = w.take_calls();
+    assert_eq!(calls.len(), 1, "the check on C, unanswered for now");
+    w.core.set_endpoints(vec![endpoint("127.0.0.1:2379")]);
+    calls[0].message(status(0));
+    calls[0].trailers(0, "");
+    w.pump();
+    w.collect();
+    // Still unhealthy as reported (verdicts are told on change): nothing new to tell, and
+    // the next link goes to the one endpoint left.
+    assert_eq!(w.health, [(false, "127.0.0.1:2379".to_string())]);
+    w.advance_to(4000);
+    assert_eq!(w.next_connect().as_deref(), Some("127.0.0.1:2379"));
 }
