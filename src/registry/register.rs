@@ -40,7 +40,8 @@ pub enum RegistrationEvent {
         revision: i64,
     },
     /// An attempt failed. `retry_in`: when the next starts; `None`: the registration ended
-    /// (bad input, permission denied, the client closed).
+    /// (bad input or a TTL etcd refuses, permission denied, or `CANCELLED`: the client was
+    /// closed — then the lease is no longer kept alive and expires after its TTL).
     Failed {
         /// Why.
         error: EtcdError,
@@ -268,12 +269,17 @@ fn lost_lease(state: &Rc<RefCell<State>>, id: u64, lost: Lost) {
         s.registered = false;
         s.session = None;
     }
-    // A keepalive cancelled by `close()` of the client: nothing left to register through.
-    let closed = matches!(&lost, Lost::KeepaliveFailed(e) if e.code() == Code::Cancelled);
+    // A keepalive cancelled by `close()` of the client: the registration ends there (the
+    // lease was not lost; it expires unless the program registers again).
+    if let Lost::KeepaliveFailed(e) = &lost {
+        if e.code() == Code::Cancelled {
+            let event = RegistrationEvent::Failed { error: e.clone(), retry_in: None };
+            state.borrow_mut().ended = true;
+            return tell(state, event);
+        }
+    }
     tell(state, RegistrationEvent::Lost(lost));
-    if closed {
-        state.borrow_mut().ended = true;
-    } else if !state.borrow().ended {
+    if !state.borrow().ended {
         attempt(state);
     }
 }
@@ -287,9 +293,19 @@ fn failed(state: &Rc<RefCell<State>>, id: u64, error: EtcdError) {
         }
         s.session = None;
         s.registered = false;
+        // What a retry cannot mend: bad input (a TTL above etcd's maximum is OUT_OF_RANGE,
+        // a value above its request limit INVALID_ARGUMENT), refused credentials or
+        // permissions, a closed client (CANCELLED). A lease gone between grant and put
+        // (NOT_FOUND) is retried.
         let hopeless = matches!(
             error.code(),
-            Code::InvalidArgument | Code::PermissionDenied | Code::Cancelled | Code::Unimplemented
+            Code::InvalidArgument
+                | Code::OutOfRange
+                | Code::FailedPrecondition
+                | Code::PermissionDenied
+                | Code::Unauthenticated
+                | Code::Cancelled
+                | Code::Unimplemented
         );
         if hopeless {
             s.ended = true;

@@ -21,6 +21,7 @@ pub mod goclient;
 pub mod metrics;
 mod net;
 pub mod proxy;
+pub mod registry;
 #[cfg(feature = "tls")]
 pub mod tls_server;
 
