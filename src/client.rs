@@ -5,6 +5,7 @@
 
 use crate::call_options::CallOptions;
 use crate::config::Config;
+pub(crate) use crate::core::alarms::Fired;
 use crate::core::{CallKey, Core, Deadline, Event, StreamItem, StreamKey, UnaryOptions};
 use crate::error::{Code, EtcdError};
 use crate::grpc::{codec, Rpc, RpcKind};
@@ -412,16 +413,18 @@ impl Client {
         f(&mut self.inner.core.borrow_mut().core)
     }
 
-    /// Runs `work` on a turn `delay` from now (the recipes' backoffs); until it fired or
-    /// was disarmed the client is not idle, so `run()` keeps turning. Returns the key for
-    /// [`disarm`](Self::disarm). `close()` disarms every alarm.
-    pub(crate) fn after(&self, delay: Duration, work: impl FnOnce() + 'static) -> u64 {
+    /// Runs `work` on a turn `delay` from now (the recipes' backoffs) with [`Fired::Due`], or
+    /// with [`Fired::Closed`] from `close()` if that comes first; until then the client is not
+    /// idle, so `run()` keeps turning. Returns the key for [`disarm`](Self::disarm).
+    pub(crate) fn after(&self, delay: Duration, work: impl FnOnce(Fired) + 'static) -> u64 {
         self.with_core(|c| c.alarm(delay, Box::new(work)))
     }
 
-    /// Disarms an alarm of [`after`](Self::after); its work is dropped uncalled.
+    /// Disarms an alarm of [`after`](Self::after): its work is dropped uncalled (after the
+    /// core's borrow ends: it may own handles whose `Drop` calls back into the client).
     pub(crate) fn disarm(&self, key: u64) {
-        self.with_core(|c| c.disarm(key));
+        let work = self.with_core(|c| c.disarm(key));
+        drop(work);
     }
 
     /// Starts unary call `R` with `request`; `callback` gets the decoded response.

@@ -9,7 +9,7 @@
 
 use super::view::{Map, View, Write};
 use super::{ConfigEvent, ConfigSource};
-use crate::client::Client;
+use crate::client::{Client, Fired};
 use crate::core::failure::backoff;
 use crate::error::{Code, EtcdError};
 use crate::handle::Watch;
@@ -299,9 +299,17 @@ impl ConfigSource {
         };
         let epoch = self.0.next_epoch();
         let weak = Rc::downgrade(&self.0);
-        let alarm = self.0.client.after(delay, move || {
+        let alarm = self.0.client.after(delay, move |fired| {
             if let Some(source) = ConfigSource::current(&weak, epoch) {
-                source.read();
+                match fired {
+                    Fired::Due => source.read(),
+                    // Closed during the backoff: the source ends with that (see `failed`).
+                    Fired::Closed => source.failed(EtcdError::new(
+                        Code::Cancelled,
+                        "client closed",
+                        "config source",
+                    )),
+                }
             }
         });
         self.set_run(epoch, Run::Backoff(alarm));

@@ -1,6 +1,11 @@
 //! Alarms: work of the crate's own recipes (a registration's retry, a config source's
 //! re-sync) that must run after a delay, on the client's timer wheel, so that `run()` keeps
 //! turning while one is armed and a foreign loop's `next_timeout` covers it.
+//!
+//! Every armed alarm's work runs exactly once: [`Fired::Due`] at its time, or
+//! [`Fired::Closed`] when the client closes first (so that a recipe waiting out a backoff can
+//! end with `CANCELLED` instead of vanishing). Disarmed work is handed back to be dropped
+//! outside the core's borrow (it may own handles whose `Drop` calls into the client).
 
 use super::cx::{Cx, Timer};
 use crate::timer::TimerKey;
@@ -10,7 +15,16 @@ use std::time::Duration;
 /// An armed alarm's id (never reused).
 pub(crate) type AlarmKey = u64;
 
-type Work = Box<dyn FnOnce()>;
+/// Why an alarm's work runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Fired {
+    /// Its time came.
+    Due,
+    /// The client closed before it.
+    Closed,
+}
+
+pub(crate) type Work = Box<dyn FnOnce(Fired)>;
 
 /// The armed alarms.
 #[derive(Default)]
@@ -29,11 +43,12 @@ impl Alarms {
         key
     }
 
-    /// Disarms alarm `key`; its work is dropped uncalled (a spent key is harmless).
-    pub(crate) fn disarm(&mut self, key: AlarmKey, cx: &mut Cx) {
-        if let Some((timer, _)) = self.armed.remove(&key) {
-            cx.cancel(timer);
-        }
+    /// Disarms alarm `key`; its work is handed back, never to be called (a spent key is
+    /// harmless).
+    pub(crate) fn disarm(&mut self, key: AlarmKey, cx: &mut Cx) -> Option<Work> {
+        let (timer, work) = self.armed.remove(&key)?;
+        cx.cancel(timer);
+        Some(work)
     }
 
     /// The work of alarm `key`, which just fired.
@@ -46,10 +61,17 @@ impl Alarms {
         self.armed.is_empty()
     }
 
-    /// Disarms every alarm (the client closes): their work is dropped uncalled.
-    pub(crate) fn clear(&mut self, cx: &mut Cx) {
-        for (_, (timer, _)) in self.armed.drain() {
-            cx.cancel(timer);
-        }
+    /// Disarms every alarm (the client closes): their work, in the order armed, to be run
+    /// with [`Fired::Closed`].
+    pub(crate) fn drain(&mut self, cx: &mut Cx) -> Vec<Work> {
+        let mut armed: Vec<_> = self.armed.drain().collect();
+        armed.sort_by_key(|(key, _)| *key);
+        armed
+            .into_iter()
+            .map(|(_, (timer, work))| {
+                cx.cancel(timer);
+                work
+            })
+            .collect()
     }
 }

@@ -30,7 +30,7 @@
 //! Commands (start a call, a watch, a keepalive; cancel; close) may come at any time
 //! between turns. Nothing is ever delivered from inside the command that caused it.
 
-mod alarms;
+pub(crate) mod alarms;
 mod auth;
 mod calls;
 pub(crate) mod cx;
@@ -413,14 +413,16 @@ impl Core {
         self.cx.emit(Event::Local(work));
     }
 
-    /// Queues `work` to run `delay` from now; until then the core is not idle.
-    pub(crate) fn alarm(&mut self, delay: Duration, work: Box<dyn FnOnce()>) -> alarms::AlarmKey {
+    /// Queues `work` to run `delay` from now (or at `close`, see `alarms.rs`); until then the
+    /// core is not idle.
+    pub(crate) fn alarm(&mut self, delay: Duration, work: alarms::Work) -> alarms::AlarmKey {
         self.alarms.arm(delay, work, &mut self.cx)
     }
 
-    /// Disarms an alarm that has not fired: its work is dropped uncalled.
-    pub(crate) fn disarm(&mut self, key: alarms::AlarmKey) {
-        self.alarms.disarm(key, &mut self.cx);
+    /// Disarms an alarm that has not fired; its work is handed back uncalled, for the caller
+    /// to drop once the core is no longer borrowed.
+    pub(crate) fn disarm(&mut self, key: alarms::AlarmKey) -> Option<alarms::Work> {
+        self.alarms.disarm(key, &mut self.cx)
     }
 
     /// The endpoints to use from now on (see `Link::set_endpoints`).
@@ -625,7 +627,9 @@ impl Core {
         self.link.close(&mut self.cx);
         self.health.stop(&mut self.cx);
         self.sync.stop(&mut self.cx);
-        self.alarms.clear(&mut self.cx);
+        for work in self.alarms.drain(&mut self.cx) {
+            out.push(Event::Local(Box::new(move || work(alarms::Fired::Closed))));
+        }
         out
     }
 
@@ -1072,7 +1076,7 @@ impl Core {
             }
             Timer::Alarm(key) => {
                 if let Some(work) = self.alarms.fired(key) {
-                    self.cx.emit(Event::Local(work));
+                    self.cx.emit(Event::Local(Box::new(move || work(alarms::Fired::Due))));
                 }
             }
             Timer::Health => {

@@ -102,10 +102,19 @@ pub(crate) fn decode(prefix: &[u8], kv: &crate::pb::mvccpb::KeyValue) -> Result<
     let id = String::from_utf8_lossy(kv.key.strip_prefix(prefix).unwrap_or(&kv.key)).into_owned();
     let invalid =
         |error: String| Invalid { key: key.clone(), mod_revision: kv.mod_revision, error };
-    let value: Value =
-        serde_json::from_slice(&kv.value).map_err(|e| invalid(format!("not JSON: {e}")))?;
-    let Value::Object(fields) = value else {
-        return Err(invalid("not a JSON object".into()));
+    // Go replaces invalid UTF-8 inside strings where serde_json refuses it.
+    let value: Value = match serde_json::from_slice(&kv.value) {
+        Err(_) if std::str::from_utf8(&kv.value).is_err() => {
+            serde_json::from_str(&String::from_utf8_lossy(&kv.value))
+        }
+        parsed => parsed,
+    }
+    .map_err(|e| invalid(format!("not JSON: {e}")))?;
+    let fields = match value {
+        Value::Object(fields) => fields,
+        // Go's Unmarshal of `null` leaves the zero Update: an endpoint with no address.
+        Value::Null => serde_json::Map::new(),
+        _ => return Err(invalid("not a JSON object".into())),
     };
     let field = |name: &str| {
         fields
@@ -166,6 +175,14 @@ mod tests {
         assert_eq!((e.addr.as_str(), &e.metadata), ("h:2", &json!(true)));
         let e = decode(b"s/", &kv("s/a", br#"{"Op":1}"#)).unwrap();
         assert_eq!((e.addr.as_str(), &e.metadata), ("", &Value::Null), "Go ignores Op");
+    }
+
+    #[test]
+    fn null_and_invalid_utf8_read_as_go_reads_them() {
+        let e = decode(b"s/", &kv("s/a", b"null")).unwrap();
+        assert_eq!((e.addr.as_str(), &e.metadata), ("", &Value::Null));
+        let e = decode(b"s/", &kv("s/a", b"{\"Addr\":\"h\xff:1\"}")).unwrap();
+        assert_eq!(e.addr, "h\u{fffd}:1");
     }
 
     #[test]

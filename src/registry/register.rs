@@ -9,13 +9,14 @@
 //! ```
 
 use super::{encode, ServiceInfo};
-use crate::client::Client;
+use crate::client::{Client, Fired};
 use crate::concurrency::{Error, Lost, Session, SessionOptions};
 use crate::error::{Code, EtcdError};
 use crate::ops::kv::{DeleteOptions, PutOptions};
 use crate::ops::txn::{Compare, CompareOp, Txn, TxnOp};
 use bytes::Bytes;
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -65,8 +66,14 @@ struct State {
     ttl: Duration,
     /// Taken while it runs.
     callback: Option<Callback>,
+    /// Events for the callback, delivered in order by the outermost `tell`.
+    queue: VecDeque<RegistrationEvent>,
+    delivering: bool,
     /// The session of the current attempt or registration.
     session: Option<Session>,
+    /// The lease the key was last put on; kept after a loss (the lease may still live with
+    /// the key on it: `deregister` removes both).
+    lease: Option<i64>,
     /// Whether the instance is registered now.
     registered: bool,
     /// Whether it ever was (the next success is `Reregistered`).
@@ -77,8 +84,17 @@ struct State {
     alarm: Option<u64>,
     /// Numbers attempts: answers of an abandoned one are dropped.
     attempt: u64,
-    /// Ended by `deregister` or a final failure.
+    /// A grant or a put is in flight.
+    pending: bool,
+    /// The client's `close()` count at the start: a `CANCELLED` means the client closed only
+    /// if it moved (a stream the server cancelled is not a closed client).
+    closes: u64,
+    /// No more attempts: deregistered, or a final failure.
     ended: bool,
+    /// `deregister` was called: the callback hears nothing more.
+    deregistered: bool,
+    /// `deregister` callbacks waiting for the attempt in flight to settle.
+    waiting: Vec<Done>,
 }
 
 impl std::fmt::Debug for Registration {
@@ -86,7 +102,7 @@ impl std::fmt::Debug for Registration {
         let s = self.0.borrow();
         f.debug_struct("Registration")
             .field("key", &String::from_utf8_lossy(&s.key))
-            .field("lease", &s.session.as_ref().map(Session::lease))
+            .field("lease", &s.lease)
             .field("registered", &s.registered)
             .finish_non_exhaustive()
     }
@@ -114,13 +130,20 @@ pub fn register(
         value: encode(&info.addr, &info.metadata),
         ttl,
         callback: Some(Box::new(callback)),
+        queue: VecDeque::new(),
+        delivering: false,
         session: None,
+        lease: None,
         registered: false,
         ever: false,
         failures: 0,
         alarm: None,
         attempt: 0,
+        pending: false,
+        closes: client.inner().closes.get(),
         ended: false,
+        deregistered: false,
+        waiting: Vec::new(),
     }));
     let registration = Registration(state.clone());
     let refused = if info.name.is_empty() || info.id.is_empty() {
@@ -149,9 +172,9 @@ impl Registration {
         self.0.borrow().key.clone()
     }
 
-    /// The lease of the current registration (or attempt).
+    /// The lease of the current registration, or of the last one while registering again.
     pub fn lease(&self) -> Option<i64> {
-        self.0.borrow().session.as_ref().map(Session::lease)
+        self.0.borrow().lease
     }
 
     /// Whether the instance is registered now.
@@ -159,46 +182,82 @@ impl Registration {
         self.0.borrow().registered
     }
 
-    /// Ends the registration: deletes the key (if it is still this registration's) and
-    /// revokes the lease; `callback` gets the outcome. Nothing is told to the registration's
-    /// callback after this. Calling it again (or after a final failure) succeeds at once.
+    /// Ends the registration: deletes the key (while it is still on this registration's
+    /// lease) and revokes the lease; `callback` gets the outcome once that is done (an
+    /// attempt in flight is waited for). Nothing is told to the registration's callback
+    /// after this. Calling it again, or after a final failure, succeeds at once.
     pub fn deregister(&self, callback: impl FnOnce(Result<(), EtcdError>) + 'static) {
-        let (client, session, alarm) = {
+        let done: Done = Box::new(callback);
+        let (client, session, lease, alarm, pending) = {
             let mut s = self.0.borrow_mut();
-            let already = s.ended && s.session.is_none();
             s.ended = true;
+            s.deregistered = true;
             s.registered = false;
             s.callback = None;
-            if already {
-                drop(s);
-                let client = self.0.borrow().client.clone();
-                return crate::concurrency::later(&client, move || callback(Ok(())));
-            }
-            (s.client.clone(), s.session.take(), s.alarm.take())
+            s.queue.clear();
+            let lease = s.lease.take();
+            (s.client.clone(), s.session.take(), lease, s.alarm.take(), s.pending)
         };
         if let Some(a) = alarm {
             client.disarm(a);
         }
-        let Some(session) = session else {
-            return crate::concurrency::later(&client, move || callback(Ok(())));
-        };
-        let done: Done = Box::new(callback);
-        // Delete the key only while it is on this lease: an instance registered again under
-        // the same id elsewhere keeps its key.
-        let key = self.key();
-        let txn = Txn::new()
-            .when([Compare::lease(key.clone(), CompareOp::Equal, session.lease())])
-            .and_then([TxnOp::delete(key, DeleteOptions::new())]);
-        client.txn(txn, move |res| {
-            let deleted = res.map(|_| ());
-            session.close(move |closed| {
-                let closed = closed.map_err(|e| match e {
-                    Error::Etcd(e) => e,
-                    other => EtcdError::new(Code::Unknown, other.to_string(), "deregister"),
-                });
-                done(deleted.and(closed));
+        match (session, lease) {
+            (Some(session), _) => remove(&client, self.key(), session.lease(), Some(session), done),
+            (None, lease) if pending => {
+                // Registering again after a loss: the old lease may still hold the key.
+                if let Some(old) = lease {
+                    remove(&client, self.key(), old, None, Box::new(|_| ()));
+                }
+                self.0.borrow_mut().waiting.push(done)
+            }
+            (None, Some(lease)) => remove(&client, self.key(), lease, None, done),
+            (None, None) => crate::concurrency::later(&client, move || done(Ok(()))),
+        }
+    }
+}
+
+/// Deletes `key` if it is on `lease`, then revokes the lease (through `session` when there
+/// is one, which also stops its keepalive); a lease already gone counts as revoked.
+fn remove(client: &Client, key: Bytes, lease: i64, session: Option<Session>, done: Done) {
+    let txn = Txn::new()
+        .when([Compare::lease(key.clone(), CompareOp::Equal, lease)])
+        .and_then([TxnOp::delete(key, DeleteOptions::new())]);
+    let c = client.clone();
+    client.txn(txn, move |res| {
+        let deleted = res.map(|_| ());
+        let finish = move |revoked: Result<(), EtcdError>| done(deleted.and(revoked));
+        match session {
+            Some(session) => session.close(move |closed| finish(closed.map_err(as_etcd))),
+            None => c.lease_revoke(lease, move |res| match res {
+                Err(e) if e.code() != Code::NotFound => finish(Err(e)),
+                _ => finish(Ok(())),
+            }),
+        }
+    });
+}
+
+/// Settles the `deregister` calls that waited for an attempt in flight, once it is over:
+/// `session` (granted meanwhile) is removed with its key, if any.
+fn settle(state: &Rc<RefCell<State>>, session: Option<Session>) {
+    let (client, key, waiting) = {
+        let mut s = state.borrow_mut();
+        s.pending = false;
+        (s.client.clone(), s.key.clone(), std::mem::take(&mut s.waiting))
+    };
+    match session {
+        Some(session) => {
+            let done: Done = Box::new(move |res| {
+                for w in waiting {
+                    w(res.clone());
+                }
             });
-        });
+            remove(&client, key, session.lease(), Some(session), done);
+        }
+        None => {
+            for w in waiting {
+                w(Ok(()));
+            }
+        }
     }
 }
 
@@ -207,6 +266,7 @@ fn attempt(state: &Rc<RefCell<State>>) {
     let (client, ttl, id) = {
         let mut s = state.borrow_mut();
         s.attempt += 1;
+        s.pending = true;
         (s.client.clone(), s.ttl, s.attempt)
     };
     let st = state.clone();
@@ -219,11 +279,16 @@ fn attempt(state: &Rc<RefCell<State>>) {
 fn session_ready(state: &Rc<RefCell<State>>, id: u64, session: Session) {
     {
         let mut s = state.borrow_mut();
-        if s.ended || s.attempt != id {
+        if s.attempt != id {
             drop(s);
             return session.close(|_| ());
         }
+        if s.deregistered {
+            drop(s);
+            return settle(state, Some(session));
+        }
         s.session = Some(session.clone());
+        s.lease = Some(session.lease());
     }
     let (client, key, value) = {
         let s = state.borrow();
@@ -233,7 +298,13 @@ fn session_ready(state: &Rc<RefCell<State>>, id: u64, session: Session) {
     let options = PutOptions::new().lease(session.lease());
     client.put(key, value, options, move |res| match res {
         Err(e) => {
-            session.close(|_| ());
+            if e.code() == Code::Cancelled {
+                // The client closed: a revoke would open a new connection. The lease
+                // expires after its TTL.
+                session.orphan();
+            } else {
+                session.close(|_| ());
+            }
             failed(&st, id, e)
         }
         Ok(resp) => registered(&st, id, &session, resp.header.map_or(0, |h| h.revision)),
@@ -243,6 +314,7 @@ fn session_ready(state: &Rc<RefCell<State>>, id: u64, session: Session) {
 fn registered(state: &Rc<RefCell<State>>, id: u64, session: &Session, revision: i64) {
     let event = {
         let mut s = state.borrow_mut();
+        s.pending = false;
         if s.ended || s.attempt != id {
             return;
         }
@@ -260,6 +332,12 @@ fn registered(state: &Rc<RefCell<State>>, id: u64, session: &Session, revision: 
     tell(state, event);
 }
 
+/// Whether `error` says the client was closed since the registration started.
+fn closed_client(state: &Rc<RefCell<State>>, error: &EtcdError) -> bool {
+    let s = state.borrow();
+    error.code() == Code::Cancelled && s.client.inner().closes.get() != s.closes
+}
+
 fn lost_lease(state: &Rc<RefCell<State>>, id: u64, lost: Lost) {
     {
         let mut s = state.borrow_mut();
@@ -270,9 +348,9 @@ fn lost_lease(state: &Rc<RefCell<State>>, id: u64, lost: Lost) {
         s.session = None;
     }
     // A keepalive cancelled by `close()` of the client: the registration ends there (the
-    // lease was not lost; it expires unless the program registers again).
+    // lease was not lost; it expires after its TTL unless the program registers again).
     if let Lost::KeepaliveFailed(e) = &lost {
-        if e.code() == Code::Cancelled {
+        if closed_client(state, e) {
             let event = RegistrationEvent::Failed { error: e.clone(), retry_in: None };
             state.borrow_mut().ended = true;
             return tell(state, event);
@@ -286,27 +364,36 @@ fn lost_lease(state: &Rc<RefCell<State>>, id: u64, lost: Lost) {
 
 /// An attempt failed: try again after a backoff, unless retrying cannot help.
 fn failed(state: &Rc<RefCell<State>>, id: u64, error: EtcdError) {
+    let closed = closed_client(state, &error);
     let event = {
         let mut s = state.borrow_mut();
-        if s.ended || s.attempt != id {
+        if s.attempt != id {
             return;
         }
         s.session = None;
         s.registered = false;
+        if s.deregistered {
+            drop(s);
+            return settle(state, None);
+        }
+        s.pending = false;
+        if s.ended {
+            return;
+        }
         // What a retry cannot mend: bad input (a TTL above etcd's maximum is OUT_OF_RANGE,
         // a value above its request limit INVALID_ARGUMENT), refused credentials or
-        // permissions, a closed client (CANCELLED). A lease gone between grant and put
-        // (NOT_FOUND) is retried.
-        let hopeless = matches!(
-            error.code(),
-            Code::InvalidArgument
-                | Code::OutOfRange
-                | Code::FailedPrecondition
-                | Code::PermissionDenied
-                | Code::Unauthenticated
-                | Code::Cancelled
-                | Code::Unimplemented
-        );
+        // permissions, a closed client. A lease gone between grant and put (NOT_FOUND) is
+        // retried.
+        let hopeless = closed
+            || matches!(
+                error.code(),
+                Code::InvalidArgument
+                    | Code::OutOfRange
+                    | Code::FailedPrecondition
+                    | Code::PermissionDenied
+                    | Code::Unauthenticated
+                    | Code::Unimplemented
+            );
         if hopeless {
             s.ended = true;
             RegistrationEvent::Failed { error, retry_in: None }
@@ -314,9 +401,16 @@ fn failed(state: &Rc<RefCell<State>>, id: u64, error: EtcdError) {
             s.failures += 1;
             let delay = backoff(s.failures, s.ttl);
             let st = state.clone();
-            let alarm = s.client.after(delay, move || {
+            let alarm = s.client.after(delay, move |fired| {
                 st.borrow_mut().alarm = None;
-                attempt(&st);
+                match fired {
+                    Fired::Due => attempt(&st),
+                    Fired::Closed => {
+                        st.borrow_mut().ended = true;
+                        let error = EtcdError::new(Code::Cancelled, "client closed", "register");
+                        tell(&st, RegistrationEvent::Failed { error, retry_in: None });
+                    }
+                }
             });
             s.alarm = Some(alarm);
             RegistrationEvent::Failed { error, retry_in: Some(delay) }
@@ -342,16 +436,36 @@ fn as_etcd(e: Error) -> EtcdError {
     }
 }
 
-/// Delivers `event` with nothing borrowed (the callback may deregister).
+/// Queues `event` and, unless a delivery further up the stack is under way, delivers the
+/// queue in order with nothing borrowed (the callback may deregister or close the client,
+/// whose own events then queue behind). Nothing is told once deregistered.
 fn tell(state: &Rc<RefCell<State>>, event: RegistrationEvent) {
-    let Some(mut callback) = state.borrow_mut().callback.take() else {
-        return;
-    };
-    callback(event);
-    let mut s = state.borrow_mut();
-    // Not put back once ended: `deregister` (maybe from this callback) or a final failure.
-    if !s.ended && s.callback.is_none() {
-        s.callback = Some(callback);
+    {
+        let mut s = state.borrow_mut();
+        if s.deregistered {
+            return;
+        }
+        s.queue.push_back(event);
+        if std::mem::replace(&mut s.delivering, true) {
+            return;
+        }
+    }
+    loop {
+        let (event, callback) = {
+            let mut s = state.borrow_mut();
+            let ready = !s.deregistered && !s.queue.is_empty() && s.callback.is_some();
+            if !ready {
+                s.delivering = false;
+                return;
+            }
+            (s.queue.pop_front().expect("queued"), s.callback.take().expect("present"))
+        };
+        let mut callback = callback;
+        callback(event);
+        let mut s = state.borrow_mut();
+        if !s.deregistered && s.callback.is_none() {
+            s.callback = Some(callback);
+        }
     }
 }
 

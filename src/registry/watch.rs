@@ -9,7 +9,7 @@
 //! ```
 
 use super::{decode, prefix, Endpoint, Invalid};
-use crate::client::Client;
+use crate::client::{Client, Fired};
 use crate::error::{Code, EtcdError};
 use crate::handle::Watch;
 use crate::ops::kv::GetOptions;
@@ -17,8 +17,9 @@ use crate::ops::watch::WatchOptions;
 use crate::pb::etcdserverpb::{RangeResponse, WatchResponse};
 use crate::pb::mvccpb::event::EventType;
 use crate::pb::mvccpb::KeyValue;
+use bytes::Bytes;
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -65,15 +66,23 @@ pub fn discover(
     client.get(p.clone(), options, move |res| callback(res.map(|resp| read(&p, &resp))));
 }
 
-/// The instances in a range response (by key, as etcd sorts them).
+/// Each key of a range response with what it holds (by key, as etcd sorts them): the raw
+/// key, so that keys that are not UTF-8 stay apart.
+type Entries = Vec<(Bytes, Result<Endpoint, Invalid>)>;
+
+fn entries(prefix: &[u8], resp: &RangeResponse) -> Entries {
+    resp.kvs.iter().map(|kv| (kv.key.clone(), decode(prefix, kv))).collect()
+}
+
+/// The instances in a range response.
 fn read(prefix: &[u8], resp: &RangeResponse) -> Services {
-    let mut services = Services {
-        revision: resp.header.as_ref().map_or(0, |h| h.revision),
-        endpoints: Vec::with_capacity(resp.kvs.len()),
-        invalid: Vec::new(),
-    };
-    for kv in &resp.kvs {
-        match decode(prefix, kv) {
+    services(resp.header.as_ref().map_or(0, |h| h.revision), entries(prefix, resp))
+}
+
+fn services(revision: i64, entries: Entries) -> Services {
+    let mut services = Services { revision, endpoints: Vec::new(), invalid: Vec::new() };
+    for (_, entry) in entries {
+        match entry {
             Ok(e) => services.endpoints.push(e),
             Err(bad) => services.invalid.push(bad),
         }
@@ -97,6 +106,9 @@ pub fn watch_service(
         client: client.clone(),
         prefix: prefix(name),
         callback: Some(Box::new(callback)),
+        queue: VecDeque::new(),
+        delivering: false,
+        closes: client.inner().closes.get(),
         known: BTreeMap::new(),
         refused: BTreeMap::new(),
         listed: false,
@@ -128,12 +140,13 @@ impl std::fmt::Debug for ServiceWatch {
 impl ServiceWatch {
     /// Stops watching: from now on the callback never runs again.
     pub fn cancel(&self) {
-        let (watch, alarm, client) = {
+        let (watch, alarm, client, callback) = {
             let mut s = self.0.borrow_mut();
             s.cancelled = true;
-            s.callback = None;
-            (s.watch.take(), s.alarm.take(), s.client.clone())
+            s.queue.clear();
+            (s.watch.take(), s.alarm.take(), s.client.clone(), s.callback.take())
         };
+        drop(callback); // outside the borrow: what it owns may call back in
         if let Some(w) = watch {
             w.cancel(|_| ());
         }
@@ -152,13 +165,19 @@ type Callback = Box<dyn FnMut(ServiceEvent)>;
 
 struct State {
     client: Client,
-    prefix: bytes::Bytes,
+    prefix: Bytes,
     /// Taken while it runs, so that it may call back into the handle.
     callback: Option<Callback>,
-    /// The instances delivered, by key.
-    known: BTreeMap<bytes::Bytes, Endpoint>,
+    /// Events for the callback, delivered in order by the outermost `tell`.
+    queue: VecDeque<ServiceEvent>,
+    delivering: bool,
+    /// The client's `close()` count at the start: a `CANCELLED` means the client closed only
+    /// if it moved.
+    closes: u64,
+    /// The instances delivered, by raw key.
+    known: BTreeMap<Bytes, Endpoint>,
     /// Keys whose value was refused, with that value's revision (told once per value).
-    refused: BTreeMap<bytes::Bytes, i64>,
+    refused: BTreeMap<Bytes, i64>,
     /// `Initial` was delivered.
     listed: bool,
     watch: Option<Watch>,
@@ -197,22 +216,19 @@ fn listed(state: &Rc<RefCell<State>>, res: Result<RangeResponse, EtcdError>) {
     let events = {
         let mut s = state.borrow_mut();
         s.failures = 0;
-        let services = read(&s.prefix, &resp);
+        let entries = entries(&s.prefix, &resp);
         let events = if s.listed {
-            s.difference(services)
+            s.difference(entries)
         } else {
             s.listed = true;
-            let mut events = Vec::with_capacity(1 + services.invalid.len());
-            for e in &services.endpoints {
-                s.known.insert(e.key.clone().into(), e.clone());
+            for (key, entry) in &entries {
+                match entry {
+                    Ok(e) => s.known.insert(key.clone(), e.clone()).map(drop),
+                    Err(bad) => s.refused.insert(key.clone(), bad.mod_revision).map(drop),
+                };
             }
-            for bad in &services.invalid {
-                s.refused.insert(bad.key.clone().into(), bad.mod_revision);
-            }
-            let invalid = services.invalid.clone();
-            events.push(ServiceEvent::Initial(services));
-            events.extend(invalid.into_iter().map(ServiceEvent::Invalid));
-            events
+            // The keys refused at the start are in `Initial`'s `invalid`, not told again.
+            vec![ServiceEvent::Initial(services(revision, entries))]
         };
         let st = state.clone();
         let options = WatchOptions::new().prefix(true).start_revision(revision + 1);
@@ -225,10 +241,22 @@ fn listed(state: &Rc<RefCell<State>>, res: Result<RangeResponse, EtcdError>) {
 
 impl State {
     /// After a re-list: the events that take the delivered set to `now`'s.
-    fn difference(&mut self, now: Services) -> Vec<ServiceEvent> {
+    fn difference(&mut self, now: Entries) -> Vec<ServiceEvent> {
         let mut events = Vec::new();
-        let mut current: BTreeMap<bytes::Bytes, Endpoint> =
-            now.endpoints.into_iter().map(|e| (e.key.clone().into(), e)).collect();
+        let mut current = BTreeMap::new();
+        let mut refused = BTreeMap::new();
+        let mut invalid = Vec::new();
+        for (key, entry) in now {
+            match entry {
+                Ok(e) => drop(current.insert(key, e)),
+                Err(bad) => {
+                    if self.refused.get(&key) != Some(&bad.mod_revision) {
+                        invalid.push(bad.clone());
+                    }
+                    refused.insert(key, bad.mod_revision);
+                }
+            }
+        }
         let gone: Vec<_> =
             self.known.keys().filter(|k| !current.contains_key(*k)).cloned().collect();
         for key in gone {
@@ -236,7 +264,7 @@ impl State {
                 events.push(ServiceEvent::Removed(old));
             }
         }
-        for (key, e) in std::mem::take(&mut current) {
+        for (key, e) in current {
             match self.known.get(&key) {
                 None => events.push(ServiceEvent::Added(e.clone())),
                 Some(old) if !old.same_as(&e) => events.push(ServiceEvent::Modified(e.clone())),
@@ -244,13 +272,7 @@ impl State {
             }
             self.known.insert(key, e);
         }
-        let refused: BTreeMap<bytes::Bytes, i64> =
-            now.invalid.iter().map(|b| (b.key.clone().into(), b.mod_revision)).collect();
-        for bad in now.invalid {
-            if self.refused.get(bad.key.as_bytes()) != Some(&bad.mod_revision) {
-                events.push(ServiceEvent::Invalid(bad));
-            }
-        }
+        events.extend(invalid.into_iter().map(ServiceEvent::Invalid));
         self.refused = refused;
         events
     }
@@ -319,47 +341,72 @@ fn watched(state: &Rc<RefCell<State>>, res: Result<WatchResponse, EtcdError>) {
 }
 
 /// Listing or watching failed: tell, then list again after a backoff, unless the client
-/// was closed (`CANCELLED`): then that error is the last event.
+/// was closed: then `CANCELLED` is the last event.
 fn retry(state: &Rc<RefCell<State>>, error: EtcdError) {
-    let closed = error.code() == Code::Cancelled;
-    if !closed {
-        let (client, delay) = {
-            let mut s = state.borrow_mut();
-            s.failures += 1;
-            (s.client.clone(), backoff(s.failures))
-        };
-        let st = state.clone();
-        let alarm = client.after(delay, move || {
-            st.borrow_mut().alarm = None;
-            list(&st);
-        });
-        state.borrow_mut().alarm = Some(alarm);
-    }
-    tell(state, vec![ServiceEvent::Error(error)]);
+    let closed = {
+        let s = state.borrow();
+        error.code() == Code::Cancelled && s.client.inner().closes.get() != s.closes
+    };
     if closed {
-        let mut s = state.borrow_mut();
-        s.cancelled = true;
-        s.callback = None;
+        return end(state, error);
     }
+    let (client, delay) = {
+        let mut s = state.borrow_mut();
+        s.failures += 1;
+        (s.client.clone(), backoff(s.failures))
+    };
+    let st = state.clone();
+    let alarm = client.after(delay, move |fired| {
+        st.borrow_mut().alarm = None;
+        match fired {
+            Fired::Due => list(&st),
+            Fired::Closed => {
+                end(&st, EtcdError::new(Code::Cancelled, "client closed", "watch_service"))
+            }
+        }
+    });
+    state.borrow_mut().alarm = Some(alarm);
+    tell(state, vec![ServiceEvent::Error(error)]);
 }
 
-/// Delivers `events` with nothing borrowed; stops if the callback cancels the watch.
+/// The client closed: `error` is the last event.
+fn end(state: &Rc<RefCell<State>>, error: EtcdError) {
+    tell(state, vec![ServiceEvent::Error(error)]);
+    let mut s = state.borrow_mut();
+    s.cancelled = true;
+    s.callback = None;
+    s.queue.clear();
+}
+
+/// Queues `events` and, unless a delivery further up the stack is under way, delivers the
+/// queue in order with nothing borrowed (the callback may cancel, or close the client, whose
+/// own events then queue behind). Nothing is told once cancelled.
 fn tell(state: &Rc<RefCell<State>>, events: Vec<ServiceEvent>) {
-    if events.is_empty() {
-        return;
-    }
-    let Some(mut callback) = state.borrow_mut().callback.take() else {
-        return;
-    };
-    for event in events {
-        callback(event);
-        if state.borrow().cancelled {
+    {
+        let mut s = state.borrow_mut();
+        if s.cancelled || events.is_empty() {
+            return;
+        }
+        s.queue.extend(events);
+        if std::mem::replace(&mut s.delivering, true) {
             return;
         }
     }
-    let mut s = state.borrow_mut();
-    if !s.cancelled && s.callback.is_none() {
-        s.callback = Some(callback);
+    loop {
+        let (event, mut callback) = {
+            let mut s = state.borrow_mut();
+            let ready = !s.cancelled && !s.queue.is_empty() && s.callback.is_some();
+            if !ready {
+                s.delivering = false;
+                return;
+            }
+            (s.queue.pop_front().expect("queued"), s.callback.take().expect("present"))
+        };
+        callback(event);
+        let mut s = state.borrow_mut();
+        if !s.cancelled && s.callback.is_none() {
+            s.callback = Some(callback);
+        }
     }
 }
 
@@ -379,13 +426,30 @@ mod tests {
         }
     }
 
+    fn entry(e: &Endpoint) -> (Bytes, Result<Endpoint, Invalid>) {
+        (Bytes::from(e.key.clone()), Ok(e.clone()))
+    }
+
+    fn bad(key: &[u8], rev: i64) -> (Bytes, Result<Endpoint, Invalid>) {
+        let key = Bytes::copy_from_slice(key);
+        let invalid = Invalid {
+            key: String::from_utf8_lossy(&key).into_owned(),
+            mod_revision: rev,
+            error: "bad".into(),
+        };
+        (key, Err(invalid))
+    }
+
     fn state_with(known: &[Endpoint]) -> State {
         let client = Client::new(crate::Config::new().endpoints(["127.0.0.1:1"])).unwrap();
         State {
+            closes: 0,
             client,
             prefix: prefix("s"),
             callback: None,
-            known: known.iter().map(|e| (e.key.clone().into(), e.clone())).collect(),
+            queue: VecDeque::new(),
+            delivering: false,
+            known: known.iter().map(|e| (Bytes::from(e.key.clone()), e.clone())).collect(),
             refused: BTreeMap::new(),
             listed: true,
             watch: None,
@@ -398,25 +462,40 @@ mod tests {
     #[test]
     fn a_re_list_tells_only_what_changed_and_nothing_for_a_rewrite_of_the_same_value() {
         let mut s = state_with(&[ep("s/a", "h:1", 2), ep("s/b", "h:2", 3), ep("s/c", "h:3", 4)]);
-        let now = Services {
-            revision: 20,
-            // a: rewritten with a new lease, same value; b: gone; c: moved; d: new.
-            endpoints: vec![ep("s/a", "h:1", 10), ep("s/c", "h:9", 11), ep("s/d", "h:4", 12)],
-            invalid: vec![Invalid { key: "s/x".into(), mod_revision: 13, error: "bad".into() }],
-        };
-        let events = s.difference(now.clone());
+        // a: rewritten with a new lease, same value; b: gone; c: moved; d: new; x: refused.
+        let (a, c, d) = (ep("s/a", "h:1", 10), ep("s/c", "h:9", 11), ep("s/d", "h:4", 12));
+        let now = || vec![entry(&a), entry(&c), entry(&d), bad(b"s/x", 13)];
+        let events = s.difference(now());
+        let Err(x) = bad(b"s/x", 13).1 else { unreachable!() };
         assert_eq!(
             events,
             [
                 ServiceEvent::Removed(ep("s/b", "h:2", 3)),
-                ServiceEvent::Modified(ep("s/c", "h:9", 11)),
-                ServiceEvent::Added(ep("s/d", "h:4", 12)),
-                ServiceEvent::Invalid(now.invalid[0].clone()),
+                ServiceEvent::Modified(c.clone()),
+                ServiceEvent::Added(d.clone()),
+                ServiceEvent::Invalid(x),
             ]
         );
         assert_eq!(s.known.len(), 3);
         assert_eq!(s.known[&b"s/a"[..]].lease, 10, "the set holds the latest write");
-        assert!(s.difference(now).is_empty(), "the same list again: nothing to tell");
+        assert!(s.difference(now()).is_empty(), "the same list again: nothing to tell");
+    }
+
+    #[test]
+    fn keys_that_are_not_utf8_stay_apart_and_are_removed_by_their_own_key() {
+        let mut s = state_with(&[]);
+        let mut e1 = ep("s/\u{fffd}", "h:1", 2);
+        e1.key = "s/\u{fffd}".into();
+        let e2 = e1.clone();
+        let raw1 = Bytes::from_static(b"s/\xff");
+        let raw2 = Bytes::from_static(b"s/\xfe");
+        let events = s.difference(vec![(raw1.clone(), Ok(e1)), (raw2.clone(), Ok(e2))]);
+        assert_eq!(events.len(), 2, "two instances, though their lossy keys are equal");
+        let kv = KeyValue { key: raw1, mod_revision: 3, ..Default::default() };
+        let mut events = Vec::new();
+        s.changed(EventType::Delete, &kv, &mut events);
+        assert!(matches!(&events[..], [ServiceEvent::Removed(_)]), "{events:?}");
+        assert_eq!(s.known.keys().collect::<Vec<_>>(), [&raw2]);
     }
 
     #[test]
@@ -434,12 +513,7 @@ mod tests {
             matches!(&events[..], [ServiceEvent::Removed(_), ServiceEvent::Invalid(b)] if b.key == "s/a")
         );
         assert!(s.known.is_empty());
-        let again = Services {
-            revision: 6,
-            endpoints: vec![],
-            invalid: vec![Invalid { key: "s/a".into(), mod_revision: 5, error: "x".into() }],
-        };
-        assert!(s.difference(again).is_empty(), "already told for that value");
+        assert!(s.difference(vec![bad(b"s/a", 5)]).is_empty(), "already told for that value");
     }
 
     #[test]

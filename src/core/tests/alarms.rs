@@ -1,52 +1,58 @@
-//! Alarms (the recipes' delayed work): fired on the timer wheel at their time, the core busy
-//! until then, disarmed work and a closed core's alarms dropped uncalled.
+//! Alarms (the recipes' delayed work): each runs once, `Due` at its time or `Closed` when the
+//! core closes first; the core is busy until then; disarmed work is handed back uncalled.
 
 use super::world::World;
+use crate::core::alarms::Fired;
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
+type Log = Rc<RefCell<Vec<(&'static str, Fired)>>>;
+
+fn record(log: &Log, name: &'static str) -> Box<dyn FnOnce(Fired)> {
+    let log = log.clone();
+    Box::new(move |fired| log.borrow_mut().push((name, fired)))
+}
+
 #[test]
 fn an_alarm_runs_its_work_once_at_its_time_and_keeps_the_core_busy_until_then() {
     let mut w = World::new(&["127.0.0.1:2379"]);
-    let ran = Rc::new(RefCell::new(Vec::new()));
-    let r = ran.clone();
-    w.core.alarm(Duration::from_millis(1500), Box::new(move || r.borrow_mut().push("late")));
-    let r = ran.clone();
-    w.core.alarm(Duration::from_millis(500), Box::new(move || r.borrow_mut().push("early")));
+    let log = Log::default();
+    w.core.alarm(Duration::from_millis(1500), record(&log, "late"));
+    w.core.alarm(Duration::from_millis(500), record(&log, "early"));
     assert!(!w.core.is_idle(), "an armed alarm is work: run() must keep turning");
     // The wheel may ask for an earlier turn (a cascade), never a later one.
     assert!(w.core.poll_timeout().is_some_and(|t| t <= w.at(500)));
     w.advance_to(499);
     w.run_events();
-    assert!(ran.borrow().is_empty());
+    assert!(log.borrow().is_empty());
     w.advance_to(500);
     w.run_events();
-    assert_eq!(*ran.borrow(), ["early"]);
+    assert_eq!(*log.borrow(), [("early", Fired::Due)]);
     assert!(!w.core.is_idle());
     w.advance_to(1500);
     w.run_events();
-    assert_eq!(*ran.borrow(), ["early", "late"]);
+    assert_eq!(*log.borrow(), [("early", Fired::Due), ("late", Fired::Due)]);
     assert!(w.core.is_idle());
     assert!(w.connects().is_empty(), "an alarm needs no link");
 }
 
 #[test]
-fn a_disarmed_alarm_and_the_alarms_of_a_closed_core_are_dropped_uncalled() {
+fn a_disarmed_alarm_is_handed_back_uncalled_and_close_runs_the_others_as_closed() {
     let mut w = World::new(&["127.0.0.1:2379"]);
-    let ran = Rc::new(RefCell::new(0));
-    let r = ran.clone();
-    let key = w.core.alarm(Duration::from_secs(1), Box::new(move || *r.borrow_mut() += 1));
-    w.core.disarm(key);
-    w.core.disarm(key); // a spent key is harmless
+    let log = Log::default();
+    let key = w.core.alarm(Duration::from_secs(1), record(&log, "disarmed"));
+    assert!(w.core.disarm(key).is_some(), "the work comes back, to be dropped by the caller");
+    assert!(w.core.disarm(key).is_none(), "a spent key is harmless");
     assert!(w.core.is_idle());
-    let r = ran.clone();
-    w.core.alarm(Duration::from_secs(2), Box::new(move || *r.borrow_mut() += 1));
-    for event in w.core.close("closed by the test") {
-        drop(event);
-    }
+    w.core.alarm(Duration::from_secs(3), record(&log, "b"));
+    w.core.alarm(Duration::from_secs(2), record(&log, "a"));
+    let events = w.core.close("closed by the test");
     assert!(w.core.is_idle());
+    assert!(log.borrow().is_empty(), "run by whoever delivers close()'s events");
+    w.run_all(events);
+    assert_eq!(*log.borrow(), [("b", Fired::Closed), ("a", Fired::Closed)], "in the order armed");
     w.advance_to(5000);
     w.run_events();
-    assert_eq!(*ran.borrow(), 0);
+    assert_eq!(log.borrow().len(), 2, "each alarm runs once");
 }
