@@ -46,7 +46,8 @@ pub enum ServiceEvent {
     /// An instance went: deleted, its lease expired or revoked, or its value replaced by
     /// one that is not an endpoint. The endpoint as last known.
     Removed(Endpoint),
-    /// A key's value is not an endpoint: skipped (as Go's manager skips it).
+    /// A key's value is not an endpoint: skipped (as Go's manager skips it). Keys refused
+    /// when the watch starts are listed in `Initial`'s `invalid` instead.
     Invalid(Invalid),
     /// Listing or watching the service failed; it is listed again after a backoff (the set
     /// delivered so far stands until then). `CANCELLED` (the client was closed) is the last
