@@ -9,8 +9,10 @@ pub(crate) use crate::core::alarms::Fired;
 use crate::core::{CallKey, Core, Deadline, Event, StreamItem, StreamKey, UnaryOptions};
 use crate::error::{Code, EtcdError};
 use crate::grpc::{codec, Rpc, RpcKind};
+use crate::handle::Watch;
 use crate::namespace::Namespace;
 use crate::reactor::Reactor;
+use crate::remote::{Remote, RemoteHost, Target};
 use bytes::Bytes;
 use std::cell::{Cell, RefCell};
 use std::os::fd::{AsRawFd, RawFd};
@@ -64,6 +66,20 @@ pub(crate) struct Inner {
     pub(crate) members: RefCell<Vec<Rc<Inner>>>,
     /// This member view is in its host's `members` (its epoll fd watched by the host's).
     pub(crate) attached: Cell<bool>,
+    /// The other threads' way in, once `remote()` was called (see `remote.rs`).
+    remote: RefCell<Option<RemoteHost>>,
+}
+
+impl Drop for Inner {
+    /// The client is gone: remotes can no longer post, and what they queued is cancelled
+    /// here, on the loop's thread (an operation's callback gets `CANCELLED`).
+    fn drop(&mut self) {
+        if let Some(host) = self.remote.get_mut().take() {
+            for (_, job) in host.mailbox.shut() {
+                job(None);
+            }
+        }
+    }
 }
 
 /// What `on_health_change` registers.
@@ -89,6 +105,7 @@ impl Inner {
             host,
             members: RefCell::default(),
             attached: Cell::new(false),
+            remote: RefCell::new(None),
         }
     }
 
@@ -195,6 +212,9 @@ impl Client {
         if let Some(host) = self.host() {
             return host.next_timeout();
         }
+        if self.inner.remote.borrow().as_ref().is_some_and(|r| r.mailbox.has_jobs()) {
+            return Some(Duration::ZERO);
+        }
         let now = Instant::now();
         let own = {
             let driver = self.inner.core.borrow();
@@ -227,6 +247,17 @@ impl Client {
         }
         self.close_own();
         self.close_members();
+        // Work other threads queued before the close: cancelled here, on the loop's thread.
+        let jobs = self.inner.remote.borrow().as_ref().map(|r| r.mailbox.take());
+        let cancelled: Vec<Event> = jobs
+            .into_iter()
+            .flatten()
+            .map(|(_, job)| Event::Local(Box::new(move || job(None))))
+            .collect();
+        let mut delivery = Delivery::new(&self.inner, cancelled);
+        for event in delivery.rest.by_ref() {
+            self.deliver(event);
+        }
     }
 
     /// Ends this core's work and closes its link (see [`close`](Client::close)).
@@ -277,7 +308,9 @@ impl Client {
         if let Some(host) = self.host() {
             return host.is_idle();
         }
-        self.inner.members.borrow().is_empty() && self.inner.core.borrow().core.is_idle()
+        self.inner.members.borrow().is_empty()
+            && self.inner.core.borrow().core.is_idle()
+            && !self.inner.remote.borrow().as_ref().is_some_and(|r| r.mailbox.is_busy())
     }
 
     /// One turn of this client, then one of each member view with work in progress (and a
@@ -295,12 +328,13 @@ impl Client {
     /// One turn: input and timers with the core borrowed, then callbacks with nothing
     /// borrowed, then one flush that sends what h2 and the callbacks produced.
     pub(crate) fn turn_own(&self, timeout: Option<Duration>) {
-        let batch: Vec<Event> = {
+        let mut batch: Vec<Event> = {
             let mut driver = self.inner.core.borrow_mut();
             let Driver { core, reactor } = &mut *driver;
             reactor.turn(core, timeout);
             std::iter::from_fn(|| core.poll_event()).collect()
         };
+        self.take_remote_jobs(&mut batch);
         if !batch.is_empty() {
             let mut delivery = Delivery::new(&self.inner, batch);
             for event in delivery.rest.by_ref() {
@@ -374,6 +408,11 @@ impl Client {
         Rc::downgrade(&self.inner)
     }
 
+    /// Whether `other` is a handle on the same client (views included).
+    pub(crate) fn same_inner(&self, other: &Client) -> bool {
+        Rc::ptr_eq(&self.inner, &other.inner)
+    }
+
     /// The client behind a handle's weak reference, if it still exists.
     pub(crate) fn upgrade(inner: &Weak<Inner>) -> Option<Client> {
         inner.upgrade().map(|inner| Client { inner, opts: None, ns: None })
@@ -427,6 +466,37 @@ impl Client {
         drop(work);
     }
 
+    /// Appends the work other threads posted (see `remote.rs`) to this turn's callbacks.
+    fn take_remote_jobs(&self, batch: &mut Vec<Event>) {
+        let remote = self.inner.remote.borrow();
+        let Some(host) = remote.as_ref() else { return };
+        for (target, job) in host.mailbox.take() {
+            let client = match &host.targets[target] {
+                Target::View(opts, ns) => {
+                    Client { inner: self.inner.clone(), opts: opts.clone(), ns: ns.clone() }
+                }
+                Target::Member(view) => view.clone(),
+            };
+            batch.push(Event::Local(Box::new(move || job(Some(&client)))));
+        }
+    }
+
+    /// Keeps the handle of watch `id`, started through a remote, for its `RemoteWatch`.
+    pub(crate) fn keep_remote_watch(&self, id: u64, watch: Watch) {
+        let host = self.host().unwrap_or_else(|| self.clone());
+        let mut remote = host.inner.remote.borrow_mut();
+        if let Some(r) = remote.as_mut() {
+            r.watches.insert(id, watch);
+        }
+    }
+
+    /// The handle of watch `id`, started through a remote, forgotten (cancelled or ended).
+    pub(crate) fn forget_remote_watch(&self, id: u64) -> Option<Watch> {
+        let host = self.host().unwrap_or_else(|| self.clone());
+        let watch = host.inner.remote.borrow_mut().as_mut()?.watches.remove(&id);
+        watch
+    }
+
     /// Starts unary call `R` with `request`; `callback` gets the decoded response.
     pub(crate) fn call<R: Rpc>(
         &self,
@@ -447,6 +517,31 @@ impl Client {
     /// stays in its namespace.
     pub fn with(&self, opts: CallOptions) -> Client {
         Client { inner: self.inner.clone(), opts: Some(Rc::new(opts)), ns: self.ns.clone() }
+    }
+
+    /// A handle for other threads: [`Remote`] is `Send + Sync + Clone`; its work and its
+    /// operations' callbacks run on this client's loop thread, on the next turn after they
+    /// are posted (posting wakes the loop through the client's fd). Remotes of a view
+    /// (`with`, `namespaced`, `member`) work through that view. See [`Remote`] for what
+    /// happens on `close()` and once the client is gone.
+    pub fn remote(&self) -> Remote {
+        let host = self.host().unwrap_or_else(|| Client {
+            inner: self.inner.clone(),
+            opts: None,
+            ns: None,
+        });
+        let target = match self.inner.host {
+            Some(_) => Target::Member(self.clone()),
+            None => Target::View(self.opts.clone(), self.ns.clone()),
+        };
+        let mut slot = host.inner.remote.borrow_mut();
+        let r =
+            slot.get_or_insert_with(|| RemoteHost::new(host.inner.core.borrow().reactor.waker()));
+        let index = r.targets.iter().position(|t| t.same(&target)).unwrap_or_else(|| {
+            r.targets.push(target);
+            r.targets.len() - 1
+        });
+        Remote::new(r.mailbox.clone(), index)
     }
 
     /// A view of this client whose every key lives under `prefix`, as through Go's

@@ -77,6 +77,7 @@ pub mod ops;
 pub mod pb;
 mod reactor;
 pub mod registry;
+mod remote;
 mod sockopt;
 mod timer;
 #[cfg(feature = "tls")]
@@ -111,5 +112,6 @@ pub use pb::v3electionpb::{
     CampaignResponse, LeaderKey, LeaderResponse, ProclaimResponse, ResignResponse,
 };
 pub use pb::v3lockpb::{LockResponse, UnlockResponse};
+pub use remote::{Remote, RemoteWatch};
 #[cfg(feature = "tls")]
 pub use tls::Tls;
