@@ -75,7 +75,7 @@ impl Drop for Inner {
     /// here, on the loop's thread (an operation's callback gets `CANCELLED`).
     fn drop(&mut self) {
         if let Some(host) = self.remote.get_mut().take() {
-            for (_, job) in host.mailbox.shut() {
+            for (_, _, job) in host.mailbox.shut() {
                 job(None);
             }
         }
@@ -252,7 +252,10 @@ impl Client {
         let cancelled: Vec<Event> = jobs
             .into_iter()
             .flatten()
-            .map(|(_, job)| Event::Local(Box::new(move || job(None))))
+            .map(|(_, live, job)| {
+                live.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+                Event::Local(Box::new(move || job(None)))
+            })
             .collect();
         let mut delivery = Delivery::new(&self.inner, cancelled);
         for event in delivery.rest.by_ref() {
@@ -408,9 +411,18 @@ impl Client {
         Rc::downgrade(&self.inner)
     }
 
-    /// Whether `other` is a handle on the same client (views included).
-    pub(crate) fn same_inner(&self, other: &Client) -> bool {
+    /// Whether `other` is the same view of the same client (options and namespace too).
+    pub(crate) fn same_view(&self, other: &Client) -> bool {
+        fn same<T>(a: &Option<Rc<T>>, b: &Option<Rc<T>>) -> bool {
+            match (a, b) {
+                (None, None) => true,
+                (Some(a), Some(b)) => Rc::ptr_eq(a, b),
+                _ => false,
+            }
+        }
         Rc::ptr_eq(&self.inner, &other.inner)
+            && same(&self.opts, &other.opts)
+            && same(&self.ns, &other.ns)
     }
 
     /// The client behind a handle's weak reference, if it still exists.
@@ -468,17 +480,29 @@ impl Client {
 
     /// Appends the work other threads posted (see `remote.rs`) to this turn's callbacks.
     fn take_remote_jobs(&self, batch: &mut Vec<Event>) {
-        let remote = self.inner.remote.borrow();
-        let Some(host) = remote.as_ref() else { return };
-        for (target, job) in host.mailbox.take() {
-            let client = match &host.targets[target] {
-                Target::View(opts, ns) => {
-                    Client { inner: self.inner.clone(), opts: opts.clone(), ns: ns.clone() }
-                }
-                Target::Member(view) => view.clone(),
-            };
-            batch.push(Event::Local(Box::new(move || job(Some(&client)))));
-        }
+        let freed = {
+            let mut remote = self.inner.remote.borrow_mut();
+            let Some(host) = remote.as_mut() else { return };
+            // A job taken now but run after a `close()` in this same batch is cancelled, as
+            // it would have been had it still been queued.
+            let closes = self.inner.closes.get();
+            for (target, live, job) in host.mailbox.take() {
+                let client = match host.target(target) {
+                    Some(Target::View(opts, ns)) => {
+                        Client { inner: self.inner.clone(), opts: opts.clone(), ns: ns.clone() }
+                    }
+                    Some(Target::Member(view)) => view.clone(),
+                    None => self.clone(), // never: a queued job keeps its target
+                };
+                live.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+                batch.push(Event::Local(Box::new(move || {
+                    let open = client.inner.closes.get() == closes;
+                    job(open.then_some(&client))
+                })));
+            }
+            host.prune()
+        };
+        drop(freed); // member views no remote names any more, outside the borrow
     }
 
     /// Keeps the handle of watch `id`, started through a remote, for its `RemoteWatch`.
@@ -525,23 +549,24 @@ impl Client {
     /// (`with`, `namespaced`, `member`) work through that view. See [`Remote`] for what
     /// happens on `close()` and once the client is gone.
     pub fn remote(&self) -> Remote {
-        let host = self.host().unwrap_or_else(|| Client {
-            inner: self.inner.clone(),
-            opts: None,
-            ns: None,
-        });
-        let target = match self.inner.host {
-            Some(_) => Target::Member(self.clone()),
-            None => Target::View(self.opts.clone(), self.ns.clone()),
+        // A member view posts through its client's mailbox; one whose client is gone drives
+        // itself, so it keeps its own.
+        let (host, target) = match self.host() {
+            Some(host) => (host, Target::Member(self.clone())),
+            None => {
+                let own = Client { inner: self.inner.clone(), opts: None, ns: None };
+                (own, Target::View(self.opts.clone(), self.ns.clone()))
+            }
         };
-        let mut slot = host.inner.remote.borrow_mut();
-        let r =
-            slot.get_or_insert_with(|| RemoteHost::new(host.inner.core.borrow().reactor.waker()));
-        let index = r.targets.iter().position(|t| t.same(&target)).unwrap_or_else(|| {
-            r.targets.push(target);
-            r.targets.len() - 1
-        });
-        Remote::new(r.mailbox.clone(), index)
+        let (remote, freed) = {
+            let mut slot = host.inner.remote.borrow_mut();
+            let r = slot
+                .get_or_insert_with(|| RemoteHost::new(host.inner.core.borrow().reactor.waker()));
+            let freed = r.prune(); // targets no remote names any more
+            (r.remote(target), freed)
+        };
+        drop(freed); // outside the borrow (a member view's `Drop` uses its client)
+        remote
     }
 
     /// A view of this client whose every key lives under `prefix`, as through Go's

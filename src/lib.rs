@@ -55,6 +55,18 @@
 //!
 //! Keys and values are bytes ([`bytes::Bytes`]): any `&'static str`, `String`, `Vec<u8>` or
 //! `Bytes` converts. Responses are the etcd protobuf messages in [`pb`], with `Bytes` fields.
+//!
+//! # Features
+//!
+//! - `tls` (default): TLS and mTLS endpoints through rustls with ring (`https://`,
+//!   `unixs://`, or any endpoint once `Config::tls` is set); see `Tls`.
+//! - `native-roots`: `Tls::native_roots(true)` trusts the operating system's CA certificates
+//!   (implies `tls`).
+//! - `futures`: `evetcd::future`, every operation as a future and every stream as a
+//!   `Stream`, resolved from the callbacks (no executor; the loop is still driven as above).
+//! - `testing`: `evetcd::testing`, real etcd members, clusters (TLS too) and a fault proxy on
+//!   loopback for your own tests (etcd 3.5.1 is installed with pip when no binary is given).
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 #![deny(missing_docs, missing_debug_implementations)]
 
@@ -66,6 +78,8 @@ pub mod config_source;
 mod core;
 mod endpoint;
 mod error;
+#[cfg(feature = "futures")]
+pub mod future;
 pub mod gojson;
 mod grpc;
 mod h2io;
@@ -79,6 +93,8 @@ mod reactor;
 pub mod registry;
 mod remote;
 mod sockopt;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod timer;
 #[cfg(feature = "tls")]
 mod tls;

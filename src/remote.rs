@@ -31,6 +31,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 /// client closed first (an operation's callback then gets `CANCELLED`).
 type Job = Box<dyn FnOnce(Option<&Client>) + Send>;
 
+/// How many handles (remotes, remote watches) and queued jobs name one target: at zero the
+/// loop forgets the target (and a member view it held can go).
+type Live = Arc<AtomicUsize>;
+
+/// A queued job: its target, that target's count (the job is one of them), the work.
+pub(crate) type Queued = (usize, Live, Job);
+
 /// The shared half: a queue any thread may push to, and the loop's waker.
 pub(crate) struct Mailbox {
     queue: Mutex<Queue>,
@@ -44,7 +51,7 @@ pub(crate) struct Mailbox {
 }
 
 struct Queue {
-    jobs: VecDeque<(usize, Job)>,
+    jobs: VecDeque<Queued>,
     /// False once the client is gone: posts fail.
     open: bool,
 }
@@ -67,12 +74,13 @@ impl Mailbox {
     }
 
     /// Queues `job` for target `view`; wakes the loop when the queue was empty.
-    fn push(&self, view: usize, job: Job) -> Result<(), EtcdError> {
+    fn push(&self, view: usize, live: &Live, job: Job) -> Result<(), EtcdError> {
         let mut queue = self.lock();
         if !queue.open {
             return Err(gone());
         }
-        queue.jobs.push_back((view, job));
+        live.fetch_add(1, Ordering::AcqRel);
+        queue.jobs.push_back((view, live.clone(), job));
         drop(queue);
         if !self.pending.swap(true, Ordering::AcqRel) {
             // A failed wake leaves the job queued for the next turn anyway.
@@ -82,7 +90,7 @@ impl Mailbox {
     }
 
     /// Takes every queued job (the loop's thread).
-    pub(crate) fn take(&self) -> Vec<(usize, Job)> {
+    pub(crate) fn take(&self) -> Vec<Queued> {
         if !self.pending.load(Ordering::Acquire) {
             return Vec::new();
         }
@@ -102,7 +110,7 @@ impl Mailbox {
     }
 
     /// The client is gone: later posts fail; the queued jobs, handed back, are cancelled.
-    pub(crate) fn shut(&self) -> Vec<(usize, Job)> {
+    pub(crate) fn shut(&self) -> Vec<Queued> {
         let mut queue = self.lock();
         queue.open = false;
         self.pending.store(false, Ordering::Release);
@@ -136,7 +144,7 @@ impl Target {
         }
         match (self, other) {
             (Target::View(o1, n1), Target::View(o2, n2)) => same_rc(o1, o2) && same_rc(n1, n2),
-            (Target::Member(a), Target::Member(b)) => a.same_inner(b),
+            (Target::Member(a), Target::Member(b)) => a.same_view(b),
             _ => false,
         }
     }
@@ -146,7 +154,8 @@ impl Target {
 /// started through remotes.
 pub(crate) struct RemoteHost {
     pub(crate) mailbox: Arc<Mailbox>,
-    pub(crate) targets: Vec<Target>,
+    /// The targets by index, each with its live count; `None`: a free slot.
+    targets: Vec<Option<(Target, Live)>>,
     pub(crate) watches: HashMap<u64, Watch>,
 }
 
@@ -157,6 +166,46 @@ impl RemoteHost {
             targets: Vec::new(),
             watches: HashMap::new(),
         }
+    }
+
+    /// A handle on `target`: its slot if it has one, else a free or new slot.
+    pub(crate) fn remote(&mut self, target: Target) -> Remote {
+        let same = |t: &Option<(Target, Live)>| t.as_ref().is_some_and(|(t, _)| t.same(&target));
+        let index = match self.targets.iter().position(same) {
+            Some(found) => found,
+            None => {
+                let slot = Some((target, Live::default()));
+                match self.targets.iter().position(Option::is_none) {
+                    Some(free) => {
+                        self.targets[free] = slot;
+                        free
+                    }
+                    None => {
+                        self.targets.push(slot);
+                        self.targets.len() - 1
+                    }
+                }
+            }
+        };
+        let live = self.targets[index].as_ref().map(|(_, live)| live.clone()).unwrap_or_default();
+        Remote::new(self.mailbox.clone(), index, live)
+    }
+
+    /// The target of a queued job (always there: the job counts as live).
+    pub(crate) fn target(&self, index: usize) -> Option<&Target> {
+        self.targets.get(index)?.as_ref().map(|(t, _)| t)
+    }
+
+    /// Frees the slots nothing names any more; what they held is handed back, to be dropped
+    /// once no borrow is held (a member view's `Drop` uses its client).
+    pub(crate) fn prune(&mut self) -> Vec<Target> {
+        let mut freed = Vec::new();
+        for slot in &mut self.targets {
+            if slot.as_ref().is_some_and(|(_, live)| live.load(Ordering::Acquire) == 0) {
+                freed.extend(slot.take().map(|(t, _)| t));
+            }
+        }
+        freed
     }
 }
 
@@ -177,6 +226,7 @@ impl RemoteHost {
 pub struct Remote {
     mailbox: Arc<Mailbox>,
     target: usize,
+    live: Live,
 }
 
 impl std::fmt::Debug for Mailbox {
@@ -189,13 +239,14 @@ impl std::fmt::Debug for Mailbox {
 
 impl Clone for Remote {
     fn clone(&self) -> Remote {
-        Remote::new(self.mailbox.clone(), self.target)
+        Remote::new(self.mailbox.clone(), self.target, self.live.clone())
     }
 }
 
 impl Drop for Remote {
     /// The last handle gone: wake the loop so that a `run()` with nothing else to do returns.
     fn drop(&mut self) {
+        self.live.fetch_sub(1, Ordering::AcqRel);
         if self.mailbox.handles.fetch_sub(1, Ordering::AcqRel) == 1 {
             let _ = self.mailbox.waker.wake();
         }
@@ -203,9 +254,10 @@ impl Drop for Remote {
 }
 
 impl Remote {
-    pub(crate) fn new(mailbox: Arc<Mailbox>, target: usize) -> Remote {
+    fn new(mailbox: Arc<Mailbox>, target: usize, live: Live) -> Remote {
         mailbox.handles.fetch_add(1, Ordering::AcqRel);
-        Remote { mailbox, target }
+        live.fetch_add(1, Ordering::AcqRel);
+        Remote { mailbox, target, live }
     }
 
     /// Runs `work` on the loop's thread with the client, on its next turn. Fails (and
@@ -214,6 +266,7 @@ impl Remote {
     pub fn post(&self, work: impl FnOnce(&Client) + Send + 'static) -> Result<(), EtcdError> {
         self.mailbox.push(
             self.target,
+            &self.live,
             Box::new(move |client: Option<&Client>| {
                 if let Some(client) = client {
                     work(client)
@@ -242,6 +295,7 @@ impl Remote {
     ) -> Result<(), EtcdError> {
         self.mailbox.push(
             self.target,
+            &self.live,
             Box::new(move |client: Option<&Client>| match client {
                 Some(client) => start(client, Box::new(callback)),
                 None => callback(Err(EtcdError::new(Code::Cancelled, "client closed", "remote"))),
@@ -345,6 +399,7 @@ impl Remote {
         let id = self.mailbox.next_watch.fetch_add(1, Ordering::Relaxed);
         self.mailbox.push(
             self.target,
+            &self.live,
             Box::new(move |client: Option<&Client>| {
                 let Some(client) = client else {
                     return callback(Err(EtcdError::new(
@@ -367,7 +422,13 @@ impl Remote {
                 client.keep_remote_watch(id, watch);
             }),
         )?;
-        Ok(RemoteWatch { mailbox: self.mailbox.clone(), target: self.target, id })
+        self.live.fetch_add(1, Ordering::AcqRel); // the RemoteWatch's
+        Ok(RemoteWatch {
+            mailbox: self.mailbox.clone(),
+            target: self.target,
+            live: self.live.clone(),
+            id,
+        })
     }
 }
 
@@ -375,11 +436,31 @@ impl Remote {
 /// thread. Dropping it does not cancel the watch (as with [`Watch`]).
 ///
 /// It is not a [`Remote`]: a live watch keeps `run()` turning by itself, as any watch does.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct RemoteWatch {
     mailbox: Arc<Mailbox>,
     target: usize,
+    /// Counts as a handle on its target (not as a `Remote`: it does not keep `run()` going).
+    live: Live,
     id: u64,
+}
+
+impl Clone for RemoteWatch {
+    fn clone(&self) -> RemoteWatch {
+        self.live.fetch_add(1, Ordering::AcqRel);
+        RemoteWatch {
+            mailbox: self.mailbox.clone(),
+            target: self.target,
+            live: self.live.clone(),
+            id: self.id,
+        }
+    }
+}
+
+impl Drop for RemoteWatch {
+    fn drop(&mut self) {
+        self.live.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl RemoteWatch {
@@ -392,6 +473,7 @@ impl RemoteWatch {
         let id = self.id;
         self.mailbox.push(
             self.target,
+            &self.live,
             Box::new(move |client: Option<&Client>| {
                 match client.and_then(|c| c.forget_remote_watch(id)) {
                     Some(watch) => watch.cancel(callback),

@@ -1,5 +1,7 @@
 //! Certificates for TLS tests, made at test time (see `src/tls/testcerts.rs`, shared with
 //! the unit tests), and written to a private temporary directory for etcd and the client.
+//! `evetcd::testing` takes certificate files rather than making them, so rcgen stays a
+//! dev-dependency: these files become its [`EtcdTls`].
 
 #[path = "../../src/tls/testcerts.rs"]
 mod testcerts;
@@ -9,6 +11,8 @@ pub use testcerts::{Authority, Issued, Pki};
 use std::fs;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
+
+use evetcd::testing::EtcdTls;
 
 /// A [`Pki`] on disk: `ca.crt`, `server.crt`/`.key`, `client.crt`/`.key` (CN `root`) and
 /// `other-ca.crt`. The directory is removed on drop.
@@ -39,18 +43,13 @@ impl TlsFiles {
         TlsFiles { pki, dir, ca, server_cert, server_key, client_cert, client_key, other_ca }
     }
 
-    /// etcd flags serving clients over TLS with the server certificate; with `mtls`, client
-    /// certificates signed by the CA are required (`--client-cert-auth`).
-    pub fn etcd_flags(&self, mtls: bool) -> Vec<String> {
-        let mut flags = vec![
-            format!("--cert-file={}", self.server_cert.display()),
-            format!("--key-file={}", self.server_key.display()),
-        ];
-        if mtls {
-            flags.push("--client-cert-auth".to_string());
-            flags.push(format!("--trusted-ca-file={}", self.ca.display()));
-        }
-        flags
+    /// The harness's TLS for a member served with these files: the server certificate, the
+    /// CA, and the client certificate for its own clients; with `mtls`, client certificates
+    /// signed by the CA are required (`--client-cert-auth`).
+    pub fn etcd_tls(&self, mtls: bool) -> EtcdTls {
+        EtcdTls::new(&self.ca, &self.server_cert, &self.server_key)
+            .client_identity(&self.client_cert, &self.client_key)
+            .require_client_certs(mtls)
     }
 
     /// etcdctl's flags for a member served with these files (it always shows the client

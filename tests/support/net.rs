@@ -1,34 +1,10 @@
-//! Loopback ports and endpoints for tests.
+//! Loopback endpoints for tests: `evetcd::testing`'s, and a listener that never answers.
 
-use std::collections::HashSet;
 use std::net::{Ipv4Addr, TcpListener};
-use std::sync::{Mutex, OnceLock};
-
-/// A loopback port that was free a moment ago and has not been handed out
-/// before in this process.
-///
-/// Bind-and-drop leaves a window in which someone else may take the port;
-/// remembering every port handed out closes it for members started
-/// concurrently in this process (the kernel happily returns a just-released
-/// port again). Ports are never returned to the pool so a stopped member can
-/// restart on its old ports without another member having taken them.
-pub(crate) fn free_port() -> u16 {
-    static HANDED_OUT: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
-    let mut handed_out =
-        HANDED_OUT.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
-    loop {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .unwrap_or_else(|e| panic!("binding 127.0.0.1:0: {e}"));
-        let port = listener.local_addr().unwrap_or_else(|e| panic!("local_addr: {e}")).port();
-        if handed_out.insert(port) {
-            return port;
-        }
-    }
-}
 
 /// `127.0.0.1:PORT` where nothing listens, so connecting is refused at once.
 pub fn refused_endpoint() -> String {
-    format!("127.0.0.1:{}", free_port())
+    evetcd::testing::refused_endpoint().unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A listener that is never accepted from: the kernel completes the TCP
