@@ -12,7 +12,7 @@ use crate::grpc::{codec, Rpc, RpcKind};
 use crate::handle::Watch;
 use crate::namespace::Namespace;
 use crate::reactor::Reactor;
-use crate::remote::{Remote, RemoteHost, Target};
+use crate::remote::{same_rc, Remote, RemoteHost, Target};
 use bytes::Bytes;
 use std::cell::{Cell, RefCell};
 use std::os::fd::{AsRawFd, RawFd};
@@ -413,16 +413,9 @@ impl Client {
 
     /// Whether `other` is the same view of the same client (options and namespace too).
     pub(crate) fn same_view(&self, other: &Client) -> bool {
-        fn same<T>(a: &Option<Rc<T>>, b: &Option<Rc<T>>) -> bool {
-            match (a, b) {
-                (None, None) => true,
-                (Some(a), Some(b)) => Rc::ptr_eq(a, b),
-                _ => false,
-            }
-        }
         Rc::ptr_eq(&self.inner, &other.inner)
-            && same(&self.opts, &other.opts)
-            && same(&self.ns, &other.ns)
+            && same_rc(&self.opts, &other.opts)
+            && same_rc(&self.ns, &other.ns)
     }
 
     /// The client behind a handle's weak reference, if it still exists.

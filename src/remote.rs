@@ -135,18 +135,20 @@ pub(crate) enum Target {
 impl Target {
     /// Whether `self` and `other` are the same view (so that remotes share one entry).
     pub(crate) fn same(&self, other: &Target) -> bool {
-        fn same_rc<T>(a: &Option<Rc<T>>, b: &Option<Rc<T>>) -> bool {
-            match (a, b) {
-                (None, None) => true,
-                (Some(a), Some(b)) => Rc::ptr_eq(a, b),
-                _ => false,
-            }
-        }
         match (self, other) {
             (Target::View(o1, n1), Target::View(o2, n2)) => same_rc(o1, o2) && same_rc(n1, n2),
             (Target::Member(a), Target::Member(b)) => a.same_view(b),
             _ => false,
         }
+    }
+}
+
+/// Whether two optional view parts are the same one (or both absent).
+pub(crate) fn same_rc<T>(a: &Option<Rc<T>>, b: &Option<Rc<T>>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => Rc::ptr_eq(a, b),
+        _ => false,
     }
 }
 
@@ -284,7 +286,7 @@ impl Remote {
     /// let remote = client.remote();
     /// std::thread::spawn(move || {
     ///     remote
-    ///         .call(|c, cb| c.member_list(cb), |res| println!("{:?}", res.map(|r| r.members.len())))
+    ///         .call(|c, cb| c.member_list(true, cb), |res| println!("{:?}", res.map(|r| r.members.len())))
     ///         .expect("the client is alive");
     /// });
     /// ```
