@@ -262,8 +262,15 @@ fn a_remote_of_a_namespaced_view_works_in_its_namespace_and_watches_cancel_from_
     })
     .join()
     .unwrap();
-    run_until(&c, || !events.lock().unwrap().is_empty());
-    assert!(rx.try_recv().unwrap());
+    // The event and the put's answer may come in either order.
+    let put_ok = Mutex::new(None);
+    run_until(&c, || {
+        if let Ok(ok) = rx.try_recv() {
+            *put_ok.lock().unwrap() = Some(ok);
+        }
+        !events.lock().unwrap().is_empty() && put_ok.lock().unwrap().is_some()
+    });
+    assert_eq!(*put_ok.lock().unwrap(), Some(true));
     assert_eq!(*events.lock().unwrap(), ["k"], "the key as seen in the namespace");
     let got = ok(&checker, |cb| checker.get(format!("{prefix}k"), GetOptions::new(), cb));
     assert_eq!(got.kvs.len(), 1, "written under the prefix");
