@@ -226,9 +226,11 @@ fn an_instance_whose_process_stops_is_removed_once_its_lease_expires() {
     let etcd = Etcd::start();
     let (frozen, w) = (client(&etcd.endpoint()), client(&etcd.endpoint()));
     let name = service("expiry");
+    // The watcher lists first, so that the instance arrives as `Added`.
+    let (_watch, seen) = watch(&w, &name);
+    drive_until(&[&w], STEP, || seen.len() >= 1);
     let (_registration, heard) =
         reg(&frozen, svc(&name, "a", "h:1", json!(null)), Duration::from_secs(1));
-    let (_watch, seen) = watch(&w, &name);
     drive_until(&[&frozen, &w], STEP, || up(&heard) && seen.any(|e| added(e).is_some()));
     let lease = lease_of(&heard);
 
@@ -286,8 +288,11 @@ fn a_registration_survives_kill_9_of_the_member_it_is_connected_to() {
     let w = client(&survivor);
     let name = service("kill9");
     let ttl = Duration::from_secs(3);
-    let (registration, heard) = reg(&r, svc(&name, "i", "h:1", json!("m")), ttl);
+    // The watcher lists first, so that the instance arrives as `Added` (registered before
+    // the list, it would be in `Initial`).
     let (_watch, seen) = watch(&w, &name);
+    drive_until(&[&w], STEP, || seen.len() >= 1);
+    let (registration, heard) = reg(&r, svc(&name, "i", "h:1", json!("m")), ttl);
     drive_until(&[&r, &w], STEP, || up(&heard) && seen.any(|e| added(e).is_some()));
     assert_eq!(
         r.info().endpoint.as_deref(),
