@@ -11,31 +11,12 @@ use evetcd::{Client, Code, Config, GetOptions, PutOptions, RangeResponse, Txn, T
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
+use support::client::Got;
 use support::client::{block, client, drive_until, ok};
 use support::proxy::{Mode, Proxy};
 use support::Etcd;
 
 const LIMIT: Duration = Duration::from_secs(15);
-
-/// A result slot filled by a callback; panics if it is filled twice.
-#[derive(Clone)]
-struct Got<T>(Rc<RefCell<Option<T>>>);
-
-impl<T: 'static> Got<T> {
-    fn new() -> Self {
-        Got(Rc::new(RefCell::new(None)))
-    }
-    fn cb(&self) -> impl FnOnce(T) + 'static {
-        let s = self.0.clone();
-        move |v| assert!(s.borrow_mut().replace(v).is_none(), "a callback ran twice")
-    }
-    fn is_set(&self) -> bool {
-        self.0.borrow().is_some()
-    }
-    fn take(&self) -> T {
-        self.0.borrow_mut().take().expect("the callback ran")
-    }
-}
 
 /// Runs `clients` until `got` is set.
 fn wait<T: 'static>(clients: &[&Client], got: &Got<T>) -> T {

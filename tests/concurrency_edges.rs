@@ -12,30 +12,12 @@ use evetcd::{
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
+use support::client::Got;
 use support::client::{client, drive_until, ok};
 use support::proxy::Proxy;
 use support::Etcd;
 
 const LIMIT: Duration = Duration::from_secs(15);
-
-#[derive(Clone)]
-struct Got<T>(Rc<RefCell<Option<T>>>);
-
-impl<T: 'static> Got<T> {
-    fn new() -> Self {
-        Got(Rc::new(RefCell::new(None)))
-    }
-    fn cb(&self) -> impl FnOnce(T) + 'static {
-        let s = self.0.clone();
-        move |v| assert!(s.borrow_mut().replace(v).is_none(), "a callback ran twice")
-    }
-    fn is_set(&self) -> bool {
-        self.0.borrow().is_some()
-    }
-    fn take(&self) -> T {
-        self.0.borrow_mut().take().expect("the callback ran")
-    }
-}
 
 fn wait<T: 'static>(clients: &[&Client], got: &Got<T>) -> T {
     drive_until(clients, LIMIT, || got.is_set());

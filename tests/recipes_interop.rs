@@ -24,6 +24,7 @@ use std::rc::Rc;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread;
 use std::time::Duration;
+use support::client::Got;
 use support::client::{client, drive_until, ok};
 use support::goclient::{skip_without_go, GoClient, Reply};
 use support::metrics::metric;
@@ -31,26 +32,6 @@ use support::{etcd_bin_dir, unique_prefix, Etcd};
 
 const LIMIT: Duration = Duration::from_secs(15);
 const WATCHERS: &str = "etcd_debugging_mvcc_watcher_total";
-
-/// A result slot filled by a callback; panics if it is filled twice.
-#[derive(Clone)]
-struct Got<T>(Rc<RefCell<Option<T>>>);
-
-impl<T: 'static> Got<T> {
-    fn new() -> Self {
-        Got(Rc::new(RefCell::new(None)))
-    }
-    fn cb(&self) -> impl FnOnce(T) + 'static {
-        let s = self.0.clone();
-        move |v| assert!(s.borrow_mut().replace(v).is_none(), "a callback ran twice")
-    }
-    fn is_set(&self) -> bool {
-        self.0.borrow().is_some()
-    }
-    fn take(&self) -> T {
-        self.0.borrow_mut().take().expect("the callback ran")
-    }
-}
 
 /// Runs `clients` until `got` is set.
 fn wait<T: 'static>(clients: &[&Client], got: &Got<T>) -> T {

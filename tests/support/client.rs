@@ -149,3 +149,28 @@ impl<T> Clone for Slot<T> {
         Slot(self.0.clone())
     }
 }
+
+/// A result slot filled by a callback; panics if it is filled twice.
+pub struct Got<T>(pub Rc<RefCell<Option<T>>>);
+
+impl<T> Clone for Got<T> {
+    fn clone(&self) -> Self {
+        Got(self.0.clone())
+    }
+}
+
+impl<T: 'static> Got<T> {
+    pub fn new() -> Self {
+        Got(Rc::new(RefCell::new(None)))
+    }
+    pub fn cb(&self) -> impl FnOnce(T) + 'static {
+        let s = self.0.clone();
+        move |v| assert!(s.borrow_mut().replace(v).is_none(), "a callback ran twice")
+    }
+    pub fn is_set(&self) -> bool {
+        self.0.borrow().is_some()
+    }
+    pub fn take(&self) -> T {
+        self.0.borrow_mut().take().expect("the callback ran")
+    }
+}
