@@ -51,7 +51,7 @@ use crate::endpoint::Endpoint;
 use crate::error::{Code, EtcdError};
 use crate::grpc::reader::{h2_error, Reader, Step};
 use crate::grpc::{codec, Rpc};
-use crate::h2io::wake::CONNECTION;
+use crate::h2io::wake::{CONNECTION, CORE};
 use crate::h2io::{StreamEvent, Wakers};
 use crate::info::{ClientInfo, LinkState};
 use crate::pb::etcdserverpb::{
@@ -66,7 +66,7 @@ pub(crate) use cx::{Completion, Cx, Event, Shared, Timer};
 use failure::{decide, leaves_member, Cause, Decision, Policy, Subject};
 use health::Health;
 use http::uri::PathAndQuery;
-use http::{HeaderValue, Request};
+use http::{HeaderName, HeaderValue, Request};
 use keepalive::Keepalives;
 use link::{Link, LinkCommand, LinkConfig};
 use observe::Observes;
@@ -100,6 +100,15 @@ pub(crate) enum Deadline {
 /// Rounds of "poll the connection, then the woken calls" per drive; the rest is left for
 /// the next turn so one busy connection cannot starve the caller's loop.
 const MAX_DRIVE_ROUNDS: usize = 64;
+
+/// Which step of the IO contract a drive serves (see [`Core::drive`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Input and timers (`handle_timeout`): the connection is polled only to read.
+    Input,
+    /// On the way out (`poll_link`, `poll_transmit`): it is polled for whatever woke it.
+    Output,
+}
 
 /// What the core needs to know of the client's configuration.
 #[derive(Debug, Clone)]
@@ -164,6 +173,14 @@ pub(crate) struct Core {
     sync: sync::Sync,
     ordering: ordering::Ordering,
     alarms: alarms::Alarms,
+    /// h2 woke its connection task since the last poll of it (see [`drive`](Self::drive)).
+    h2_woken: bool,
+    /// Polls of the h2 connection so far: the costliest step of a call, counted so that a
+    /// test holds a call to the fewest.
+    h2_polls: u64,
+    /// Buffers of `drive` kept between drives, so that a drive allocates nothing.
+    ready: Vec<usize>,
+    woken: Vec<usize>,
 }
 
 impl Core {
@@ -203,6 +220,10 @@ impl Core {
             sync,
             ordering: ordering::Ordering::new(cfg.ordering),
             alarms: alarms::Alarms::default(),
+            h2_woken: false,
+            h2_polls: 0,
+            ready: Vec::new(),
+            woken: Vec::new(),
             cx,
         }
     }
@@ -247,7 +268,9 @@ impl Core {
             Ok(false) => {}
             Ok(true) => {
                 info!(target: "evetcd", endpoint = %self.link.endpoint(), generation = self.link.generation(), "connected");
+                // The new connection is polled first (h2 has not been yet), then calls open.
                 self.wakers.wake(CONNECTION);
+                self.wakers.wake(CORE);
                 // With credentials, a new connection authenticates before anything else.
                 self.start_auth();
                 self.cut_backoffs();
@@ -268,14 +291,14 @@ impl Core {
     /// Time is `now`: processes what was read, then fires the timers due.
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
         self.cx.now = now;
-        self.drive();
+        self.drive(Phase::Input);
         let mut fired = false;
         while let Some(timer) = self.cx.timers.poll(now) {
             fired = true;
             self.fire(timer);
         }
         if fired {
-            self.drive();
+            self.drive(Phase::Input);
         }
     }
 
@@ -285,7 +308,7 @@ impl Core {
     /// timeout starts now), or drop the socket.
     pub(crate) fn poll_link(&mut self, now: Instant) -> Option<LinkCommand> {
         self.cx.now = now;
-        self.drive();
+        self.drive(Phase::Output);
         let command = self.link.poll_command(&mut self.cx);
         if let Some(LinkCommand::Connect { endpoint, .. }) = &command {
             debug!(target: "evetcd", %endpoint, generation = self.link.generation(), "connecting");
@@ -297,7 +320,7 @@ impl Core {
     /// written, so h2 feels the socket's back-pressure; report each write with
     /// [`handle_written`](Self::handle_written).
     pub(crate) fn poll_transmit(&mut self) -> Option<Bytes> {
-        self.drive();
+        self.drive(Phase::Output);
         self.link.transport()?.take_output()
     }
 
@@ -344,6 +367,12 @@ impl Core {
             pending_calls: self.calls.unary(),
             auth: self.auth.info(),
         }
+    }
+
+    /// Polls of the h2 connection so far (see `drive`).
+    #[cfg(test)]
+    pub(crate) fn h2_polls(&self) -> u64 {
+        self.h2_polls
     }
 
     /// Whether nothing is pending: no unary call, no live stream, no undelivered event.
@@ -430,7 +459,7 @@ impl Core {
         if self.link.set_endpoints(endpoints, self.cx.now) {
             let names: Vec<String> = self.link.endpoints().iter().map(|e| e.to_string()).collect();
             info!(target: "evetcd", endpoints = ?names, "endpoints changed");
-            self.wakers.wake(CONNECTION);
+            self.wakers.wake(CORE);
         }
     }
 
@@ -471,14 +500,14 @@ impl Core {
         let key = self.watches.add(create, stream, auto_reconnect);
         self.streams.bind(stream, Owner::Watch(key));
         self.ensure_shared(Shared::Watch);
-        self.wakers.wake(CONNECTION);
+        self.wakers.wake(CORE);
         stream
     }
 
     /// Asks for a progress notification on the watch stream.
     pub(crate) fn request_progress(&mut self) {
         self.watches.request_progress();
-        self.wakers.wake(CONNECTION);
+        self.wakers.wake(CORE);
     }
 
     /// Starts keeping lease `lease` alive; the first renewal goes out once the stream opens.
@@ -492,7 +521,7 @@ impl Core {
         let key = self.keepalives.add(stream, lease, auto_reconnect);
         self.streams.bind(stream, Owner::Keepalive(key));
         self.ensure_shared(Shared::Keepalive);
-        self.wakers.wake(CONNECTION);
+        self.wakers.wake(CORE);
         stream
     }
 
@@ -554,7 +583,7 @@ impl Core {
             }
             None => {}
         }
-        self.wakers.wake(CONNECTION);
+        self.wakers.wake(CORE);
         callback
     }
 
@@ -635,28 +664,56 @@ impl Core {
 
     // ===== the drive =====
 
-    /// Lets h2 make progress while anything was woken: polls the connection, opens streams
+    /// Lets h2 make progress while anything was woken: reads what came in, opens streams
     /// for queued calls, sends what the shared streams have queued, polls woken calls; then
     /// asks for a connection if calls wait for one.
-    fn drive(&mut self) {
-        let mut ready = Vec::new();
+    ///
+    /// Polling the h2 connection is the costliest step of a call, so it is done only when
+    /// needed: at once for unread input (it may end the link, which must not be given new
+    /// calls), and for anything else (frames to write after new requests, a freed stream's
+    /// bookkeeping) once per round on the way out ([`Phase::Output`]), after the queued calls
+    /// are opened, so that one poll writes them all. An input drive leaves such a wake for
+    /// the output drive that follows it in the same turn.
+    fn drive(&mut self, phase: Phase) {
+        let mut ready = std::mem::take(&mut self.ready);
+        // Work taken from the queue at the end of the last round (see `take_ready`).
+        let mut more = false;
         for _ in 0..MAX_DRIVE_ROUNDS {
-            if !self.wakers.any_ready() {
+            let h2_due = phase == Phase::Output && self.h2_woken;
+            if !more && !self.wakers.any_ready() && !h2_due {
                 break;
             }
-            self.wakers.take_ready(&mut ready);
-            // The connection first: a link that ended must not be given new calls.
-            self.poll_connection();
+            self.take_ready(&mut ready);
+            if self.link.draining().is_some() && self.calls.drained() {
+                let why = self.link.draining().unwrap_or_default().to_string();
+                self.link_lost(&why);
+            }
+            if self.link.transport().is_some_and(|t| t.has_unread_input()) {
+                self.poll_connection();
+            }
             self.open_queued();
             self.flush_shared();
             for index in ready.drain(..) {
-                if index != CONNECTION {
-                    self.poll_call(index);
-                }
+                self.poll_call(index);
             }
             // What the messages just read queued (a cancel for an unknown watch id).
             self.flush_shared();
+            more = false;
+            if phase == Phase::Output {
+                more = self.take_ready(&mut ready);
+                if self.h2_woken {
+                    self.poll_connection();
+                }
+            }
         }
+        // Calls woken in the last round allowed wait for the next drive.
+        if more {
+            self.wakers.wake(CORE);
+        }
+        for key in ready.drain(..) {
+            self.wakers.wake(key);
+        }
+        self.ready = ready;
         if self.link.is_down() {
             match self.calls.any_queued() {
                 true => self.link.connect(self.cx.now),
@@ -666,13 +723,31 @@ impl Core {
         }
     }
 
-    /// Polls the connection; if it ended, delivers what its streams had already received,
-    /// then takes the link down. A draining link ends once its calls with a deadline are done.
-    fn poll_connection(&mut self) {
-        if self.link.draining().is_some() && self.calls.drained() {
-            let why = self.link.draining().unwrap_or_default().to_string();
-            return self.link_lost(&why);
+    /// Adds the woken call slots to `ready` (the connection's wake becomes `h2_woken`);
+    /// whether anything but the connection was woken.
+    fn take_ready(&mut self, ready: &mut Vec<usize>) -> bool {
+        let mut woken = std::mem::take(&mut self.woken);
+        self.wakers.take_ready(&mut woken);
+        let mut more = false;
+        for key in woken.drain(..) {
+            match key {
+                CONNECTION => self.h2_woken = true,
+                CORE => more = true,
+                _ => {
+                    more = true;
+                    ready.push(key);
+                }
+            }
         }
+        self.woken = woken;
+        more
+    }
+
+    /// Polls the connection; if it ended, delivers what its streams had already received,
+    /// then takes the link down.
+    fn poll_connection(&mut self) {
+        self.h2_woken = false;
+        self.h2_polls += 1;
         let Some(end) = self.link.poll(&self.wakers, &mut self.cx) else { return };
         let reason = self.link.end_reason(end);
         // A response may have been read in full in the same read as the end of input: h2
@@ -892,7 +967,7 @@ impl Core {
             _ => false,
         };
         if requeued {
-            self.wakers.wake(CONNECTION);
+            self.wakers.wake(CORE);
         }
         requeued
     }
@@ -909,7 +984,7 @@ impl Core {
     fn finish(&mut self, key: CallKey, result: Result<(), (Code, String)>) {
         let Some(call) = self.calls.remove(key, &mut self.cx) else { return };
         if self.link.draining().is_some() {
-            self.wakers.wake(CONNECTION); // the link may end now
+            self.wakers.wake(CORE); // the link may end now
         }
         let operation = call.operation;
         let error = |(code, msg): (Code, String)| EtcdError::new(code, msg, operation);
@@ -992,7 +1067,7 @@ impl Core {
             warn!(target: "evetcd", reason, "every endpoint failed in a row");
         }
         self.auth.reset(&mut self.cx);
-        self.wakers.wake(CONNECTION);
+        self.wakers.wake(CORE);
         if !lost.was_up && !lost.every_endpoint_failed {
             return; // the waiting calls try the next endpoint
         }
@@ -1013,14 +1088,14 @@ impl Core {
     fn drain(&mut self, why: String) {
         info!(target: "evetcd", endpoint = %self.link.endpoint(), why = %why, "draining the link");
         self.link.start_drain(why, self.cx.now);
-        self.wakers.wake(CONNECTION);
+        self.wakers.wake(CORE);
     }
 
     /// The member in use is unfit: drain its link so the next endpoint takes over.
     fn leave(&mut self, why: String) {
         info!(target: "evetcd", endpoint = %self.link.endpoint(), why = %why, "leaving the member");
         self.link.leave(why, self.cx.now);
-        self.wakers.wake(CONNECTION);
+        self.wakers.wake(CORE);
     }
 
     fn fire(&mut self, timer: Timer) {
@@ -1028,7 +1103,7 @@ impl Core {
             Timer::Deadline(key) => self.expire(key),
             Timer::Retry(key) => {
                 if self.calls.unpark(key) {
-                    self.wakers.wake(CONNECTION);
+                    self.wakers.wake(CORE);
                 }
             }
             Timer::Connect(generation) => {
@@ -1059,7 +1134,7 @@ impl Core {
             }
             Timer::Renew(key) => {
                 if self.keepalives.renewal_due(key) {
-                    self.wakers.wake(CONNECTION);
+                    self.wakers.wake(CORE);
                 }
             }
             Timer::ObserveReopen(key) => {
@@ -1101,7 +1176,7 @@ impl Core {
         let key = self.calls.add(path, "authenticate", kind, body, deadline, true, &mut self.cx);
         debug!(target: "evetcd", "authenticating");
         self.auth.started(key);
-        self.wakers.wake(CONNECTION);
+        self.wakers.wake(CORE);
     }
 
     fn start_auth_if(&mut self, authenticate: bool) {
@@ -1114,7 +1189,7 @@ impl Core {
         let link_up = self.link.is_up();
         let outcome = self.auth.finished(response, result, link_up, &mut self.cx);
         debug!(target: "evetcd", ?outcome, "authenticate ended");
-        self.wakers.wake(CONNECTION);
+        self.wakers.wake(CORE);
         if let AuthOutcome::Fail(code, msg) = outcome {
             // The calls waiting for a token that will not come.
             for key in self.calls.queued_unary() {
@@ -1336,8 +1411,8 @@ impl Core {
         deadline: Option<Duration>,
     ) -> CallKey {
         let key = self.calls.add(path, operation, kind, body, deadline, false, &mut self.cx);
-        self.wakers.wake(CONNECTION);
-        // Health checks and syncs stopped by `close` start again with the next operation.
+        self.wakers.wake(CORE); // opened by the next drive
+                                // Health checks and syncs stopped by `close` start again with the next operation.
         self.health.resume(&mut self.cx);
         self.sync.resume(&mut self.cx);
         key
@@ -1378,25 +1453,27 @@ fn build_request(
     token: Option<&HeaderValue>,
     stream: bool,
 ) -> Request<()> {
-    let scheme = if endpoint.tls { http::uri::Scheme::HTTPS } else { http::uri::Scheme::HTTP };
-    let uri = http::Uri::builder()
-        .scheme(scheme)
-        .authority(endpoint.authority())
-        .path_and_query(PathAndQuery::from_static(path))
-        .build()
-        .expect("authority validated by Config, path generated from the protos");
-    let mut req = Request::builder()
-        .method(http::Method::POST)
-        .uri(uri)
-        .header(http::header::CONTENT_TYPE, "application/grpc")
-        .header(http::header::TE, "trailers")
-        .body(())
-        .expect("static header values are valid");
+    // Assembled from parts, not through the builders: no parse of the URI or of a header
+    // name, no closures; the authority is the endpoint's, already parsed.
+    const TOKEN: HeaderName = HeaderName::from_static("token");
+    const HASLEADER: HeaderName = HeaderName::from_static("hasleader");
+    let mut uri = http::uri::Parts::default();
+    uri.scheme =
+        Some(if endpoint.tls { http::uri::Scheme::HTTPS } else { http::uri::Scheme::HTTP });
+    uri.authority = Some(endpoint.authority());
+    uri.path_and_query = Some(PathAndQuery::from_static(path));
+    let mut req = Request::new(());
+    *req.method_mut() = http::Method::POST;
+    *req.uri_mut() = http::Uri::from_parts(uri).expect("scheme, authority and path are all set");
+    let headers = req.headers_mut();
+    headers.reserve(4);
+    headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    headers.insert(http::header::TE, HeaderValue::from_static("trailers"));
     if let Some(t) = token {
-        req.headers_mut().insert("token", t.clone());
+        headers.insert(TOKEN, t.clone());
     }
     if stream {
-        req.headers_mut().insert("hasleader", HeaderValue::from_static("true"));
+        headers.insert(HASLEADER, HeaderValue::from_static("true"));
     }
     req
 }

@@ -220,7 +220,8 @@ struct Entry {
     callback: Option<StreamCallback>,
     /// A final delivery that came while the callback was out running (it called
     /// `Client::close`): handed to it as soon as it is back.
-    deferred: Option<StreamItem>,
+    /// Boxed: rare, and inline it would grow every stream by a `WatchResponse`.
+    deferred: Option<Box<StreamItem>>,
 }
 
 /// Every stream's callback.
@@ -280,7 +281,7 @@ impl Streams {
     pub(crate) fn defer_final(&mut self, key: StreamKey, item: StreamItem) -> Option<StreamItem> {
         match self.slots.get_mut(key) {
             Some(entry) if entry.callback.is_none() => {
-                entry.deferred.get_or_insert(item);
+                entry.deferred.get_or_insert(Box::new(item));
                 None
             }
             _ => Some(item),
@@ -290,7 +291,7 @@ impl Streams {
     /// The final delivery kept by [`defer_final`](Self::defer_final), once the callback is
     /// back.
     pub(crate) fn take_deferred(&mut self, key: StreamKey) -> Option<StreamItem> {
-        self.slots.get_mut(key).filter(|e| e.callback.is_some())?.deferred.take()
+        self.slots.get_mut(key).filter(|e| e.callback.is_some())?.deferred.take().map(|b| *b)
     }
 
     /// Whether no stream is registered (ended ones waiting for their last delivery count).

@@ -53,8 +53,9 @@ struct Entry {
     /// The first revision not yet delivered; 0 until known for a watch from "now".
     next_rev: i64,
     state: State,
-    /// A fragmented response being reassembled.
-    partial: Option<WatchResponse>,
+    /// A fragmented response being reassembled (boxed: rare, and a `WatchResponse` inline
+    /// would grow every watch by its size).
+    partial: Option<Box<WatchResponse>>,
 }
 
 /// Every watch of a client.
@@ -285,7 +286,7 @@ impl WatchHub {
         if resp.fragment {
             match &mut entry.partial {
                 Some(p) => p.events.extend(resp.events),
-                None => entry.partial = Some(resp),
+                None => entry.partial = Some(Box::new(resp)),
             }
             return;
         }
@@ -293,7 +294,7 @@ impl WatchHub {
             Some(mut p) => {
                 p.events.extend(resp.events);
                 p.fragment = false;
-                p
+                *p
             }
             None => resp,
         };

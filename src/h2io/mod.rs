@@ -84,6 +84,11 @@ impl Transport {
         self.pipe.borrow_mut().push_eof();
     }
 
+    /// Whether input (or its end) waits that h2 has not read yet.
+    pub(crate) fn has_unread_input(&self) -> bool {
+        self.pipe.borrow().has_unread_input()
+    }
+
     /// What h2 wrote since the last call, if anything; report what reaches the socket with
     /// [`written`](Self::written).
     pub(crate) fn take_output(&self) -> Option<Bytes> {
@@ -255,6 +260,8 @@ pub(crate) struct PipeBuffers {
     inbound: BytesMut,
     /// The peer closed its side: reads return EOF once `inbound` is empty.
     eof: bool,
+    /// h2 has read that EOF.
+    eof_read: bool,
     reader: Option<Waker>,
     /// Bytes h2 wrote, not yet sent to the peer.
     outbound: BytesMut,
@@ -282,6 +289,11 @@ impl PipeBuffers {
         if let Some(w) = self.reader.take() {
             w.wake();
         }
+    }
+
+    /// Whether input (or its end) waits that h2 has not read yet.
+    pub(crate) fn has_unread_input(&self) -> bool {
+        !self.inbound.is_empty() || (self.eof && !self.eof_read)
     }
 
     /// Bytes h2 has written so far (sent or not): the mark of what comes next.
@@ -328,6 +340,7 @@ impl AsyncRead for Pipe {
         let mut p = self.0.borrow_mut();
         if p.inbound.is_empty() {
             if p.eof {
+                p.eof_read = true;
                 return Poll::Ready(Ok(()));
             }
             p.reader = Some(cx.waker().clone());

@@ -7,8 +7,12 @@
 use std::sync::{Arc, Mutex};
 use std::task::{Wake, Waker};
 
-/// The key of the h2 connection task in the ready queue.
+/// The key of the h2 connection task in the ready queue: h2 wakes it when the connection
+/// has something to do (bytes to read, frames to write, a stream slot freed).
 pub(crate) const CONNECTION: usize = usize::MAX;
+/// The core's own mark that it has work (a call queued, say) that needs a drive round but
+/// not, by itself, a poll of the h2 connection.
+pub(crate) const CORE: usize = usize::MAX - 1;
 
 /// Keys woken since the last drain. `Mutex` only because `Waker` must be `Send + Sync`; it is
 /// never contended (one thread).
