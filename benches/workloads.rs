@@ -154,6 +154,15 @@ fn cpu_time() -> Duration {
     tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
+/// Measures the library as its users build it. The benches share the dev-dependencies, and
+/// one of them (calloop) turns on `tracing`'s `log` feature: with it and no dispatcher set,
+/// every span h2 makes goes through `log`'s checks (a fifth of a call's instructions, as
+/// callgrind counts). A program without that feature, or with a subscriber, never pays it;
+/// setting the no-op dispatcher here takes the same path as theirs.
+fn quiet_tracing() {
+    let _ = tracing::dispatcher::set_global_default(tracing::Dispatch::none());
+}
+
 /// Prints the workload's JSON line (stdout) and its percentiles (stderr).
 fn report(workload: &str, ops: usize, wall: Duration, cpu: Duration, mut lat: Vec<Duration>) {
     lat.sort_unstable();
@@ -335,18 +344,32 @@ fn live() -> isize {
     LIVE.load(Ordering::Relaxed)
 }
 
-fn report_scale(workload: &str, count: usize, took: Duration, bytes: isize) {
+/// Resident set size now (Linux `/proc/self/statm`; 0 elsewhere): what the process really
+/// holds, the allocator's free lists and fragmentation included.
+fn rss() -> isize {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: isize = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+    // SAFETY: sysconf only reads a system constant.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as isize;
+    pages * page
+}
+
+/// The scale line: heap bytes per item (live allocations, counted by `Counting`) and RSS
+/// bytes per item (the growth of the resident set over the same span).
+fn report_scale(workload: &str, count: usize, took: Duration, bytes: isize, rss_bytes: isize) {
+    let count = count.max(1) as isize;
     println!(
-        "{{\"client\":\"evetcd\",\"workload\":\"{workload}\",\"count\":{count},\"create_ms\":{:.1},\"bytes_per_item\":{}}}",
+        "{{\"client\":\"evetcd\",\"workload\":\"{workload}\",\"count\":{count},\"create_ms\":{:.1},\"bytes_per_item\":{},\"rss_bytes_per_item\":{}}}",
         took.as_secs_f64() * 1e3,
-        bytes / count as isize,
+        bytes / count,
+        rss_bytes / count,
     );
 }
 
 /// `n` watches on distinct keys, all on the client's one watch stream: time until every
 /// one is created, and heap bytes per watch while they live.
 fn scale_watch(client: &Client, n: usize) {
-    let before = live();
+    let (before, rss_before) = (live(), rss());
     let t0 = Instant::now();
     let created = Rc::new(Cell::new(0usize));
     let mut watches = Vec::with_capacity(n);
@@ -362,8 +385,9 @@ fn scale_watch(client: &Client, n: usize) {
         }));
     }
     client.run();
-    let (took, bytes) = (t0.elapsed(), live() - before);
-    report_scale("scale-watch", created.get(), took, bytes - vec_bytes::<evetcd::Watch>(n));
+    let (took, bytes, rss_bytes) = (t0.elapsed(), live() - before, rss() - rss_before);
+    let handles = vec_bytes::<evetcd::Watch>(n);
+    report_scale("scale-watch", created.get(), took, bytes - handles, rss_bytes - handles);
     for w in watches {
         w.cancel(|_| ());
     }
@@ -384,7 +408,7 @@ fn scale_keepalive(client: &Client, n: usize, in_flight: usize) {
     });
     drive(client, grant, in_flight, n, Duration::MAX, Progress::new("scale-keepalive"));
     let ids = ids.take();
-    let before = live();
+    let (before, rss_before) = (live(), rss());
     let t0 = Instant::now();
     let renewed = Rc::new(Cell::new(0usize));
     let mut keepalives = Vec::with_capacity(n);
@@ -401,8 +425,9 @@ fn scale_keepalive(client: &Client, n: usize, in_flight: usize) {
         }));
     }
     client.run();
-    let (took, bytes) = (t0.elapsed(), live() - before);
-    report_scale("scale-keepalive", renewed.get(), took, bytes - vec_bytes::<evetcd::Keepalive>(n));
+    let (took, bytes, rss_bytes) = (t0.elapsed(), live() - before, rss() - rss_before);
+    let handles = vec_bytes::<evetcd::Keepalive>(n);
+    report_scale("scale-keepalive", renewed.get(), took, bytes - handles, rss_bytes - handles);
     for k in keepalives {
         k.cancel(|_| ());
     }
@@ -421,6 +446,7 @@ fn vec_bytes<T>(n: usize) -> isize {
 }
 
 fn main() {
+    quiet_tracing();
     let o = match Options::parse(std::env::args().skip(1)) {
         Ok(o) => o,
         Err(e) => {
