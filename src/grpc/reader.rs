@@ -10,7 +10,7 @@ use super::codec::{Decoder, FrameError};
 use crate::error::Code;
 use crate::h2io::StreamEvent;
 use bytes::Bytes;
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 
 /// Turns a stream's events into the messages and status of a gRPC response.
 ///
@@ -303,7 +303,10 @@ pub(crate) struct Status {
 impl Status {
     /// The status in `map`, if it carries `grpc-status`.
     pub(crate) fn from_headers(map: &HeaderMap) -> Option<Status> {
-        let raw = map.get("grpc-status")?;
+        // Names made once, at compile time: a `&str` key is parsed on every lookup.
+        const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+        const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
+        let raw = map.get(&GRPC_STATUS)?;
         // `1*DIGIT` only: `parse` alone would also read a sign ("+0", "-0" as OK).
         let code = std::str::from_utf8(raw.as_bytes())
             .ok()
@@ -312,7 +315,7 @@ impl Status {
             .and_then(|s| s.parse::<i32>().ok())
             .map_or(Code::Unknown, Code::from_i32);
         let message =
-            map.get("grpc-message").map(|m| percent_decode(m.as_bytes())).unwrap_or_default();
+            map.get(&GRPC_MESSAGE).map(|m| percent_decode(m.as_bytes())).unwrap_or_default();
         Some(Status { code, message })
     }
 }

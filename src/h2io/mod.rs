@@ -157,7 +157,13 @@ impl Transport {
     ) -> Result<H2Stream, h2::Error> {
         let (response, mut send) = self.send.send_request(request, false)?;
         send.send_data(body, end)?;
-        Ok(H2Stream { response: Some(response), recv: None, send: Some(send), body_done: false })
+        Ok(H2Stream {
+            response: Some(response),
+            recv: None,
+            send: Some(send),
+            body_done: false,
+            over: false,
+        })
     }
 }
 
@@ -186,6 +192,8 @@ pub(crate) struct H2Stream {
     recv: Option<RecvStream>,
     send: Option<SendStream<Bytes>>,
     body_done: bool,
+    /// The server ended the stream (trailers, end, or a failure): nothing to reset.
+    over: bool,
 }
 
 impl std::fmt::Debug for H2Stream {
@@ -197,6 +205,17 @@ impl std::fmt::Debug for H2Stream {
 impl H2Stream {
     /// The next thing that happened on the stream, or `None` until `key` is woken again.
     pub(crate) fn poll(&mut self, wakers: &mut Wakers, key: usize) -> Option<StreamEvent> {
+        let event = self.poll_inner(wakers, key);
+        if let Some(StreamEvent::Trailers(_) | StreamEvent::End | StreamEvent::Failed(_)) = &event {
+            self.over = true;
+        }
+        if let Some(StreamEvent::Headers(_, true)) = &event {
+            self.over = true;
+        }
+        event
+    }
+
+    fn poll_inner(&mut self, wakers: &mut Wakers, key: usize) -> Option<StreamEvent> {
         let mut cx = Context::from_waker(wakers.for_key(key));
         if let Some(fut) = self.response.as_mut() {
             return match Pin::new(fut).poll(&mut cx) {
@@ -240,8 +259,12 @@ impl H2Stream {
         }
     }
 
-    /// Abandons the stream: RST_STREAM(CANCEL) if it is still open.
+    /// Abandons the stream: RST_STREAM(CANCEL) if it is still open. One the server already
+    /// ended is only dropped (a reset of it would be work for nothing: h2 ignores it).
     pub(crate) fn cancel(mut self) {
+        if self.over {
+            return;
+        }
         if let Some(mut s) = self.send.take() {
             s.send_reset(h2::Reason::CANCEL);
         }
