@@ -38,27 +38,35 @@ const NANOS_PER_TICK: u128 = 1_000_000;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct TimerKey {
     /// Slab index of the entry.
-    index: usize,
+    index: u32,
     /// Generation the entry was created with.
     generation: u32,
 }
 
-/// Which list an entry is linked into, so cancel can unlink it in O(1).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Position {
-    /// Due; waiting to be returned by `poll`.
-    Pending,
-    /// Waiting in a wheel slot: `(level, slot)`.
-    Slot(usize, usize),
+/// Which list an entry is linked into, so cancel can unlink it in O(1): [`PENDING`] (due,
+/// waiting to be returned by `poll`) or a wheel slot, `level * SLOTS + slot`.
+type Position = u16;
+
+/// The position of an entry that is due.
+const PENDING: Position = Position::MAX;
+
+/// "No entry" in the links of the lists (slab indexes are `u32`, as in [`TimerKey`]).
+const NIL: u32 = u32::MAX;
+
+/// Head and tail of an intrusive doubly linked list threaded through the slab ([`NIL`]:
+/// none).
+#[derive(Clone, Copy, Debug)]
+struct List {
+    /// First entry.
+    head: u32,
+    /// Last entry.
+    tail: u32,
 }
 
-/// Head and tail of an intrusive doubly linked list threaded through the slab.
-#[derive(Clone, Copy, Debug, Default)]
-struct List {
-    /// First entry, if any.
-    head: Option<usize>,
-    /// Last entry, if any.
-    tail: Option<usize>,
+impl Default for List {
+    fn default() -> Self {
+        List { head: NIL, tail: NIL }
+    }
 }
 
 /// One wheel level: 64 slot lists plus a bitmask of the non-empty ones.
@@ -95,21 +103,22 @@ impl Level {
     }
 }
 
-/// A scheduled timer.
+/// A scheduled timer: 24 bytes plus the payload (a keepalive has one armed at all times,
+/// so this is paid per keepalive).
 #[derive(Debug)]
 struct Entry<T> {
     /// Deadline tick (rounded up, so it never fires early).
     when: u64,
-    /// Copied into the `TimerKey` to detect stale keys.
-    generation: u32,
-    /// Previous entry in the same list.
-    prev: Option<usize>,
-    /// Next entry in the same list.
-    next: Option<usize>,
-    /// The list this entry is linked into.
-    position: Position,
     /// The caller's payload, handed back on fire or cancel.
     value: T,
+    /// Copied into the `TimerKey` to detect stale keys.
+    generation: u32,
+    /// Previous entry in the same list ([`NIL`]: none).
+    prev: u32,
+    /// Next entry in the same list ([`NIL`]: none).
+    next: u32,
+    /// The list this entry is linked into.
+    position: Position,
 }
 
 /// Hierarchical timer wheel with 1 ms resolution and O(1) insert/cancel.
@@ -151,14 +160,16 @@ impl<T> TimerWheel<T> {
         let when = clamp_tick(nanos.div_ceil(NANOS_PER_TICK));
         let generation = self.next_generation;
         self.next_generation = generation.wrapping_add(1);
+        crate::core::registry::grow(&mut self.entries);
         let index = self.entries.insert(Entry {
             when,
-            generation,
-            prev: None,
-            next: None,
-            position: Position::Pending,
             value,
+            generation,
+            prev: NIL,
+            next: NIL,
+            position: PENDING,
         });
+        let index = u32::try_from(index).expect("fewer than 2^32 timers");
         self.place(index);
         TimerKey { index, generation }
     }
@@ -166,12 +177,12 @@ impl<T> TimerWheel<T> {
     /// Removes the timer and returns its value; `None` if it already fired or
     /// was cancelled (even if its slab slot has since been reused).
     pub(crate) fn cancel(&mut self, key: TimerKey) -> Option<T> {
-        let entry = self.entries.get(key.index)?;
+        let entry = self.entries.get(key.index as usize)?;
         if entry.generation != key.generation {
             return None;
         }
         self.detach(key.index);
-        Some(self.entries.remove(key.index).value)
+        Some(self.entries.remove(key.index as usize).value)
     }
 
     /// Earliest instant at which `poll` may have work, to size the event
@@ -181,8 +192,7 @@ impl<T> TimerWheel<T> {
     /// cascades) but never late. With due timers pending it is the processed
     /// instant, i.e. already passed.
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        let tick =
-            if self.pending.head.is_some() { self.elapsed } else { self.next_expiration()?.2 };
+        let tick = if self.pending.head != NIL { self.elapsed } else { self.next_expiration()?.2 };
         // Only fails near the end of `Instant`'s range; early beats late.
         Some(self.origin.checked_add(Duration::from_millis(tick)).unwrap_or(self.origin))
     }
@@ -195,9 +205,10 @@ impl<T> TimerWheel<T> {
         let nanos = now.saturating_duration_since(self.origin).as_nanos();
         let now = clamp_tick(nanos / NANOS_PER_TICK).max(self.elapsed);
         loop {
-            if let Some(index) = self.pending.head {
+            let index = self.pending.head;
+            if index != NIL {
                 unlink(&mut self.entries, &mut self.pending, index);
-                return Some(self.entries.remove(index).value);
+                return Some(self.entries.remove(index as usize).value);
             }
             match self.next_expiration() {
                 Some((level, slot, deadline)) if deadline <= now => {
@@ -241,36 +252,38 @@ impl<T> TimerWheel<T> {
         let level = &mut self.levels[level];
         let mut cursor = std::mem::take(&mut level.slots[slot]).head;
         level.occupied &= !(1 << slot);
-        while let Some(index) = cursor {
-            cursor = self.entries[index].next;
+        while cursor != NIL {
+            let index = cursor;
+            cursor = self.entries[index as usize].next;
             self.place(index);
         }
     }
 
     /// Links an unlinked entry into pending (if due) or its wheel slot.
-    fn place(&mut self, index: usize) {
-        let when = self.entries[index].when;
+    fn place(&mut self, index: u32) {
+        let when = self.entries[index as usize].when;
         if when <= self.elapsed {
-            self.entries[index].position = Position::Pending;
+            self.entries[index as usize].position = PENDING;
             push_back(&mut self.entries, &mut self.pending, index);
             return;
         }
         let level = level_for(self.elapsed, when);
         let slot = slot_for(when, level);
-        self.entries[index].position = Position::Slot(level, slot);
+        self.entries[index as usize].position = (level * SLOTS + slot) as Position;
         let lvl = &mut self.levels[level];
         lvl.occupied |= 1 << slot;
         push_back(&mut self.entries, &mut lvl.slots[slot], index);
     }
 
     /// Unlinks an entry from whichever list holds it.
-    fn detach(&mut self, index: usize) {
-        match self.entries[index].position {
-            Position::Pending => unlink(&mut self.entries, &mut self.pending, index),
-            Position::Slot(level, slot) => {
+    fn detach(&mut self, index: u32) {
+        match self.entries[index as usize].position {
+            PENDING => unlink(&mut self.entries, &mut self.pending, index),
+            position => {
+                let (level, slot) = (position as usize / SLOTS, position as usize % SLOTS);
                 let lvl = &mut self.levels[level];
                 unlink(&mut self.entries, &mut lvl.slots[slot], index);
-                if lvl.slots[slot].head.is_none() {
+                if lvl.slots[slot].head == NIL {
                     lvl.occupied &= !(1 << slot);
                 }
             }
@@ -297,27 +310,27 @@ fn slot_for(when: u64, level: usize) -> usize {
 }
 
 /// Appends `index` to `list`.
-fn push_back<T>(entries: &mut Slab<Entry<T>>, list: &mut List, index: usize) {
-    let entry = &mut entries[index];
+fn push_back<T>(entries: &mut Slab<Entry<T>>, list: &mut List, index: u32) {
+    let entry = &mut entries[index as usize];
     entry.prev = list.tail;
-    entry.next = None;
+    entry.next = NIL;
     match list.tail {
-        Some(tail) => entries[tail].next = Some(index),
-        None => list.head = Some(index),
+        NIL => list.head = index,
+        tail => entries[tail as usize].next = index,
     }
-    list.tail = Some(index);
+    list.tail = index;
 }
 
 /// Removes `index` from `list`, which must contain it.
-fn unlink<T>(entries: &mut Slab<Entry<T>>, list: &mut List, index: usize) {
-    let (prev, next) = (entries[index].prev, entries[index].next);
+fn unlink<T>(entries: &mut Slab<Entry<T>>, list: &mut List, index: u32) {
+    let (prev, next) = (entries[index as usize].prev, entries[index as usize].next);
     match prev {
-        Some(prev) => entries[prev].next = next,
-        None => list.head = next,
+        NIL => list.head = next,
+        prev => entries[prev as usize].next = next,
     }
     match next {
-        Some(next) => entries[next].prev = prev,
-        None => list.tail = prev,
+        NIL => list.tail = prev,
+        next => entries[next as usize].prev = prev,
     }
 }
 
@@ -519,5 +532,11 @@ mod tests {
         for seed in [1, 2, 0x9E37_79B9_7F4A_7C15, 0xDEAD_BEEF, 42, 7_777_777] {
             run_model(seed, 5000);
         }
+    }
+
+    #[test]
+    fn an_entry_is_24_bytes_plus_its_payload() {
+        assert_eq!(std::mem::size_of::<Entry<crate::core::cx::Timer>>(), 40);
+        assert_eq!(std::mem::size_of::<Entry<u64>>(), 32);
     }
 }

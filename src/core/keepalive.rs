@@ -13,7 +13,7 @@
 //! the only way to learn that a lease expired or was revoked.
 
 use super::cx::{Cx, Timer};
-use super::registry::{tag, KeepaliveKey, Slots, StreamItem, StreamKey};
+use super::registry::{tag, IdIndex, KeepaliveKey, Slots, StreamItem, StreamKey};
 use crate::error::{Code, EtcdError};
 use crate::grpc::codec;
 use crate::pb::etcdserverpb::{LeaseKeepAliveRequest, LeaseKeepAliveResponse};
@@ -25,6 +25,7 @@ use std::time::Duration;
 /// The shortest interval between two renewals of one lease.
 const MIN_RENEWAL: Duration = Duration::from_millis(100);
 
+/// One keepalive: 32 bytes, paid by every keepalive (with its timer's slot on the wheel).
 struct Entry {
     /// Whose callback hears of it.
     stream: StreamKey,
@@ -41,8 +42,11 @@ struct Entry {
 #[derive(Default)]
 pub(crate) struct Keepalives {
     entries: Slots<Entry, tag::Keepalive>,
-    /// Lease id → keepalives of it.
-    by_lease: HashMap<i64, Vec<KeepaliveKey>>,
+    /// Lease id → its first keepalive (almost always its only one; the id is the entry's
+    /// `lease`).
+    by_lease: IdIndex,
+    /// Lease id → its further keepalives, in order (rare: two keepalives of one lease).
+    more_by_lease: HashMap<i64, Vec<KeepaliveKey>>,
     /// Lease ids to renew on the stream.
     outbox: Vec<i64>,
     stream_open: bool,
@@ -74,7 +78,11 @@ impl Keepalives {
             awaiting: false,
             auto_reconnect,
         });
-        self.by_lease.entry(lease).or_default().push(key);
+        if self.first_of(lease).is_some() {
+            self.more_by_lease.entry(lease).or_default().push(key);
+        } else {
+            self.by_lease.insert(lease, key.index() as u32, |s| lease_of(&self.entries, s));
+        }
         if self.stream_open {
             self.request(key);
         }
@@ -97,9 +105,13 @@ impl Keepalives {
 
     /// The queued renewals, framed back to back for one DATA frame.
     pub(crate) fn take_outbox(&mut self) -> Bytes {
-        let mut out = BytesMut::new();
+        let mut out = BytesMut::with_capacity(self.outbox.len() * 16);
         for id in self.outbox.drain(..) {
-            out.extend_from_slice(&codec::encode(&LeaseKeepAliveRequest { id }));
+            codec::encode_into(&mut out, &LeaseKeepAliveRequest { id });
+        }
+        if self.outbox.capacity() > 64 {
+            // Every lease's renewal on a new stream: that room is not kept for good.
+            self.outbox = Vec::new();
         }
         out.freeze()
     }
@@ -119,7 +131,7 @@ impl Keepalives {
     /// The stream ended: nothing is scheduled until it re-opens.
     pub(crate) fn on_stream_lost(&mut self, cx: &mut Cx) {
         self.stream_open = false;
-        self.outbox.clear();
+        self.outbox = Vec::new();
         for (_, e) in self.entries.iter_mut() {
             e.awaiting = false;
             if let Some(timer) = e.timer.take() {
@@ -130,8 +142,9 @@ impl Keepalives {
 
     /// A renewal's answer, for every keepalive of that lease waiting for one.
     pub(crate) fn on_response(&mut self, resp: LeaseKeepAliveResponse, cx: &mut Cx) {
-        let Some(keys) = self.by_lease.get(&resp.id).cloned() else { return };
-        for key in keys {
+        let Some(first) = self.first_of(resp.id) else { return };
+        let more = self.more_by_lease.get(&resp.id).cloned().unwrap_or_default();
+        for key in std::iter::once(first).chain(more) {
             let Some(entry) = self.entries.get_mut(key).filter(|e| e.awaiting) else {
                 continue;
             };
@@ -184,21 +197,48 @@ impl Keepalives {
     }
 
     fn remove(&mut self, key: KeepaliveKey) -> Option<Entry> {
-        let entry = self.entries.remove(key)?;
-        if let Some(list) = self.by_lease.get_mut(&entry.lease) {
+        let lease = self.entries.get(key)?.lease;
+        // The index is updated while the entry is still there to say its lease.
+        let more = self.more_by_lease.get_mut(&lease);
+        let id_of = |s| lease_of(&self.entries, s);
+        if self.by_lease.get(lease, id_of) == Some(key.index() as u32) {
+            // The first goes: the next in line (if any) takes its place.
+            match more {
+                Some(list) => {
+                    let next = list.remove(0);
+                    self.by_lease.insert(lease, next.index() as u32, id_of);
+                    if list.is_empty() {
+                        self.more_by_lease.remove(&lease);
+                    }
+                }
+                None => {
+                    self.by_lease.remove(lease, id_of);
+                }
+            }
+        } else if let Some(list) = more {
             list.retain(|&k| k != key);
             if list.is_empty() {
-                self.by_lease.remove(&entry.lease);
+                self.more_by_lease.remove(&lease);
             }
         }
-        Some(entry)
+        self.entries.remove(key)
+    }
+
+    /// The first keepalive of lease `lease`.
+    fn first_of(&self, lease: i64) -> Option<KeepaliveKey> {
+        let slot = self.by_lease.get(lease, |s| lease_of(&self.entries, s))?;
+        self.entries.key_at(slot as usize)
     }
 
     /// Queues a renewal of `key`'s lease (once, however many keepalives share it).
     fn request(&mut self, key: KeepaliveKey) {
         let Some(lease) = self.entries.get(key).map(|e| e.lease) else { return };
-        let already =
-            self.by_lease[&lease].iter().any(|&k| self.entries.get(k).is_some_and(|e| e.awaiting));
+        let more = self.more_by_lease.get(&lease).map_or(&[][..], |v| &v[..]);
+        let already = self
+            .first_of(lease)
+            .iter()
+            .chain(more)
+            .any(|&k| self.entries.get(k).is_some_and(|e| e.awaiting));
         if let Some(e) = self.entries.get_mut(key) {
             e.awaiting = true;
         }
@@ -206,6 +246,11 @@ impl Keepalives {
             self.outbox.push(lease);
         }
     }
+}
+
+/// The lease of the keepalive in slot `slot` (what [`Keepalives::by_lease`] indexes).
+fn lease_of(entries: &Slots<Entry, tag::Keepalive>, slot: u32) -> Option<i64> {
+    entries.at(slot).map(|(_, e)| e.lease)
 }
 
 #[cfg(test)]
@@ -291,5 +336,32 @@ mod tests {
         assert_eq!(items(&mut cx), vec![Err(Code::Unavailable)], "only the one without reconnect");
         assert_eq!(ka.len(), 1);
         assert_eq!(ids(ka.on_stream_opened(&mut cx)), vec![1], "renewed at once");
+    }
+
+    #[test]
+    fn the_second_keepalive_of_a_lease_carries_on_when_the_first_is_cancelled() {
+        let mut cx = Cx::new(Instant::now(), 1);
+        let mut ka = Keepalives::default();
+        let a = ka.add(stream(), 7, true);
+        let b = ka.add(stream(), 7, true);
+        let c = ka.add(stream(), 7, true);
+        ka.add(stream(), 8, true);
+        assert_eq!(ids(ka.on_stream_opened(&mut cx)), vec![7, 8], "one renewal per lease");
+        ka.cancel(a, &mut cx);
+        ka.cancel(c, &mut cx);
+        ka.on_response(LeaseKeepAliveResponse { id: 7, ttl: 9, ..Default::default() }, &mut cx);
+        assert_eq!(items(&mut cx), vec![Ok(9)], "b alone");
+        assert!(ka.renewal_due(b));
+        assert_eq!(sent(&mut ka), vec![7]);
+        ka.cancel(b, &mut cx);
+        ka.on_response(LeaseKeepAliveResponse { id: 7, ttl: 9, ..Default::default() }, &mut cx);
+        assert!(items(&mut cx).is_empty());
+        assert!(ka.more_by_lease.is_empty());
+        assert_eq!(ka.len(), 1);
+    }
+
+    #[test]
+    fn a_keepalive_costs_32_bytes() {
+        assert_eq!(std::mem::size_of::<Entry>(), 32);
     }
 }

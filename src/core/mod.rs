@@ -334,7 +334,12 @@ impl Core {
 
     /// The next finished call or stream delivery, for the client to run.
     pub(crate) fn poll_event(&mut self) -> Option<Event> {
-        self.cx.events.pop_front()
+        let event = self.cx.events.pop_front();
+        if event.is_none() && self.cx.events.capacity() > 256 {
+            // A burst (thousands of watches created at once) does not keep its room.
+            self.cx.events = std::collections::VecDeque::new();
+        }
+        event
     }
 
     /// When the IO layer must call [`handle_timeout`](Self::handle_timeout) at the latest:
@@ -1436,9 +1441,10 @@ impl Core {
 
 /// Frames messages back to back, for one DATA frame.
 fn encode_all<M: Message>(messages: &[M]) -> Bytes {
-    let mut out = BytesMut::new();
+    let total = messages.iter().map(|m| codec::PREFIX_LEN + m.encoded_len()).sum();
+    let mut out = BytesMut::with_capacity(total);
     for m in messages {
-        out.extend_from_slice(&codec::encode(m));
+        codec::encode_into(&mut out, m);
     }
     out.freeze()
 }

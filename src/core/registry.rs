@@ -45,9 +45,14 @@ pub(crate) mod tag {
 /// A slot index plus the generation it was filled with: a key that outlived its entry (a
 /// timer of a call that finished, a handle of a cancelled watch) never reaches the entry
 /// that reuses the slot.
+///
+/// Eight bytes (keys sit in every per-watch and per-keepalive table, and in timers): a `u32`
+/// index (four billion live entries of one kind is beyond any client) and a `u32` generation
+/// from a counter that wraps. A stale key could only reach a newcomer if its slot were reused
+/// by the entry inserted exactly 2^32 insertions after its own.
 pub(crate) struct Key<T> {
-    index: usize,
-    generation: u64,
+    index: u32,
+    generation: u32,
     of: PhantomData<fn() -> T>,
 }
 
@@ -60,7 +65,7 @@ pub(crate) type StreamKey = Key<tag::Stream>;
 impl<T> Key<T> {
     /// The slot index (the h2 waker of a call is keyed by it).
     pub(crate) fn index(self) -> usize {
-        self.index
+        self.index as usize
     }
 }
 
@@ -88,9 +93,11 @@ impl<T> std::fmt::Debug for Key<T> {
 }
 
 /// A slab whose entries are reached by generation-checked [`Key`]s.
+///
+/// A large table grows by a quarter of its size rather than doubling (see [`grow`]).
 pub(crate) struct Slots<V, T> {
-    entries: Slab<(u64, V)>,
-    next_generation: u64,
+    entries: Slab<(u32, V)>,
+    next_generation: u32,
     of: PhantomData<fn() -> T>,
 }
 
@@ -100,21 +107,39 @@ impl<V, T> Default for Slots<V, T> {
     }
 }
 
+/// Above this many entries a full table grows by a quarter instead of doubling: a table of
+/// 10,000 watches then holds room for about 12,000 rather than 16,384 (each slot of the
+/// watch, keepalive, stream and timer tables is paid for every watch or keepalive). Growth
+/// stays geometric, so inserts stay amortized O(1); large blocks are `mremap`ed, not copied.
+pub(crate) const GROW_BY_QUARTER_FROM: usize = 1024;
+
+/// Makes room for one more entry in a full slab, by a quarter of its size once it is large.
+pub(crate) fn grow<V>(slab: &mut Slab<V>) {
+    let capacity = slab.capacity();
+    if slab.len() == capacity && capacity >= GROW_BY_QUARTER_FROM {
+        slab.reserve_exact(capacity / 4);
+    }
+}
+
 impl<V, T> Slots<V, T> {
     /// Stores `value` under a fresh key.
     pub(crate) fn insert(&mut self, value: V) -> Key<T> {
         let generation = self.next_generation;
-        self.next_generation += 1;
+        self.next_generation = generation.wrapping_add(1);
+        grow(&mut self.entries);
         let index = self.entries.insert((generation, value));
+        let index = u32::try_from(index).expect("fewer than 2^32 live entries");
         Key { index, generation, of: PhantomData }
     }
 
     pub(crate) fn get(&self, key: Key<T>) -> Option<&V> {
-        self.entries.get(key.index).filter(|(g, _)| *g == key.generation).map(|(_, v)| v)
+        let slot = self.entries.get(key.index as usize);
+        slot.filter(|(g, _)| *g == key.generation).map(|(_, v)| v)
     }
 
     pub(crate) fn get_mut(&mut self, key: Key<T>) -> Option<&mut V> {
-        self.entries.get_mut(key.index).filter(|(g, _)| *g == key.generation).map(|(_, v)| v)
+        let slot = self.entries.get_mut(key.index as usize);
+        slot.filter(|(g, _)| *g == key.generation).map(|(_, v)| v)
     }
 
     pub(crate) fn contains(&self, key: Key<T>) -> bool {
@@ -123,24 +148,30 @@ impl<V, T> Slots<V, T> {
 
     /// Takes the entry out; `None` for a stale key.
     pub(crate) fn remove(&mut self, key: Key<T>) -> Option<V> {
-        self.contains(key).then(|| self.entries.remove(key.index).1)
+        self.contains(key).then(|| self.entries.remove(key.index as usize).1)
+    }
+
+    /// The entry in slot `index`, if any, with its key.
+    pub(crate) fn at(&self, index: u32) -> Option<(Key<T>, &V)> {
+        let (generation, v) = self.entries.get(index as usize)?;
+        Some((Key { index, generation: *generation, of: PhantomData }, v))
     }
 
     /// The key of the entry in slot `index`, if any.
     pub(crate) fn key_at(&self, index: usize) -> Option<Key<T>> {
         let (generation, _) = self.entries.get(index)?;
-        Some(Key { index, generation: *generation, of: PhantomData })
+        Some(Key { index: index as u32, generation: *generation, of: PhantomData })
     }
 
     pub(crate) fn iter(&self) -> impl Iterator<Item = (Key<T>, &V)> {
         self.entries.iter().map(|(index, (generation, v))| {
-            (Key { index, generation: *generation, of: PhantomData }, v)
+            (Key { index: index as u32, generation: *generation, of: PhantomData }, v)
         })
     }
 
     pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = (Key<T>, &mut V)> {
         self.entries.iter_mut().map(|(index, (generation, v))| {
-            (Key { index, generation: *generation, of: PhantomData }, v)
+            (Key { index: index as u32, generation: *generation, of: PhantomData }, v)
         })
     }
 
@@ -157,6 +188,134 @@ impl<V, T> Slots<V, T> {
     pub(crate) fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
+}
+
+/// A hash index from an `i64` id (a watch id, a lease id) to the slot of the [`Slots`] entry
+/// that carries it: 4 bytes a bucket, where a `HashMap<i64, Key>` takes 17. The id is not
+/// stored: every operation is given `id_of`, which reads it from the entry in a slot, and
+/// every slot in the index must have an entry that carries an id while it is there (remove
+/// a slot from the index before its entry goes).
+///
+/// Open addressing with linear probing, at most three quarters full, and deletion by
+/// backward shift (no tombstones). Ids come from the server, not from the network at large:
+/// a multiplicative hash is enough.
+#[derive(Default)]
+pub(crate) struct IdIndex {
+    /// Slot indexes, [`IdIndex::EMPTY`] where none; a power of two long, or empty.
+    buckets: Vec<u32>,
+    len: usize,
+}
+
+impl IdIndex {
+    const EMPTY: u32 = u32::MAX;
+
+    /// The slot of the entry with `id`.
+    pub(crate) fn get(&self, id: i64, id_of: impl Fn(u32) -> Option<i64>) -> Option<u32> {
+        self.find(id, &id_of).map(|at| self.buckets[at])
+    }
+
+    /// Points `id` at `slot` (in place of the slot it pointed at, if any).
+    pub(crate) fn insert(&mut self, id: i64, slot: u32, id_of: impl Fn(u32) -> Option<i64>) {
+        debug_assert_ne!(slot, Self::EMPTY);
+        if let Some(at) = self.find(id, &id_of) {
+            self.buckets[at] = slot;
+            return;
+        }
+        if (self.len + 1) * 4 > self.buckets.len() * 3 {
+            self.grow(&id_of);
+        }
+        let at = self.free_bucket(id);
+        self.buckets[at] = slot;
+        self.len += 1;
+    }
+
+    /// Forgets `id`; the slot it pointed at, if any.
+    pub(crate) fn remove(&mut self, id: i64, id_of: impl Fn(u32) -> Option<i64>) -> Option<u32> {
+        let mut hole = self.find(id, &id_of)?;
+        let slot = std::mem::replace(&mut self.buckets[hole], Self::EMPTY);
+        self.len -= 1;
+        // Backward shift: an entry after the hole whose probe passes over the hole moves
+        // into it, so that every probe still finds what it looks for before an empty bucket.
+        let mask = self.buckets.len() - 1;
+        let mut at = hole;
+        loop {
+            at = (at + 1) & mask;
+            let moved = self.buckets[at];
+            if moved == Self::EMPTY {
+                break;
+            }
+            let Some(moved_id) = id_of(moved) else {
+                debug_assert!(false, "a slot without an id in the index");
+                continue;
+            };
+            let home = home(moved_id, mask);
+            let stays =
+                if hole <= at { hole < home && home <= at } else { hole < home || home <= at };
+            if !stays {
+                self.buckets[hole] = moved;
+                self.buckets[at] = Self::EMPTY;
+                hole = at;
+            }
+        }
+        Some(slot)
+    }
+
+    /// Forgets every id, and gives the room back.
+    pub(crate) fn clear(&mut self) {
+        *self = IdIndex::default();
+    }
+
+    /// How many ids are indexed.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The bucket that holds `id`.
+    fn find(&self, id: i64, id_of: &impl Fn(u32) -> Option<i64>) -> Option<usize> {
+        if self.buckets.is_empty() {
+            return None;
+        }
+        let mask = self.buckets.len() - 1;
+        let mut at = home(id, mask);
+        loop {
+            match self.buckets[at] {
+                Self::EMPTY => return None,
+                slot if id_of(slot) == Some(id) => return Some(at),
+                _ => at = (at + 1) & mask,
+            }
+        }
+    }
+
+    /// The first empty bucket of `id`'s probe (there is one: the index is never full).
+    fn free_bucket(&self, id: i64) -> usize {
+        let mask = self.buckets.len() - 1;
+        let mut at = home(id, mask);
+        while self.buckets[at] != Self::EMPTY {
+            at = (at + 1) & mask;
+        }
+        at
+    }
+
+    fn grow(&mut self, id_of: &impl Fn(u32) -> Option<i64>) {
+        let size = (self.buckets.len() * 2).max(8);
+        let old = std::mem::replace(&mut self.buckets, vec![Self::EMPTY; size]);
+        for slot in old.into_iter().filter(|&s| s != Self::EMPTY) {
+            let Some(id) = id_of(slot) else {
+                debug_assert!(false, "a slot without an id in the index");
+                self.len -= 1;
+                continue;
+            };
+            let at = self.free_bucket(id);
+            self.buckets[at] = slot;
+        }
+    }
+}
+
+/// The bucket where `id`'s probe starts (Fibonacci hashing: the high bits of the product).
+fn home(id: i64, mask: usize) -> usize {
+    let h = (id as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    (h >> 32) as usize & mask
 }
 
 /// What a stream's callback receives, one kind per stream kind. An `Err` is always the
@@ -218,22 +377,22 @@ struct Entry {
     owner: Option<Owner>,
     /// Taken out while it runs.
     callback: Option<StreamCallback>,
-    /// A final delivery that came while the callback was out running (it called
-    /// `Client::close`): handed to it as soon as it is back.
-    /// Boxed: rare, and inline it would grow every stream by a `WatchResponse`.
-    deferred: Option<Box<StreamItem>>,
 }
 
 /// Every stream's callback.
 #[derive(Default)]
 pub(crate) struct Streams {
     slots: Slots<Entry, tag::Stream>,
+    /// Final deliveries that came while their callback was out running (it called
+    /// `Client::close`): handed to it as soon as it is back. Beside the entries, not in
+    /// them: rare, and inline every stream would pay for a `StreamItem`.
+    deferred: Vec<(StreamKey, StreamItem)>,
 }
 
 impl Streams {
     /// Registers `callback`; the owner is bound right after (see [`bind`](Self::bind)).
     pub(crate) fn add(&mut self, callback: StreamCallback) -> StreamKey {
-        self.slots.insert(Entry { owner: None, callback: Some(callback), deferred: None })
+        self.slots.insert(Entry { owner: None, callback: Some(callback) })
     }
 
     /// Names the machine entry that runs stream `key`.
@@ -250,7 +409,9 @@ impl Streams {
         &mut self,
         key: StreamKey,
     ) -> Option<(Option<Owner>, Option<StreamCallback>)> {
-        self.slots.remove(key).map(|e| (e.owner, e.callback))
+        let entry = self.slots.remove(key)?;
+        self.forget_deferred(key);
+        Some((entry.owner, entry.callback))
     }
 
     /// Takes stream `key`'s callback out to run it.
@@ -270,6 +431,7 @@ impl Streams {
         let Some(entry) = self.slots.get_mut(key) else { return Some(callback) };
         if delivered_final {
             self.slots.remove(key);
+            self.forget_deferred(key);
             return Some(callback);
         }
         entry.callback = Some(callback);
@@ -279,9 +441,11 @@ impl Streams {
     /// Keeps `item`, a final delivery, when the callback is out running; `Some(item)` when
     /// it was not kept (it is the caller's to deliver).
     pub(crate) fn defer_final(&mut self, key: StreamKey, item: StreamItem) -> Option<StreamItem> {
-        match self.slots.get_mut(key) {
+        match self.slots.get(key) {
             Some(entry) if entry.callback.is_none() => {
-                entry.deferred.get_or_insert(Box::new(item));
+                if !self.deferred.iter().any(|(k, _)| *k == key) {
+                    self.deferred.push((key, item));
+                }
                 None
             }
             _ => Some(item),
@@ -291,7 +455,15 @@ impl Streams {
     /// The final delivery kept by [`defer_final`](Self::defer_final), once the callback is
     /// back.
     pub(crate) fn take_deferred(&mut self, key: StreamKey) -> Option<StreamItem> {
-        self.slots.get_mut(key).filter(|e| e.callback.is_some())?.deferred.take().map(|b| *b)
+        self.slots.get(key).filter(|e| e.callback.is_some())?;
+        let at = self.deferred.iter().position(|(k, _)| *k == key)?;
+        Some(self.deferred.swap_remove(at).1)
+    }
+
+    fn forget_deferred(&mut self, key: StreamKey) {
+        if !self.deferred.is_empty() {
+            self.deferred.retain(|(k, _)| *k != key);
+        }
     }
 
     /// Whether no stream is registered (ended ones waiting for their last delivery count).
@@ -364,5 +536,74 @@ mod tests {
         assert!(streams.take_deferred(key).is_none(), "not while the callback is out");
         assert!(streams.restore(key, cb, false).is_none());
         assert!(streams.take_deferred(key).unwrap().is_final());
+    }
+
+    #[test]
+    fn keys_are_eight_bytes() {
+        assert_eq!(std::mem::size_of::<StreamKey>(), 8);
+        assert_eq!(std::mem::size_of::<Option<Owner>>(), 12);
+    }
+
+    #[test]
+    fn a_large_table_grows_by_a_quarter() {
+        let mut slots: Slots<u64, tag::Call> = Slots::default();
+        for i in 0..10_000 {
+            slots.insert(i);
+        }
+        let capacity = slots.entries.capacity();
+        assert!((10_000..=12_500).contains(&capacity), "{capacity}");
+    }
+
+    #[test]
+    fn the_id_index_matches_a_map_under_random_operations() {
+        use std::collections::HashMap;
+        // The entries: slot → id, as a `Slots` entry would carry it.
+        let mut ids: HashMap<u32, i64> = HashMap::new();
+        let mut model: HashMap<i64, u32> = HashMap::new();
+        let mut index = IdIndex::default();
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next_slot = 0u32;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Few distinct ids (collisions, re-pointing), some huge or negative.
+            let id = match x % 3 {
+                0 => (x >> 8) as i64 % 300,
+                1 => ((x >> 8) as i64 % 300) << 40,
+                _ => -((x >> 8) as i64 % 300),
+            };
+            let view = ids.clone();
+            let id_of = |s: u32| view.get(&s).copied();
+            match (x >> 4) % 4 {
+                0 | 1 => {
+                    let slot = next_slot;
+                    next_slot += 1;
+                    // Re-pointing an id: the old entry still says it while the index
+                    // changes (as in the hub), then it is out of the index.
+                    ids.insert(slot, id);
+                    let view = ids.clone();
+                    index.insert(id, slot, |s| view.get(&s).copied());
+                    if let Some(old) = model.insert(id, slot) {
+                        ids.remove(&old);
+                    }
+                }
+                2 => {
+                    let expected = model.remove(&id);
+                    assert_eq!(index.remove(id, id_of), expected);
+                    if let Some(slot) = expected {
+                        ids.remove(&slot);
+                    }
+                }
+                _ => assert_eq!(index.get(id, id_of), model.get(&id).copied()),
+            }
+            assert_eq!(index.len(), model.len());
+        }
+        let view = ids.clone();
+        for (id, slot) in &model {
+            assert_eq!(index.get(*id, |s| view.get(&s).copied()), Some(*slot));
+        }
+        index.clear();
+        assert_eq!(index.get(1, |s| view.get(&s).copied()), None);
     }
 }

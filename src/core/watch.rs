@@ -22,13 +22,14 @@
 //! `i64::MAX` from the server must not overflow (etcd never gets there; the hub must not panic).
 
 use super::failure::is_stale_token;
-use super::registry::{tag, Slots, StreamKey, WatchKey};
+use super::registry::{tag, IdIndex, Slots, StreamKey, WatchKey};
 use crate::error::{Code, EtcdError};
 use crate::pb::etcdserverpb::{
     watch_request, WatchCancelRequest, WatchCreateRequest, WatchProgressRequest, WatchRequest,
     WatchResponse,
 };
-use std::collections::{HashMap, HashSet, VecDeque};
+use prost::Message;
+use std::collections::{HashSet, VecDeque};
 
 /// One delivery, for the callback of the watch's stream: a response or the watch's final
 /// error (after which the hub has forgotten the watch).
@@ -38,36 +39,59 @@ pub(crate) type Delivery = (StreamKey, Result<WatchResponse, EtcdError>);
 enum State {
     Unsent,
     Creating,
-    Active(i64),
+    /// Created: the server knows it as the entry's `watch_id`.
+    Active,
 }
 
+/// One watch: 48 bytes, paid by every watch (a fragmented response being reassembled is
+/// rare, and is kept beside the entries, in [`WatchHub::partials`]).
 struct Entry {
     /// Whose callback hears of it.
     stream: StreamKey,
+    /// The first revision not yet delivered; 0 until known for a watch from "now".
+    next_rev: i64,
+    /// The server's id of the watch while it is `Active`.
+    watch_id: i64,
+    /// The create request as the caller asked for it, encoded (see [`Create`]).
+    create: Create,
+    state: State,
     /// Its create was refused for a stale token once already (a second time is final).
     reauthed: bool,
     /// Re-created when the stream breaks (otherwise it ends with the stream's error).
     auto_reconnect: bool,
-    /// The create request as the caller asked for it.
-    create: WatchCreateRequest,
-    /// The first revision not yet delivered; 0 until known for a watch from "now".
-    next_rev: i64,
-    state: State,
-    /// A fragmented response being reassembled (boxed: rare, and a `WatchResponse` inline
-    /// would grow every watch by its size).
-    partial: Option<Box<WatchResponse>>,
+}
+
+/// A create request kept for as long as its watch lives, to be sent again on every new
+/// stream: its protobuf encoding, a few bytes more than the key, where a
+/// `WatchCreateRequest` would take 112 bytes inline plus its key and range end on the heap.
+struct Create(Box<[u8]>);
+
+impl Create {
+    fn new(request: &WatchCreateRequest) -> Create {
+        Create(request.encode_to_vec().into_boxed_slice())
+    }
+
+    /// The request again, exactly as it was given.
+    fn request(&self) -> WatchCreateRequest {
+        // It was encoded by `new`: decoding it cannot fail.
+        WatchCreateRequest::decode(&self.0[..]).unwrap_or_default()
+    }
 }
 
 /// Every watch of a client.
 #[derive(Default)]
 pub(crate) struct WatchHub {
     entries: Slots<Entry, tag::Watch>,
-    /// Server watch id → watch, for watches active on the current stream.
-    by_id: HashMap<i64, WatchKey>,
+    /// Server watch id → watch, for watches active on the current stream (the id is the
+    /// entry's `watch_id`: see [`active_id`]).
+    by_id: IdIndex,
     /// Creates sent on the current stream and not yet answered, in order (etcd answers
     /// creates in the order it receives them). A key whose entry is gone is a tombstone:
-    /// the watch was cancelled while its create was in flight.
+    /// the watch was cancelled while its create was in flight. Its room is given back once
+    /// a large batch is answered (see [`release_if_drained`]).
     creating: VecDeque<WatchKey>,
+    /// Fragmented responses being reassembled, by watch (rare: beside the entries).
+    partials: Vec<(WatchKey, WatchResponse)>,
     /// Requests for the stream, in order.
     outbox: Vec<WatchRequest>,
     /// Unknown ids a cancel was already sent for on this stream (to send it once).
@@ -95,10 +119,10 @@ impl WatchHub {
         let next_rev = create.start_revision.max(0);
         let key = self.entries.insert(Entry {
             stream,
-            create,
             next_rev,
+            watch_id: 0,
+            create: Create::new(&create),
             state: State::Unsent,
-            partial: None,
             reauthed: false,
             auto_reconnect,
         });
@@ -112,8 +136,9 @@ impl WatchHub {
     /// still in flight is cancelled when its reply comes.
     pub(crate) fn cancel(&mut self, key: WatchKey) {
         let Some(entry) = self.entries.get(key) else { return };
-        if let State::Active(id) = entry.state {
-            self.by_id.remove(&id);
+        if entry.state == State::Active {
+            let id = entry.watch_id;
+            self.by_id.remove(id, |s| active_id(&self.entries, s));
             // etcd acknowledges the cancel with this id: it is then known, not unknown.
             self.cancelled_ids.insert(id);
             self.push(watch_request::RequestUnion::CancelRequest(WatchCancelRequest {
@@ -121,6 +146,7 @@ impl WatchHub {
             }));
         }
         self.entries.remove(key);
+        self.drop_partial(key);
     }
 
     /// Asks the server for a progress notification (only while the stream is open; the
@@ -161,11 +187,12 @@ impl WatchHub {
         self.reauth_spent = false;
         self.by_id.clear();
         self.creating.clear();
+        release_if_drained(&mut self.creating);
+        self.partials = Vec::new();
         self.outbox.clear();
-        self.cancelled_ids.clear();
+        self.cancelled_ids = HashSet::new();
         for (_, e) in self.entries.iter_mut() {
             e.state = State::Unsent;
-            e.partial = None;
         }
     }
 
@@ -192,17 +219,22 @@ impl WatchHub {
         if resp.watch_id == -1 {
             // A reply to request_progress(): for every active watch, moving nothing.
             for (_, e) in self.entries.iter() {
-                if matches!(e.state, State::Active(_)) {
+                if e.state == State::Active {
                     out.push((e.stream, Ok(resp.clone())));
                 }
             }
             return;
         }
-        let Some(&key) = self.by_id.get(&resp.watch_id) else {
+        let by_id = self.by_id.get(resp.watch_id, |s| active_id(&self.entries, s));
+        let Some(key) = by_id.and_then(|s| self.entries.key_at(s as usize)) else {
+            if resp.canceled && self.cancelled_ids.remove(&resp.watch_id) {
+                // The server acknowledged a cancel: the id is done with (and the set does
+                // not grow with every watch ever cancelled on a long-lived stream).
+                return;
+            }
             return self.cancel_unknown(resp.watch_id);
         };
         if resp.canceled {
-            self.by_id.remove(&resp.watch_id);
             return self.end(key, cancel_error(&resp), out);
         }
         self.on_events(key, resp, out);
@@ -233,7 +265,7 @@ impl WatchHub {
     fn send_create(&mut self, key: WatchKey) {
         let Some(entry) = self.entries.get_mut(key) else { return };
         entry.state = State::Creating;
-        let mut create = entry.create.clone();
+        let mut create = entry.create.request();
         if entry.next_rev > 0 {
             create.start_revision = entry.next_rev;
         }
@@ -247,6 +279,7 @@ impl WatchHub {
             // A create reply nobody waits for: make sure the server drops that watch.
             return self.cancel_unknown(resp.watch_id);
         };
+        release_if_drained(&mut self.creating);
         let Some(entry) = self.entries.get_mut(key) else {
             // Cancelled while its create was in flight.
             return self.cancel_unknown(resp.watch_id);
@@ -272,29 +305,34 @@ impl WatchHub {
             return self.end(key, cancel_error(&resp), out);
         }
         entry.reauthed = false;
-        entry.state = State::Active(resp.watch_id);
+        entry.state = State::Active;
+        entry.watch_id = resp.watch_id;
         if entry.next_rev == 0 {
             // A watch from "now" sees the revisions after the one it was created at.
             entry.next_rev = resp.header.as_ref().map_or(0, |h| h.revision).saturating_add(1);
         }
-        self.by_id.insert(resp.watch_id, key);
-        out.push((entry.stream, Ok(resp)));
+        let stream = entry.stream;
+        let (id, slot) = (resp.watch_id, key.index() as u32);
+        self.by_id.insert(id, slot, |s| active_id(&self.entries, s));
+        out.push((stream, Ok(resp)));
     }
 
     fn on_events(&mut self, key: WatchKey, resp: WatchResponse, out: &mut Vec<Delivery>) {
         let Some(entry) = self.entries.get_mut(key) else { return };
+        let partial = self.partials.iter().position(|(k, _)| *k == key);
         if resp.fragment {
-            match &mut entry.partial {
-                Some(p) => p.events.extend(resp.events),
-                None => entry.partial = Some(Box::new(resp)),
+            match partial {
+                Some(at) => self.partials[at].1.events.extend(resp.events),
+                None => self.partials.push((key, resp)),
             }
             return;
         }
-        let mut resp = match entry.partial.take() {
-            Some(mut p) => {
+        let mut resp = match partial {
+            Some(at) => {
+                let mut p = self.partials.swap_remove(at).1;
                 p.events.extend(resp.events);
                 p.fragment = false;
-                *p
+                p
             }
             None => resp,
         };
@@ -317,11 +355,23 @@ impl WatchHub {
 
     /// Forgets a watch and queues its final error.
     fn end(&mut self, key: WatchKey, err: EtcdError, out: &mut Vec<Delivery>) {
-        if let Some(entry) = self.entries.remove(key) {
-            if let State::Active(id) = entry.state {
-                self.by_id.remove(&id);
+        if let Some(entry) = self.entries.get(key) {
+            if entry.state == State::Active {
+                // Out of the index while the entry still says its id.
+                let id = entry.watch_id;
+                self.by_id.remove(id, |s| active_id(&self.entries, s));
             }
+        }
+        if let Some(entry) = self.entries.remove(key) {
+            self.drop_partial(key);
             out.push((entry.stream, Err(err)));
+        }
+    }
+
+    /// Forgets watch `key`'s response being reassembled, if any.
+    fn drop_partial(&mut self, key: WatchKey) {
+        if !self.partials.is_empty() {
+            self.partials.retain(|(k, _)| *k != key);
         }
     }
 
@@ -329,6 +379,21 @@ impl WatchHub {
         if watch_id >= 0 && self.cancelled_ids.insert(watch_id) {
             self.push(watch_request::RequestUnion::CancelRequest(WatchCancelRequest { watch_id }));
         }
+    }
+}
+
+/// The server's id of the watch in slot `slot`, if it is active (what [`WatchHub::by_id`]
+/// indexes).
+fn active_id(entries: &Slots<Entry, tag::Watch>, slot: u32) -> Option<i64> {
+    let (_, e) = entries.at(slot)?;
+    (e.state == State::Active).then_some(e.watch_id)
+}
+
+/// A queue keeps the room of its largest batch; once a large batch (every watch's create on
+/// a new stream) is drained, that room is given back instead of being held for good.
+fn release_if_drained<T>(queue: &mut VecDeque<T>) {
+    if queue.is_empty() && queue.capacity() > 64 {
+        *queue = VecDeque::new();
     }
 }
 

@@ -379,3 +379,71 @@ fn a_revision_of_i64_max_from_the_server_saturates_the_resume_points() {
     hub.on_stream_opened();
     assert_eq!(sent(&mut hub).0, [MAX; 4], "each resumes at the last revision there is");
 }
+
+#[test]
+fn a_kept_create_request_is_sent_again_exactly_as_given() {
+    let full = WatchCreateRequest {
+        key: "a/".into(),
+        range_end: "a0".into(),
+        start_revision: 5,
+        progress_notify: true,
+        filters: vec![0, 1],
+        prev_kv: true,
+        watch_id: 9,
+        fragment: true,
+    };
+    for req in [full, WatchCreateRequest::default(), create("k", 0)] {
+        assert_eq!(Create::new(&req).request(), req);
+    }
+    // Re-created after a lost stream: the same request, from where it stands.
+    let mut hub = TestHub::default();
+    let seen: Seen = Default::default();
+    let asked = WatchCreateRequest {
+        key: "k".into(),
+        range_end: "l".into(),
+        start_revision: 3,
+        prev_kv: true,
+        filters: vec![1],
+        ..Default::default()
+    };
+    hub.add(asked.clone(), callback(&seen));
+    hub.on_stream_opened();
+    sent(&mut hub);
+    feed(&mut hub, created(4, 3));
+    feed(&mut hub, events(4, &[7]));
+    hub.on_stream_lost();
+    hub.on_stream_opened();
+    let again = hub.take_outbox().pop().and_then(|r| r.request_union);
+    let Some(watch_request::RequestUnion::CreateRequest(again)) = again else {
+        panic!("a create, not {again:?}");
+    };
+    assert_eq!(again, WatchCreateRequest { start_revision: 8, ..asked });
+}
+
+#[test]
+fn a_watch_costs_48_bytes_in_the_hub() {
+    assert_eq!(std::mem::size_of::<Entry>(), 48);
+}
+
+#[test]
+fn an_acknowledged_cancel_forgets_the_id_and_a_drained_batch_its_room() {
+    let mut hub = TestHub::default();
+    let seen: Seen = Default::default();
+    let streams: Vec<_> = (0..100).map(|_| hub.add(create("k", 0), callback(&seen))).collect();
+    hub.on_stream_opened();
+    sent(&mut hub);
+    for id in 0..100 {
+        feed(&mut hub, created(id, 1));
+    }
+    assert_eq!(hub.creating.capacity(), 0, "the batch's room is given back");
+    for s in streams {
+        assert!(hub.cancel(s));
+    }
+    assert_eq!(sent(&mut hub).1.len(), 100);
+    for id in 0..100 {
+        let ack = WatchResponse { watch_id: id, canceled: true, ..Default::default() };
+        feed(&mut hub, ack);
+    }
+    assert!(hub.cancelled_ids.is_empty());
+    assert!(!hub.has_outbox(), "an acknowledged cancel is not sent again");
+}

@@ -10,12 +10,18 @@ pub(crate) const PREFIX_LEN: usize = 5;
 
 /// Frames `msg` as one uncompressed gRPC message.
 pub(crate) fn encode<M: prost::Message>(msg: &M) -> Bytes {
+    let mut buf = BytesMut::with_capacity(PREFIX_LEN + msg.encoded_len());
+    encode_into(&mut buf, msg);
+    buf.freeze()
+}
+
+/// Appends `msg`, framed, to `buf` (several messages for one DATA frame, with no copy).
+pub(crate) fn encode_into<M: prost::Message>(buf: &mut BytesMut, msg: &M) {
     let len = msg.encoded_len();
-    let mut buf = BytesMut::with_capacity(PREFIX_LEN + len);
+    buf.reserve(PREFIX_LEN + len);
     buf.put_u8(0);
     buf.put_u32(len as u32);
-    msg.encode(&mut buf).expect("capacity reserved above");
-    buf.freeze()
+    msg.encode(buf).expect("capacity reserved above");
 }
 
 /// A framing violation in the response body.
