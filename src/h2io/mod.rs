@@ -275,6 +275,8 @@ impl H2Stream {
 
 /// Above this many unsent bytes, h2's writes wait until the reactor drains the pipe.
 const HIGH_WATER: usize = 4 << 20;
+/// An empty input buffer larger than this is given back.
+const SHRINK_ABOVE: usize = 64 << 10;
 
 /// The buffers shared by the h2 side ([`Pipe`]) and the core side (the transport).
 #[derive(Debug, Default)]
@@ -372,6 +374,10 @@ impl AsyncRead for Pipe {
         let n = buf.remaining().min(p.inbound.len());
         buf.put_slice(&p.inbound[..n]);
         p.inbound.advance(n);
+        if p.inbound.is_empty() && p.inbound.capacity() > SHRINK_ABOVE {
+            // A burst (every watch's creation, a large range) does not keep its room.
+            p.inbound = BytesMut::new();
+        }
         Poll::Ready(Ok(()))
     }
 }
