@@ -148,11 +148,10 @@ impl Engine {
 /// connections; returns the results and the run's wall time (first due start to last answer).
 ///
 /// Requests start from the loop (`step`), right after the `process()` that ran the previous
-/// one's callback, never from inside a callback: with evetcd as of this tool's writing, a
-/// call started from inside a callback is sent and answered, but its callback may never run
-/// when the client's fd is waited on edge-triggered, as here (and as `run()` waits): a put
-/// chained from a put's callback hangs. The cost is one more zero-timeout `poll` per batch
-/// of answers.
+/// one's callback, not from inside the callback: one place decides what starts when, for the
+/// open-loop schedule and the closed-loop requesters alike. (Calls chained from callbacks
+/// work too: tests/chained_calls.rs.) The cost is one more zero-timeout `poll` per batch of
+/// answers.
 pub fn run_requests(
     conns: &mut Conns,
     requesters: usize,

@@ -347,7 +347,9 @@ impl Core {
     /// pending (an idle connection's PING timer has nothing to do until an operation starts;
     /// only the health check runs while idle).
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        if !self.cx.events.is_empty() || self.wakers.any_ready() {
+        // `h2_woken` after a turn: a callback panicked out of the flush that would have
+        // served it; the next turn does.
+        if !self.cx.events.is_empty() || self.wakers.any_ready() || self.h2_woken {
             return Some(self.cx.now);
         }
         if self.is_idle() {
