@@ -15,7 +15,8 @@
 //! [`Etcd`] (or a [`Cluster`]) kills it with SIGKILL and removes its data dir, also when a
 //! test panics. Where `setpriv` (util-linux) is installed, each member is also asked to die
 //! with the test process (`PR_SET_PDEATHSIG`), so a test binary killed outright leaves no
-//! etcd behind. Linux only: readiness and pauses are read from `/proc` and etcd's log, and
+//! etcd behind; the data dirs such a process (or an `Etcd` kept in a `static`, never dropped)
+//! leaves are removed by the next process that starts an etcd. Linux only: readiness and pauses are read from `/proc` and etcd's log, and
 //! SIGSTOP, SIGCONT and SIGTERM are sent with the `kill` command (this crate has no unsafe
 //! code, and `std` sends only SIGKILL).
 //!

@@ -95,11 +95,17 @@ pub(super) fn is_stopped(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
+/// The prefix of every data dir, followed by the owning process's id.
+const DATA_DIR_PREFIX: &str = "evetcd-etcd-";
+
 /// A fresh 0700 data dir in the temp dir (etcd warns about looser modes). `create` rather
-/// than `create_dir_all` so a name clash fails instead of sharing.
+/// than `create_dir_all` so a name clash fails instead of sharing. The first one a process
+/// makes also sweeps the data dirs of processes that are gone (see [`sweep_orphans`]).
 pub(super) fn make_data_dir() -> Result<PathBuf, Error> {
+    static SWEPT: OnceLock<()> = OnceLock::new();
+    SWEPT.get_or_init(|| sweep_orphans(&std::env::temp_dir()));
     let dir = std::env::temp_dir().join(format!(
-        "evetcd-etcd-{}-{}-{}",
+        "{DATA_DIR_PREFIX}{}-{}-{}",
         std::process::id(),
         next_id(),
         nanos()
@@ -109,4 +115,55 @@ pub(super) fn make_data_dir() -> Result<PathBuf, Error> {
         .create(&dir)
         .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
     Ok(dir)
+}
+
+/// Removes the data dirs in `tmp` whose owning process no longer runs. A dir outlives its
+/// `Etcd` when the process never drops it: one kept in a `static` (shared by a binary's
+/// tests; statics are not dropped at exit), or a test process killed outright. Its etcd is
+/// gone with the process (parent-death signal); this takes the disk space back. A dir whose
+/// process id is alive (this process, or a reused id) is left alone. Linux only (`/proc`).
+pub(super) fn sweep_orphans(tmp: &Path) {
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let Ok(entries) = fs::read_dir(tmp) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(DATA_DIR_PREFIX)) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_data_dirs_of_processes_that_are_gone_are_swept_and_live_ones_kept() {
+        let tmp = std::env::temp_dir().join(format!("evetcd-sweep-test-{}", nanos()));
+        fs::create_dir(&tmp).unwrap();
+        // A process that has exited (and been reaped): its id is free.
+        let mut child = Command::new("true").spawn().unwrap();
+        let gone = child.id();
+        child.wait().unwrap();
+        let orphan = tmp.join(format!("{DATA_DIR_PREFIX}{gone}-1-5"));
+        let mine = tmp.join(format!("{DATA_DIR_PREFIX}{}-1-5", std::process::id()));
+        let other = tmp.join("evetcd-other-1");
+        for d in [&orphan, &mine, &other] {
+            fs::create_dir_all(d.join("member")).unwrap();
+        }
+        sweep_orphans(&tmp);
+        let orphan_left = orphan.exists() && Path::new(&format!("/proc/{gone}")).exists();
+        assert_eq!(orphan.exists(), orphan_left, "removed unless the id was reused");
+        assert!(mine.exists(), "a live process's dir stays");
+        assert!(other.exists(), "not a data dir");
+        fs::remove_dir_all(&tmp).unwrap();
+    }
 }
