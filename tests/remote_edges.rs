@@ -196,17 +196,25 @@ mod futures {
             b.process();
             deadline = Instant::now() + b.next_timeout().unwrap_or(forever);
         }
-        // Meanwhile the holder unlocks.
-        ok(&holder, |cb| holder.unlock(held.key.clone(), cb));
-        let end = Instant::now() + Duration::from_secs(1);
-        while Instant::now() < end {
+        // The cancel reaches etcd, which then deletes the waiter's key (asynchronously: the
+        // holder unlocking before that would race it, and etcd may grant the lock to the
+        // cancelled call). Without the wake-up the cancel is never sent and the key stays.
+        let end = Instant::now() + Duration::from_secs(5);
+        let mut waiter_gone = false;
+        while Instant::now() < end && !waiter_gone {
             let slice = Duration::from_millis(50);
             let wait = deadline.saturating_duration_since(Instant::now()).min(slice);
             if poll_fd(&b, wait) || Instant::now() >= deadline {
                 b.process();
                 deadline = Instant::now() + b.next_timeout().unwrap_or(forever);
             }
+            let keys = ok(&holder, |cb| {
+                holder.get(name.clone(), GetOptions::new().prefix(true).count_only(true), cb)
+            });
+            waiter_gone = keys.count == 1;
         }
+        // Then the holder unlocks: nobody is waiting, so nobody holds the lock after.
+        ok(&holder, |cb| holder.unlock(held.key.clone(), cb));
         let keys = ok(&holder, |cb| holder.get(name.clone(), GetOptions::new().prefix(true), cb));
         assert_eq!(
             keys.kvs.len(),
