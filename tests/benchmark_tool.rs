@@ -16,36 +16,7 @@ use support::Etcd;
 /// Builds the example once per test process and returns its path.
 fn benchmark_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-        let mut build = Command::new(env!("CARGO"));
-        build.args(["build", "--quiet", "--example", "benchmark"]);
-        // As from a shell: without the variables cargo sets for this test (ring's build
-        // script tracks some, so they would rebuild it here, and again from a shell).
-        const SET_BY_CARGO_TEST: [&str; 8] = [
-            "CARGO_MANIFEST_DIR",
-            "CARGO_MANIFEST_PATH",
-            "CARGO_CRATE_NAME",
-            "CARGO_BIN_NAME",
-            "CARGO_PRIMARY_PACKAGE",
-            "CARGO_TARGET_TMPDIR",
-            "CARGO_RUSTC_CURRENT_DIR",
-            "OUT_DIR",
-        ];
-        for (name, _) in std::env::vars_os() {
-            let name = name.to_string_lossy();
-            if name.starts_with("CARGO_PKG_") || SET_BY_CARGO_TEST.contains(&&*name) {
-                build.env_remove(&*name);
-            }
-        }
-        let status = build.current_dir(&repo).status().expect("cargo build --example benchmark");
-        assert!(status.success(), "cargo build --example benchmark failed");
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| repo.join("target"));
-        target.join("debug/examples/benchmark")
-    })
-    .clone()
+    BIN.get_or_init(|| support::examples::build_example("benchmark", &[])).clone()
 }
 
 fn bench(args: &[&str]) -> Output {

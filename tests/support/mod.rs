@@ -20,6 +20,7 @@ pub mod certs;
 pub mod client;
 mod etcd;
 pub mod etcdctl;
+pub mod examples;
 pub mod failover;
 pub mod goclient;
 pub mod metrics;
